@@ -1,0 +1,239 @@
+"""The released checkpoint directory (spec section 4): find its files, load them strictly, write them.
+
+A checkpoint directory holds `config.json`, `model.safetensors` (or a sharded index),
+`action_head--<step>_checkpoint.pt`, `action_head_config--<step>_checkpoint.json`,
+`proprio_projector--<step>_checkpoint.pt`, `dataset_statistics.json` and the tokenizer files.
+Every mismatch is a `CheckpointError` naming the file and the key or shape at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Qwen2Config
+
+from export.head import HeadConfig
+from export.model import RDVLA
+from export.vision import tower_config
+from export.vlm import VLMConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_INDEX = "model.safetensors.index.json"
+HEAD_WEIGHTS_GLOB = "action_head--*_checkpoint.pt"
+HEAD_CONFIG_GLOB = "action_head_config--*_checkpoint.json"
+PROPRIO_WEIGHTS_GLOB = "proprio_projector--*_checkpoint.pt"
+STATISTICS = "dataset_statistics.json"
+TOKENIZER = "tokenizer.json"
+# Scalars the authors store as one-element tensors; a 0-d save of the same value is accepted too.
+_SCALAR_SUFFIXES = (".gate", "gamma_adapt", "gamma_init")
+_MAX_KEYS_SHOWN = 8
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that does not match the released layout or the model it describes."""
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    root: Path
+    config: Path
+    weights: tuple[Path, ...]
+    head_weights: Path
+    head_config: Path
+    proprio_weights: Path
+    statistics: Path
+    tokenizer: Path
+
+    @classmethod
+    def discover(cls, root: Path) -> "CheckpointFiles":
+        root = Path(root)
+        if not root.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {root}")
+
+        def required(name: str) -> Path:
+            path = root / name
+            if not path.is_file():
+                raise CheckpointError(f"{root}: missing file {name}")
+            return path
+
+        def one(pattern: str) -> Path:
+            found = sorted(root.glob(pattern))
+            if len(found) != 1:
+                what = "no file" if not found else f"{len(found)} files ({', '.join(p.name for p in found)})"
+                raise CheckpointError(f"{root}: expected exactly one {pattern}, found {what}")
+            return found[0]
+
+        if (root / MODEL_WEIGHTS).is_file():
+            weights: tuple[Path, ...] = (root / MODEL_WEIGHTS,)
+        elif (root / MODEL_INDEX).is_file():
+            index = json.loads((root / MODEL_INDEX).read_text())
+            weights = tuple(required(name) for name in sorted(set(index["weight_map"].values())))
+        else:
+            raise CheckpointError(f"{root}: missing file {MODEL_WEIGHTS} (or {MODEL_INDEX})")
+        return cls(
+            root=root,
+            config=required("config.json"),
+            weights=weights,
+            head_weights=one(HEAD_WEIGHTS_GLOB),
+            head_config=one(HEAD_CONFIG_GLOB),
+            proprio_weights=one(PROPRIO_WEIGHTS_GLOB),
+            statistics=required(STATISTICS),
+            tokenizer=required(TOKENIZER),
+        )
+
+    def all_files(self) -> list[Path]:
+        return [self.config, *self.weights, self.head_weights, self.head_config, self.proprio_weights,
+                self.statistics, self.tokenizer]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from None
+
+
+def vlm_config_from_json(config: Mapping[str, Any], source: str = "config.json") -> VLMConfig:
+    """Tower and LLM shapes from the OpenVLA `config.json` (with the reduced-size key of spec 4.1)."""
+    try:
+        ids = list(config["timm_model_ids"])
+        text = dict(config["text_config"])
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: missing field {exc.args[0]!r}") from None
+    if len(ids) != 2 or not config.get("use_fused_vision_backbone", True):
+        raise CheckpointError(f"{source}: expected the fused DINOv2+SigLIP backbone (two timm_model_ids), got {ids}")
+    overrides = config.get("timm_model_kwargs") or [{}, {}]
+    if len(overrides) != 2:
+        raise CheckpointError(f"{source}: timm_model_kwargs must list one dict per tower")
+    if text.get("model_type", "qwen2") != "qwen2":
+        raise CheckpointError(f"{source}: text_config.model_type {text.get('model_type')!r} is not qwen2")
+    try:
+        dino, siglip = (tower_config(i, o) for i, o in zip(ids, overrides))
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    return VLMConfig(dino=dino, siglip=siglip, text=Qwen2Config.from_dict(text), num_images=2)
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_pt(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path.name}: cannot be read as a weights-only torch state dict ({exc})") from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, expected a state dict")
+    return _strip_module(state)
+
+
+def _load_safetensors(paths: tuple[Path, ...]) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            state.update(load_file(str(path)))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path.name}: cannot be read as safetensors ({exc})") from None
+    return state
+
+
+def _shown(keys: list[str]) -> str:
+    more = f" (+{len(keys) - _MAX_KEYS_SHOWN} more)" if len(keys) > _MAX_KEYS_SHOWN else ""
+    return ", ".join(keys[:_MAX_KEYS_SHOWN]) + more
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, skip: frozenset[str] = frozenset()) -> None:
+    """Copy `state` into `module`, refusing any missing or unexpected key or misfit shape."""
+    expected = {k: v for k, v in module.state_dict().items() if k not in skip}
+    given = {k: v for k, v in state.items() if k not in skip}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_shown(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_shown(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    fixed = {}
+    for key, target in expected.items():
+        value = given[key]
+        if value.shape != target.shape:
+            if key.endswith(_SCALAR_SUFFIXES) and value.numel() == target.numel() == 1:
+                value = value.reshape(target.shape)
+            else:
+                raise CheckpointError(
+                    f"{source}: {key} has shape {tuple(value.shape)}, the model built from the config expects {tuple(target.shape)}"
+                )
+        fixed[key] = value.to(target.dtype)
+    module.load_state_dict(fixed, strict=False)
+
+
+@dataclass
+class LoadedCheckpoint:
+    files: CheckpointFiles
+    model: RDVLA
+    statistics: dict[str, Any]
+    config: dict[str, Any]
+
+
+def load_checkpoint(root: Path, fp32_rope: bool = False) -> LoadedCheckpoint:
+    """Build the reference model from a checkpoint directory and load every weight strictly."""
+    files = CheckpointFiles.discover(root)
+    config = _read_json(files.config)
+    vlm_cfg = vlm_config_from_json(config)
+    try:
+        head_cfg = HeadConfig.from_json_dict(_read_json(files.head_config))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{files.head_config.name}: {exc}") from None
+    try:
+        model = RDVLA(vlm_cfg, head_cfg, fp32_rope=fp32_rope)
+    except ValueError as exc:
+        raise CheckpointError(f"{root}: {exc}") from None
+    tied = {"language_model.lm_head.weight"} if vlm_cfg.text.tie_word_embeddings else set()
+    load_strict(model.vlm, _load_safetensors(files.weights), "model.safetensors", skip=frozenset(tied))
+    load_strict(model.action_head, _load_pt(files.head_weights), files.head_weights.name)
+    load_strict(model.proprio_projector, _load_pt(files.proprio_weights), files.proprio_weights.name)
+    model.eval()
+    statistics = _read_json(files.statistics)
+    return LoadedCheckpoint(files=files, model=model, statistics=statistics, config=config)
+
+
+def save_checkpoint(
+    model: RDVLA,
+    out: Path,
+    step: int,
+    config: dict[str, Any],
+    statistics: dict[str, Any],
+) -> None:
+    """Write the model in the released layout, weights in bf16 as the authors save them."""
+    out.mkdir(parents=True, exist_ok=True)
+    tied = model.vlm.cfg.text.tie_word_embeddings
+    vlm_state = {
+        k: v.detach().to(torch.bfloat16).contiguous()
+        for k, v in model.vlm.state_dict().items()
+        if not (tied and k == "language_model.lm_head.weight")
+    }
+    save_file(vlm_state, str(out / MODEL_WEIGHTS), metadata={"format": "pt"})
+    head_state = {k: v.detach().to(torch.bfloat16).clone() for k, v in model.action_head.state_dict().items()}
+    torch.save(head_state, out / f"action_head--{step}_checkpoint.pt")
+    (out / f"action_head_config--{step}_checkpoint.json").write_text(
+        json.dumps(model.action_head.cfg.to_json_dict(), indent=2) + "\n"
+    )
+    # The projector is saved from its DDP wrapper upstream, hence the `module.` prefix.
+    proprio_state = {f"module.{k}": v.detach().to(torch.bfloat16).clone() for k, v in model.proprio_projector.state_dict().items()}
+    torch.save(proprio_state, out / f"proprio_projector--{step}_checkpoint.pt")
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / STATISTICS).write_text(json.dumps(statistics, indent=2) + "\n")
+

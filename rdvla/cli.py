@@ -1,0 +1,57 @@
+"""The `rdvla` command: each room registers its own subcommands; heavy imports happen inside them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from rdvla import __version__
+
+# Errors a user can cause (bad path, mismatched checkpoint, bad option): one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from devices import commands as device_commands
+    from export import commands as export_commands
+    from rdvla import predict
+
+    return [export_commands.register, predict.register, device_commands.register]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rdvla",
+        description="Export RD-VLA checkpoints into TensorRT-ready bundles and run them on a robot.",
+    )
+    parser.add_argument("--version", action="version", version=f"rdvla {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args))
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""`rdvla predict SOURCE`: one policy query from files, comparable call for call across implementations.
+
+SOURCE is a checkpoint directory (the PyTorch reference runs it). The output `.npz` holds
+`normalized_actions` (8, 7), `actions` (8, 7, un-normalised, no gripper post-processing),
+`iterations` and `deltas` (the halting statistic per iteration, NaN where undefined; under a
+fixed depth, the adjacent-action MSE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.halting import HaltingPolicy, parse_halting
+from runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
+
+PROPRIO_DIM = 8
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="run one policy query from files",
+        description="Run one RD-VLA policy query on a checkpoint directory and write the action chunk.",
+        epilog="example: rdvla predict ckpt/ --image agent.png --image wrist.png "
+        "--instruction 'put the bowl on the plate' --proprio 0,0,0,0,0,0,0.04,-0.04 --halting mse:1e-3 --out a.npz",
+    )
+    p.add_argument("source", type=Path, help="checkpoint directory in the released layout")
+    images = p.add_mutually_exclusive_group(required=True)
+    images.add_argument("--image", type=Path, action="append", help="camera image, repeated in camera order (third-person, then wrist)")
+    images.add_argument("--pixel-values", type=Path, help="(1,12,224,224) float32 .npy; preprocessing is skipped")
+    p.add_argument("--instruction", required=True, help="task instruction")
+    p.add_argument("--proprio", required=True, help="raw proprio state: 8 comma-separated numbers (eef pos 3, axis-angle 3, gripper 2)")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--init-state", type=Path, help="(1,8,D) float32 .npy initial latent state")
+    state.add_argument("--seed", type=int, default=0, help="seed of the truncated-normal initial state (default 0)")
+    depth = p.add_mutually_exclusive_group()
+    depth.add_argument("--iterations", type=int, help="fixed number of recurrent iterations (default 12)")
+    depth.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
+    p.add_argument("--min-iterations", type=int, help="adaptive halting: fewest iterations (default 2)")
+    p.add_argument("--max-iterations", type=int, help="adaptive halting: most iterations (default 32)")
+    p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="reference precision: float32 (default; what exported graphs are compared against) or bfloat16 (the authors' run)")
+    p.add_argument("--out", type=Path, help="write the result to this .npz")
+    p.set_defaults(run=run)
+
+
+@dataclass
+class Prediction:
+    normalized_actions: np.ndarray  # (8, 7) float32
+    actions: np.ndarray  # (8, 7) float32
+    iterations: int
+    deltas: np.ndarray  # (iterations,) float32
+    seconds: float
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            normalized_actions=self.normalized_actions.astype(np.float32),
+            actions=self.actions.astype(np.float32),
+            iterations=np.int64(self.iterations),
+            deltas=self.deltas.astype(np.float32),
+        )
+
+
+def parse_proprio(text: str) -> np.ndarray:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--proprio must be {PROPRIO_DIM} comma-separated numbers, got {text!r}") from None
+    if len(values) != PROPRIO_DIM or not np.all(np.isfinite(values)):
+        raise ValueError(f"--proprio must be {PROPRIO_DIM} finite numbers, got {len(values)}: {text!r}")
+    return np.asarray(values, np.float64)
+
+
+def load_npy(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a .npy array ({exc})") from None
+    if array.shape != shape:
+        raise ValueError(f"{path}: {what} has shape {array.shape}, expected {shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{path}: {what} holds NaN or inf")
+    return array.astype(np.float32)
+
+
+def load_images(paths: list[Path], expected: int) -> list[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    if len(paths) != expected:
+        raise ValueError(f"the model takes {expected} images (third-person, then wrist); got {len(paths)} --image")
+    images = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        try:
+            with Image.open(path) as img:
+                images.append(np.asarray(img.convert("RGB")))
+        except UnidentifiedImageError:
+            raise ValueError(f"{path}: not a readable image") from None
+    return images
+
+
+def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
+    import torch
+
+    from export.checkpoint import load_checkpoint
+    from runtime.preprocess import to_pixel_values
+    from runtime.prompt import PromptTokenizer
+
+    ckpt = load_checkpoint(args.source)
+    model = ckpt.model.to(getattr(torch, args.dtype))
+    stats = NormStats.from_dataset_statistics(ckpt.statistics, args.unnorm_key)
+    num_images = model.vlm.cfg.num_images
+    if args.pixel_values is not None:
+        pixels = load_npy(args.pixel_values, (1, 6 * num_images, 224, 224), "pixel values")
+    else:
+        pixels = to_pixel_values(load_images(args.image, num_images))
+    input_ids = PromptTokenizer(ckpt.files.tokenizer)(args.instruction)
+    proprio = normalize_proprio(parse_proprio(args.proprio), stats)[None]
+    head_cfg = model.action_head.cfg
+    init_state = None
+    if args.init_state is not None:
+        init_state = torch.from_numpy(load_npy(args.init_state, (1, head_cfg.action_chunk_len, head_cfg.hidden_dim), "initial state"))
+    start = time.perf_counter()
+    out = model.predict(
+        torch.from_numpy(pixels),
+        torch.from_numpy(np.array(input_ids)),
+        torch.from_numpy(proprio),
+        halting,
+        init_state=init_state,
+        generator=torch.Generator().manual_seed(args.seed),
+        trace=True,
+    )
+    seconds = time.perf_counter() - start
+    normalized = out.actions[0].float().numpy()
+    deltas = np.asarray([halting.statistic(m, c) for m, c in zip(out.mse, out.cosine)], np.float32)
+    return Prediction(normalized, unnormalize_actions(normalized, stats), out.iterations, deltas, seconds)
+
+
+def run(args: argparse.Namespace) -> int:
+    halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
+    if not args.source.exists():
+        raise FileNotFoundError(f"not found: {args.source}")
+    result = predict_checkpoint(args, halting)
+    if args.out is not None:
+        result.save(args.out)
+    print(f"source      {args.source} (reference, {args.dtype})")
+    print(f"halting     {halting}")
+    print(f"iterations  {result.iterations}    query time {result.seconds:.3f} s")
+    print("deltas      " + " ".join(f"{d:.3g}" for d in result.deltas))
+    print("actions (un-normalised; rows are time steps, columns dx dy dz drx dry drz gripper):")
+    for row in result.actions:
+        print("  " + " ".join(f"{v:+.4f}" for v in row))
+    if args.out is not None:
+        print(f"wrote {args.out}")
+    return 0

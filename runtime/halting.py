@@ -1,0 +1,135 @@
+"""When the recurrent loop stops (spec 3.1-3.3), shared by the reference and every backend.
+
+A policy sees the iteration index k (1-based) and the statistic of iteration k against k-1
+(None at k = 1, or when the loop did not decode). Statistics are in normalised action space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+MAX_SUPPORTED_ITERATIONS = 256
+
+
+@dataclass(frozen=True)
+class FixedDepth:
+    """Exactly `iterations` iterations, then one decode (the authors' default path, 12 at inference)."""
+
+    iterations: int = 12
+
+    def __post_init__(self) -> None:
+        _check_range("iterations", self.iterations, 1, MAX_SUPPORTED_ITERATIONS)
+
+    @property
+    def max_iterations(self) -> int:
+        return self.iterations
+
+    @property
+    def needs_decode(self) -> bool:
+        return False
+
+    def statistic(self, mse: float, cosine: float) -> float:
+        return mse
+
+    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+        return k >= self.iterations
+
+
+@dataclass(frozen=True)
+class AdjacentMSE:
+    """Stop when mean((a_k - a_{k-1})^2) < threshold (the code's "kl_divergence"; mean, not sum)."""
+
+    threshold: float = 1e-3
+    min_iterations: int = 2
+    max_iterations: int = 32
+
+    def __post_init__(self) -> None:
+        if not (self.threshold > 0 and math.isfinite(self.threshold)):
+            raise ValueError(f"MSE threshold must be a positive number, got {self.threshold}")
+        _check_min_max(self.min_iterations, self.max_iterations)
+
+    @property
+    def needs_decode(self) -> bool:
+        return True
+
+    def statistic(self, mse: float, cosine: float) -> float:
+        return mse
+
+    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+        if k >= self.max_iterations:
+            return True
+        return k >= self.min_iterations and statistic is not None and statistic < self.threshold
+
+
+@dataclass(frozen=True)
+class CosineSimilarity:
+    """Stop when cos(a_k, a_{k-1}) > threshold; the recorded statistic is 1 - cos, as upstream reports it."""
+
+    threshold: float = 0.999
+    min_iterations: int = 2
+    max_iterations: int = 32
+
+    def __post_init__(self) -> None:
+        if not (-1.0 < self.threshold < 1.0):
+            raise ValueError(f"cosine threshold must lie in (-1, 1), got {self.threshold}")
+        _check_min_max(self.min_iterations, self.max_iterations)
+
+    @property
+    def needs_decode(self) -> bool:
+        return True
+
+    def statistic(self, mse: float, cosine: float) -> float:
+        return 1.0 - cosine
+
+    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+        if k >= self.max_iterations:
+            return True
+        # 1 - cos < 1 - threshold, written on the recorded statistic so both sides agree exactly.
+        return k >= self.min_iterations and statistic is not None and statistic < 1.0 - self.threshold
+
+
+HaltingPolicy = Union[FixedDepth, AdjacentMSE, CosineSimilarity]
+
+
+def parse_halting(
+    spec: Optional[str],
+    iterations: Optional[int] = None,
+    min_iterations: Optional[int] = None,
+    max_iterations: Optional[int] = None,
+) -> HaltingPolicy:
+    """Build a policy from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`."""
+    if spec is not None and iterations is not None:
+        raise ValueError("give either a fixed number of iterations or a halting rule, not both")
+    if spec is None:
+        if min_iterations is not None or max_iterations is not None:
+            raise ValueError("--min-iterations/--max-iterations apply to adaptive halting (--halting) only")
+        return FixedDepth(12 if iterations is None else iterations)
+    kind, _, value = spec.partition(":")
+    bounds = {}
+    if min_iterations is not None:
+        bounds["min_iterations"] = min_iterations
+    if max_iterations is not None:
+        bounds["max_iterations"] = max_iterations
+    try:
+        threshold = float(value) if value else None
+    except ValueError:
+        raise ValueError(f"halting threshold {value!r} is not a number") from None
+    if kind == "mse":
+        return AdjacentMSE(threshold if threshold is not None else 1e-3, **bounds)
+    if kind == "cosine":
+        return CosineSimilarity(threshold if threshold is not None else 0.999, **bounds)
+    raise ValueError(f"unknown halting rule {kind!r}; use mse:THRESH or cosine:THRESH")
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_min_max(min_iterations: int, max_iterations: int) -> None:
+    _check_range("min_iterations", min_iterations, 1, MAX_SUPPORTED_ITERATIONS)
+    _check_range("max_iterations", max_iterations, 1, MAX_SUPPORTED_ITERATIONS)
+    if min_iterations > max_iterations:
+        raise ValueError(f"min_iterations {min_iterations} exceeds max_iterations {max_iterations}")

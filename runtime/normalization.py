@@ -1,0 +1,81 @@
+"""Proprio normalisation and action un-normalisation with BOUNDS_Q99 statistics (spec 1.9, 3.5, 3.6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+# Added to the q99 - q01 range by the authors' code on both sides (train normalise, test un-normalise).
+RANGE_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """The statistics of one dataset key of `dataset_statistics.json`."""
+
+    key: str
+    action_q01: np.ndarray
+    action_q99: np.ndarray
+    action_mask: np.ndarray
+    proprio_q01: np.ndarray
+    proprio_q99: np.ndarray
+
+    @classmethod
+    def from_dataset_statistics(cls, stats: Mapping[str, Any], key: Optional[str] = None) -> "NormStats":
+        """Pick `key` (default: the only key) and read its action/proprio q01, q99 and mask."""
+        keys = sorted(stats)
+        if key is None:
+            if len(keys) != 1:
+                raise ValueError(
+                    f"dataset_statistics.json holds {len(keys)} keys; choose one with --unnorm-key: {', '.join(keys)}"
+                )
+            key = keys[0]
+        if key not in stats:
+            raise ValueError(f"unnorm key {key!r} not in dataset statistics; available: {', '.join(keys)}")
+        entry = stats[key]
+        try:
+            action, proprio = entry["action"], entry["proprio"]
+            q01, q99 = np.asarray(action["q01"], np.float64), np.asarray(action["q99"], np.float64)
+            mask = np.asarray(action.get("mask", [True] * len(q01)), bool)
+            p01, p99 = np.asarray(proprio["q01"], np.float64), np.asarray(proprio["q99"], np.float64)
+        except KeyError as exc:
+            raise ValueError(f"dataset statistics {key!r} lack field {exc.args[0]!r}") from None
+        if not (q01.shape == q99.shape == mask.shape and q01.ndim == 1):
+            raise ValueError(f"dataset statistics {key!r}: action q01/q99/mask shapes differ")
+        if not (p01.shape == p99.shape and p01.ndim == 1):
+            raise ValueError(f"dataset statistics {key!r}: proprio q01/q99 shapes differ")
+        return cls(key, q01, q99, mask, p01, p99)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "action": {"q01": self.action_q01.tolist(), "q99": self.action_q99.tolist(), "mask": self.action_mask.tolist()},
+            "proprio": {"q01": self.proprio_q01.tolist(), "q99": self.proprio_q99.tolist()},
+        }
+
+
+def normalize_proprio(proprio: np.ndarray, stats: NormStats) -> np.ndarray:
+    """clip(2 (p - q01) / (q99 - q01 + 1e-8) - 1, -1, 1) on every dimension (proprio carries no mask)."""
+    p = np.asarray(proprio, np.float64)
+    if p.shape[-1] != stats.proprio_q01.shape[0]:
+        raise ValueError(f"proprio has {p.shape[-1]} values, the statistics expect {stats.proprio_q01.shape[0]}")
+    span = stats.proprio_q99 - stats.proprio_q01 + RANGE_EPS
+    return np.clip(2.0 * (p - stats.proprio_q01) / span - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def unnormalize_actions(normalized: np.ndarray, stats: NormStats) -> np.ndarray:
+    """a = 0.5 (a_n + 1)(q99 - q01 + 1e-8) + q01 where the mask is set, a_n elsewhere; no clipping."""
+    a = np.asarray(normalized, np.float64)
+    if a.shape[-1] != stats.action_q01.shape[0]:
+        raise ValueError(f"actions have {a.shape[-1]} dims, the statistics expect {stats.action_q01.shape[0]}")
+    span = stats.action_q99 - stats.action_q01 + RANGE_EPS
+    return np.where(stats.action_mask, 0.5 * (a + 1.0) * span + stats.action_q01, a).astype(np.float32)
+
+
+def libero_gripper(actions: np.ndarray) -> np.ndarray:
+    """LIBERO post-processing of the last dim: binarise g -> sign(2g - 1) (0.5 -> 0), then invert."""
+    out = np.array(actions, dtype=np.float32, copy=True)
+    out[..., -1] = -np.sign(2.0 * out[..., -1] - 1.0)
+    return out

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Create .venv at the repository root and install the project into it (idempotent).
+#   scripts/install.sh            runtime + export side (what the demo needs)
+#   scripts/install.sh --dev      ... plus test and type-check tools
+# System packages: libusb (pyrealsense2 loads it at import) via apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="export,realsense"
+[[ "${1:-}" == "--dev" ]] && extras="export,realsense,dev"
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  echo "==> installing system packages: $*"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "==> creating .venv"
+  python3 -m venv .venv
+fi
+py=.venv/bin/python
+# torch first and pinned: the CPU build of 2.13.0 is what every range below is satisfied by.
+if ! $py -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+  echo "==> installing torch 2.13.0"
+  $py -m pip install -q torch==2.13.0
+fi
+echo "==> installing rdvla[$extras]"
+$py -m pip install -q -e ".[$extras]"
+if [[ "$extras" == *dev* ]]; then
+  # Type stubs only; its declared dependency is the TensorRT wheel itself, which is not installable here.
+  $py -m pip install -q --no-deps "tensorrt-stubs>=10.0,<11"
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install the project with its test tools into .venv, then run the checks and the CPU test tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --dev
+py=.venv/bin/python
+
+echo "==> shellcheck"
+.venv/bin/shellcheck scripts/*.sh .ci/run
+echo "==> pytest"
+$py -m pytest tests -q "$@"

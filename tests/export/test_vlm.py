@@ -1,0 +1,86 @@
+"""Sequence assembly and hidden-state gathering at the positions of spec 1.6 and 1.8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.checkpoint import load_checkpoint
+from export.vlm import NUM_ACTION_QUERIES, STOP_TOKEN_ID
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_checkpoint: Path):
+    return load_checkpoint(tiny_checkpoint).model.vlm
+
+
+def test_sequence_layout(vlm) -> None:
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randn(1, 12, 224, 224, generator=g)
+    ids = torch.tensor([[5, 17, 33, 41, 9]])
+    p = ids.shape[1]
+    with torch.no_grad():
+        seq = vlm.embed_sequence(pixels, ids)
+        emb = vlm.language_model.model.embed_tokens
+        patches = vlm.projector(vlm.vision_backbone(pixels))
+    assert seq.shape == (1, p + 577, vlm.cfg.hidden_size)
+    assert torch.equal(seq[:, 0], emb(ids[:, 0]))
+    assert torch.equal(seq[:, 1:513], patches)
+    assert torch.equal(seq[:, 513 : 512 + p], emb(ids[:, 1:]))
+    assert torch.equal(seq[:, 512 + p : 576 + p], vlm.action_queries.weight[None])
+    assert torch.equal(seq[:, -1], emb(torch.tensor([STOP_TOKEN_ID])))
+
+
+def test_gathering_takes_the_shifted_positions(vlm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hidden state holds its own index and each position its own number; read them back."""
+    p = 7
+    n_states = vlm.cfg.num_hidden_states
+    seq_len = p + 577
+
+    def identifiable(embeds, last_index=None):
+        positions = torch.arange(seq_len, dtype=torch.float32)[None, :, None]
+        return [torch.cat([positions.expand(1, -1, 1), torch.full((1, seq_len, 1), float(i)),
+                           torch.zeros(1, seq_len, vlm.cfg.hidden_size - 2)], dim=2) for i in range(n_states)]
+
+    monkeypatch.setattr(vlm, "run_llm", identifiable)
+    h_task, h_action = vlm.hidden_states(torch.zeros(1, 12, 224, 224), torch.arange(p)[None])
+    assert h_task.shape == (1, n_states, 512, vlm.cfg.hidden_size)
+    assert h_action.shape == (1, n_states, NUM_ACTION_QUERIES, vlm.cfg.hidden_size)
+    assert torch.equal(h_task[0, :, :, 1], torch.arange(n_states, dtype=torch.float32)[:, None].expand(-1, 512))
+    # Task tokens: position 0 (tok_0) and patches 0..510 (positions 1..511); the last wrist patch is left out.
+    assert torch.equal(h_task[0, 3, :, 0], torch.arange(512, dtype=torch.float32))
+    # Action tokens: the last prompt token (511 + P) then queries 0..62 (512 + P .. 574 + P).
+    assert torch.equal(h_action[0, 3, :, 0], torch.arange(511 + p, 575 + p, dtype=torch.float32))
+
+
+def test_hidden_state_indices_follow_transformers_4_40(vlm) -> None:
+    """Index 0 = embeddings, i = output of decoder layer i, the last = after the final norm."""
+    embeds = torch.randn(1, 20, vlm.cfg.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        states = vlm.run_llm(embeds)
+        reference = vlm.language_model.model(inputs_embeds=embeds).last_hidden_state
+        assert len(states) == vlm.cfg.num_hidden_states
+        assert torch.equal(states[0], embeds)
+        torch.testing.assert_close(states[-1], reference, rtol=1e-5, atol=1e-5)
+        # Causality: changing the last token does not change earlier positions.
+        changed = embeds.clone()
+        changed[:, -1] += 1.0
+        again = vlm.run_llm(changed)
+        torch.testing.assert_close(again[11][:, :-1], states[11][:, :-1], rtol=0, atol=0)
+        # A partial run stops at the requested index and leaves it un-normed.
+        partial = vlm.run_llm(embeds, last_index=23)
+        assert len(partial) == 24 and torch.equal(partial[23], states[23])
+
+
+def test_vision_tower_reads_second_to_last_block(vlm) -> None:
+    tower = vlm.vision_backbone.featurizer
+    calls = []
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, b in enumerate(tower.blocks)]
+    with torch.no_grad():
+        out = tower(torch.zeros(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    assert calls == list(range(tower.cfg.depth - 1))
+    assert out.shape == (1, 256, tower.cfg.embed_dim)  # 1 class + 4 register tokens removed
