@@ -207,9 +207,13 @@ class RecurrentLayer(nn.Module):
 class HeadContext:
     """Everything iterations need, computed once per query."""
 
-    prelude_out: torch.Tensor  # e, (B, T, D)
+    injection: torch.Tensor  # the adapter's term for the Prelude output e: e @ W_e^T, (B, T, D)
     core_kv: list[ContextKV]
     coda_kv: list[ContextKV]
+
+
+# VLM hidden states by index: index -> (task tokens (B, 512, D), action tokens (B, 64, D)).
+HiddenStates = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -249,22 +253,23 @@ class RecurrentDepthModel(nn.Module):
     def _layers(self, name: str) -> list[RecurrentLayer]:
         return list(getattr(self, name)) if hasattr(self, name) else []
 
-    def context(self, h_task: torch.Tensor, h_action: torch.Tensor, proprio: torch.Tensor) -> HeadContext:
-        """Run the Prelude and project every core/coda layer's keys and values.
+    def context(self, hidden: HiddenStates, proprio: torch.Tensor) -> HeadContext:
+        """Run the Prelude, its adapter term, and every core/coda layer's keys and values.
 
-        h_task (B, 25, 512, D) and h_action (B, 25, 64, D) are indexed by VLM hidden-state index;
+        `hidden` maps each VLM hidden-state index a layer reads to (task, action) tokens;
         proprio is the projected token (B, 1, D).
         """
         cfg = self.cfg
 
         def kv(layer: RecurrentLayer, j: int) -> ContextKV:
-            return layer.context_kv(h_action[:, j], h_task[:, j], proprio)
+            h_task, h_action = hidden[j]
+            return layer.context_kv(h_action, h_task, proprio)
 
-        x = self.action_queries.to(h_task.dtype).expand(h_task.shape[0], -1, -1)
+        x = self.action_queries.to(proprio.dtype).expand(proprio.shape[0], -1, -1)
         for layer, j in zip(self._layers("prelude"), cfg.prelude_vlm_layers):
             x = layer(x, kv(layer, j), self.rope_cos, self.rope_sin)
         return HeadContext(
-            prelude_out=x,
+            injection=F.linear(x, self.adapter.weight[:, cfg.hidden_dim :]),
             core_kv=[kv(layer, j) for layer, j in zip(self.recurrent, cfg.recurrent_vlm_layers)],
             coda_kv=[kv(layer, j) for layer, j in zip(self._layers("coda"), cfg.coda_vlm_layers)],
         )
@@ -277,8 +282,11 @@ class RecurrentDepthModel(nn.Module):
         return s0.to(dtype)
 
     def iterate(self, state: torch.Tensor, ctx: HeadContext) -> torch.Tensor:
-        """One recurrent iteration: adapter with input injection, core layers, recurrent norm."""
-        z = self.adapter(torch.cat([state, ctx.prelude_out], dim=-1))
+        """One recurrent iteration: adapter with input injection, core layers, recurrent norm.
+
+        adapter(concat(S, e)) = S W_s^T + e W_e^T; the second term is fixed per query (ctx.injection).
+        """
+        z = F.linear(state, self.adapter.weight[:, : self.cfg.hidden_dim]) + ctx.injection
         z = self.adapter_norm(self.gamma_adapt * z)
         for layer, kv in zip(self.recurrent, ctx.core_kv):
             z = layer(z, kv, self.rope_cos, self.rope_sin)

@@ -40,9 +40,9 @@ class RDVLA(nn.Module):
 
         `proprio` is already normalised (B, 8).
         """
-        h_task, h_action = self.vlm.hidden_states(pixel_values.to(self.dtype), input_ids)
+        hidden = self.vlm.hidden_states(pixel_values.to(self.dtype), input_ids)
         token = self.proprio_projector(proprio.to(self.dtype))
-        return self.action_head.model.context(h_task, h_action, token)
+        return self.action_head.model.context(hidden, token)
 
     @torch.inference_mode()
     def predict(

@@ -119,27 +119,25 @@ class PrismaticVLM(nn.Module):
 
     def hidden_states(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, indices: tuple[int, ...] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather task and action tokens of every hidden state (spec 1.8).
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Task and action tokens of hidden states, by index (spec 1.8).
 
-        Returns h_task (B, N, 512, D) and h_action (B, N, 64, D) over hidden-state indices 0..N-1
-        (N = 25 for Qwen2.5-0.5B); `indices` limits the LLM run to max(indices) and leaves the
-        other entries zero. Positions use the training code's shift by one: task = positions
-        0..511 (tok_0, patches 0..510), action = positions 511+P .. 574+P (last prompt token,
-        queries 0..62).
+        Positions use the training code's shift by one: task = positions 0..511 (tok_0, patches
+        0..510), action = positions 511+P .. 574+P (the last prompt token, queries 0..62).
+        Without `indices` this is the authors' computation: every index over the whole sequence.
+        With `indices` the LLM runs only to max(indices) and over the positions up to the last
+        one read; causal attention makes the dropped tail (query 63, the stop token) irrelevant.
         """
         p = input_ids.shape[1]
         if p < 2:
             raise ValueError("the prompt must hold at least two tokens")
-        states = self.run_llm(self.embed_sequence(pixel_values, input_ids), None if indices is None else max(indices))
         n_task = self.cfg.num_task_tokens
         start = n_task - 1 + p
-        h_task = torch.zeros(input_ids.shape[0], self.cfg.num_hidden_states, n_task, self.cfg.hidden_size, dtype=states[0].dtype)
-        h_action = torch.zeros(
-            input_ids.shape[0], self.cfg.num_hidden_states, NUM_ACTION_QUERIES, self.cfg.hidden_size, dtype=states[0].dtype
-        )
-        for i, h in enumerate(states):
-            if indices is None or i in indices:
-                h_task[:, i] = h[:, :n_task]
-                h_action[:, i] = h[:, start : start + NUM_ACTION_QUERIES]
-        return h_task, h_action
+        embeds = self.embed_sequence(pixel_values, input_ids)
+        if indices is None:
+            states = self.run_llm(embeds)
+            wanted = range(len(states))
+        else:
+            states = self.run_llm(embeds[:, : start + NUM_ACTION_QUERIES], max(indices))
+            wanted = sorted(set(indices))
+        return {i: (states[i][:, :n_task], states[i][:, start : start + NUM_ACTION_QUERIES]) for i in wanted}

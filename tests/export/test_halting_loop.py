@@ -31,7 +31,7 @@ class Scripted(RecurrentDepthModel):
 
 def run(actions: list[torch.Tensor], halting) -> tuple[int, Scripted]:
     model = Scripted(actions)
-    ctx = HeadContext(prelude_out=torch.zeros(1, 8, 16), core_kv=[], coda_kv=[])
+    ctx = HeadContext(injection=torch.zeros(1, 8, 16), core_kv=[], coda_kv=[])
     out = model.run(ctx, torch.zeros(1, 8, 16), halting)
     return out.iterations, model
 

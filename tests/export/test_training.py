@@ -25,7 +25,8 @@ def test_truncated_bptt_lowers_the_loss_and_limits_gradient_depth() -> None:
     head.reset_parameters(torch.Generator().manual_seed(0))
     model = head.model
     g = torch.Generator().manual_seed(1)
-    h_task, h_action, proprio = torch.randn(4, 2, 512, 32, generator=g), torch.randn(4, 2, 64, 32, generator=g), torch.randn(4, 1, 32, generator=g)
+    hidden = {j: (torch.randn(4, 512, 32, generator=g), torch.randn(4, 64, 32, generator=g)) for j in (0, 1)}
+    proprio = torch.randn(4, 1, 32, generator=g)
     target = torch.rand(4, 8, 7, generator=g) * 2 - 1
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
@@ -39,7 +40,7 @@ def test_truncated_bptt_lowers_the_loss_and_limits_gradient_depth() -> None:
     model.iterate = counting_iterate  # type: ignore[method-assign]
     losses = []
     for _ in range(12):
-        ctx = model.context(h_task, h_action, proprio)
+        ctx = model.context(hidden, proprio)
         state = model.initial_state(4, g)
         loss = (truncated_bptt_forward(model, ctx, state, iterations=6, backprop_depth=2) - target).abs().mean()
         optimizer.zero_grad()

@@ -45,14 +45,27 @@ def test_gathering_takes_the_shifted_positions(vlm, monkeypatch: pytest.MonkeyPa
                            torch.zeros(1, seq_len, vlm.cfg.hidden_size - 2)], dim=2) for i in range(n_states)]
 
     monkeypatch.setattr(vlm, "run_llm", identifiable)
-    h_task, h_action = vlm.hidden_states(torch.zeros(1, 12, 224, 224), torch.arange(p)[None])
-    assert h_task.shape == (1, n_states, 512, vlm.cfg.hidden_size)
-    assert h_action.shape == (1, n_states, NUM_ACTION_QUERIES, vlm.cfg.hidden_size)
-    assert torch.equal(h_task[0, :, :, 1], torch.arange(n_states, dtype=torch.float32)[:, None].expand(-1, 512))
-    # Task tokens: position 0 (tok_0) and patches 0..510 (positions 1..511); the last wrist patch is left out.
-    assert torch.equal(h_task[0, 3, :, 0], torch.arange(512, dtype=torch.float32))
-    # Action tokens: the last prompt token (511 + P) then queries 0..62 (512 + P .. 574 + P).
-    assert torch.equal(h_action[0, 3, :, 0], torch.arange(511 + p, 575 + p, dtype=torch.float32))
+    hidden = vlm.hidden_states(torch.zeros(1, 12, 224, 224), torch.arange(p)[None])
+    assert sorted(hidden) == list(range(n_states))
+    for i, (h_task, h_action) in hidden.items():
+        assert h_task.shape == (1, 512, vlm.cfg.hidden_size) and h_action.shape == (1, NUM_ACTION_QUERIES, vlm.cfg.hidden_size)
+        assert torch.all(h_task[0, :, 1] == i) and torch.all(h_action[0, :, 1] == i)
+        # Task tokens: position 0 (tok_0) and patches 0..510 (positions 1..511); the last wrist patch is left out.
+        assert torch.equal(h_task[0, :, 0], torch.arange(512, dtype=torch.float32))
+        # Action tokens: the last prompt token (511 + P) then queries 0..62 (512 + P .. 574 + P).
+        assert torch.equal(h_action[0, :, 0], torch.arange(511 + p, 575 + p, dtype=torch.float32))
+
+
+def test_pruned_gathering_equals_the_full_run(vlm) -> None:
+    g = torch.Generator().manual_seed(4)
+    pixels, ids = torch.randn(1, 12, 224, 224, generator=g), torch.tensor([[3, 8, 13, 21, 34, 55]])
+    with torch.no_grad():
+        full = vlm.hidden_states(pixels, ids)
+        pruned = vlm.hidden_states(pixels, ids, indices=(11, 23))
+    assert sorted(pruned) == [11, 23]
+    for i in (11, 23):
+        for a, b in zip(full[i], pruned[i]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_hidden_state_indices_follow_transformers_4_40(vlm) -> None:
