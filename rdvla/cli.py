@@ -13,6 +13,9 @@ from rdvla import __version__
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
+OWN_LOGGERS = ("rdvla", "export", "runtime", "devices", "calibration")
+
+
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from devices import commands as device_commands
     from export import commands as export_commands
@@ -37,12 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Progress from our own rooms at INFO; third-party libraries only when they warn.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for room in OWN_LOGGERS:
+        logging.getLogger(room).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args))
     except USER_ERRORS as exc:

@@ -1,9 +1,10 @@
 """`rdvla predict SOURCE`: one policy query from files, comparable call for call across implementations.
 
-SOURCE is a checkpoint directory (the PyTorch reference runs it). The output `.npz` holds
+SOURCE is a checkpoint directory (the PyTorch reference runs it) or a bundle directory (its graphs
+run through `runtime.Policy` on the chosen backend). The output `.npz` holds
 `normalized_actions` (8, 7), `actions` (8, 7, un-normalised, no gripper post-processing),
-`iterations` and `deltas` (the halting statistic per iteration, NaN where undefined; under a
-fixed depth, the adjacent-action MSE).
+`iterations` and `deltas` (the halting statistic per iteration, NaN where undefined: at the
+first iteration, and everywhere under a fixed depth, which decodes only once).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import BACKENDS
+from runtime.bundle import MANIFEST
 from runtime.halting import HaltingPolicy, parse_halting
 from runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
 
@@ -29,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: rdvla predict ckpt/ --image agent.png --image wrist.png "
         "--instruction 'put the bowl on the plate' --proprio 0,0,0,0,0,0,0.04,-0.04 --halting mse:1e-3 --out a.npz",
     )
-    p.add_argument("source", type=Path, help="checkpoint directory in the released layout")
+    p.add_argument("source", type=Path, help="checkpoint directory in the released layout, or a bundle directory")
     images = p.add_mutually_exclusive_group(required=True)
     images.add_argument("--image", type=Path, action="append", help="camera image, repeated in camera order (third-person, then wrist)")
     images.add_argument("--pixel-values", type=Path, help="(1,12,224,224) float32 .npy; preprocessing is skipped")
@@ -44,8 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-iterations", type=int, help="adaptive halting: fewest iterations (default 2)")
     p.add_argument("--max-iterations", type=int, help="adaptive halting: most iterations (default 32)")
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="reference precision: float32 (default; what exported graphs are compared against) or bfloat16 (the authors' run)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"),
+                   help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
+    p.add_argument("--backend", choices=BACKENDS, help="bundle only: backend (default onnxruntime)")
+    p.add_argument("--precision", help="bundle only: fp32 (default), fp16 or int8 where the bundle has them")
     p.add_argument("--out", type=Path, help="write the result to this .npz")
     p.set_defaults(run=run)
 
@@ -117,7 +122,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Pred
     from runtime.prompt import PromptTokenizer
 
     ckpt = load_checkpoint(args.source)
-    model = ckpt.model.to(getattr(torch, args.dtype))
+    model = ckpt.model.to(getattr(torch, args.dtype or "float32"))
     stats = NormStats.from_dataset_statistics(ckpt.statistics, args.unnorm_key)
     num_images = model.vlm.cfg.num_images
     if args.pixel_values is not None:
@@ -138,22 +143,54 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Pred
         halting,
         init_state=init_state,
         generator=torch.Generator().manual_seed(args.seed),
-        trace=True,
     )
     seconds = time.perf_counter() - start
     normalized = out.actions[0].float().numpy()
-    deltas = np.asarray([halting.statistic(m, c) for m, c in zip(out.mse, out.cosine)], np.float32)
+    deltas = halting_deltas(halting, out.iterations, out.mse, out.cosine)
     return Prediction(normalized, unnormalize_actions(normalized, stats), out.iterations, deltas, seconds)
+
+
+def halting_deltas(halting: HaltingPolicy, iterations: int, mse: list[float], cosine: list[float]) -> np.ndarray:
+    """The halting statistic per iteration; all NaN under a fixed depth, which decodes only once."""
+    if not halting.needs_decode:
+        return np.full(iterations, np.nan, np.float32)
+    return np.asarray([halting.statistic(m, c) for m, c in zip(mse, cosine)], np.float32)
+
+
+def predict_bundle(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
+    from runtime.policy import Policy
+
+    policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
+    try:
+        dims = policy.bundle.dims
+        pixels = images = None
+        if args.pixel_values is not None:
+            pixels = load_npy(args.pixel_values, (1, 6 * dims.num_images, 224, 224), "pixel values")
+        else:
+            images = load_images(args.image, dims.num_images)
+        init_state = load_npy(args.init_state, dims.state_shape, "initial state") if args.init_state is not None else None
+        result = policy.act(args.instruction, parse_proprio(args.proprio), images=images, pixel_values=pixels,
+                            halting=halting, init_state=init_state, seed=args.seed)
+    finally:
+        policy.close()
+    deltas = halting_deltas(halting, result.iterations, result.mse, result.cosine)
+    return Prediction(result.normalized_actions, result.actions, result.iterations, deltas, result.timings_ms["total"] / 1e3)
 
 
 def run(args: argparse.Namespace) -> int:
     halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
     if not args.source.exists():
         raise FileNotFoundError(f"not found: {args.source}")
-    result = predict_checkpoint(args, halting)
+    is_bundle = (args.source / MANIFEST).is_file()
+    if is_bundle and args.dtype is not None:
+        raise ValueError("--dtype applies to checkpoints; for a bundle choose --precision")
+    if not is_bundle and (args.backend is not None or args.precision is not None):
+        raise ValueError(f"--backend/--precision apply to bundles; {args.source} is a checkpoint (no {MANIFEST})")
+    result = predict_bundle(args, halting) if is_bundle else predict_checkpoint(args, halting)
+    what = f"bundle, {args.backend or 'onnxruntime'} {args.precision or 'fp32'}" if is_bundle else f"reference, {args.dtype or 'float32'}"
     if args.out is not None:
         result.save(args.out)
-    print(f"source      {args.source} (reference, {args.dtype})")
+    print(f"source      {args.source} ({what})")
     print(f"halting     {halting}")
     print(f"iterations  {result.iterations}    query time {result.seconds:.3f} s")
     print("deltas      " + " ".join(f"{d:.3g}" for d in result.deltas))

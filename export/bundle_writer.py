@@ -1,0 +1,270 @@
+"""`rdvla export`: checkpoint directory -> bundle (graphs, manifest, tokenizer, golden cases, parity report).
+
+The bundle is written into `<out>.partial` and renamed only after every parity gate passes, so a
+directory named like the requested bundle is always a complete, verified one. A failed gate
+leaves `<out>.partial/report.json` for inspection and raises `ParityError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.checkpoint import LoadedCheckpoint, load_checkpoint
+from export.model import RDVLA
+from export.onnx_export import OPSET, export_graph, graph_files, graph_plans
+from export.split import VLMPrelude
+from rdvla import __version__
+from runtime.backends import base as names
+from runtime.backends import load_backend
+from runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, GraphSpec, sha256_file
+from runtime.gates import gate_for
+from runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from runtime.normalization import NormStats, normalize_proprio
+from runtime.policy import Policy, truncated_normal_state
+from runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
+from runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
+
+log = logging.getLogger(__name__)
+
+FIXED_DEPTHS = (1, 4, 12, 32)
+MSE_THRESHOLDS = (1e-3, 1e-4)
+TRACE_DEPTH = 32
+GOLDEN_INSTRUCTIONS = (
+    "pick up the black bowl between the plate and the ramekin and place it on the plate",
+    "open the top drawer and put the bowl inside",
+    "put both the alphabet soup and the tomato sauce in the basket",
+    "turn on the stove",
+)
+DEFAULT_PROMPT_LEN = (24, 128)
+
+
+class ParityError(RuntimeError):
+    """An exported graph disagrees with the reference beyond its gate."""
+
+
+@dataclass
+class GoldenCase:
+    images: list[np.ndarray]
+    instruction: str
+    proprio: np.ndarray  # raw, (8,)
+    init_state: np.ndarray  # (1, 8, D)
+    trace_actions: np.ndarray  # (32, 8, 7): decode after iteration k = the fixed-depth-k answer
+    trace_mse: np.ndarray  # (32,), NaN at k = 1
+    trace_cosine: np.ndarray
+
+    def reference(self, halting: HaltingPolicy) -> tuple[np.ndarray, int]:
+        """The reference answer for `halting`, read off the 32-iteration trace."""
+        for k in range(1, halting.max_iterations + 1):
+            stat = None if k == 1 else halting.statistic(float(self.trace_mse[k - 1]), float(self.trace_cosine[k - 1]))
+            if halting.should_stop(k, stat if halting.needs_decode else None):
+                return self.trace_actions[k - 1], k
+        raise AssertionError("halting never stopped")
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(
+            path, images=np.stack(self.images), instruction=np.array(self.instruction), proprio=self.proprio,
+            init_state=self.init_state, trace_actions=self.trace_actions, trace_mse=self.trace_mse,
+            trace_cosine=self.trace_cosine,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "GoldenCase":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_state"],
+                       z["trace_actions"], z["trace_mse"], z["trace_cosine"])
+
+
+def synthetic_camera(rng: np.random.Generator, size: int = 256) -> np.ndarray:
+    """A smooth scene with edges and sensor noise: something preprocessing and ViTs both respond to."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    f = rng.uniform(2, 9, 3)
+    base = np.stack([np.sin(f[0] * x + f[1] * y), np.cos(f[1] * x * y * 3), np.sin(f[2] * (x - y))], -1)
+    block = (x > rng.uniform(0.2, 0.8)) & (y > rng.uniform(0.2, 0.8))
+    img = 127 + 90 * base + 40 * block[..., None] + rng.normal(0, 6, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_golden_cases(model: RDVLA, tokenizer: PromptTokenizer, stats: NormStats, count: int, seed: int = 0) -> list[GoldenCase]:
+    rng = np.random.default_rng(seed)
+    sigma = abs(model.action_head.model.gamma_init.item()) * model.action_head.cfg.init_std
+    cases = []
+    for i in range(count):
+        images = [synthetic_camera(rng) for _ in range(model.vlm.cfg.num_images)]
+        instruction = GOLDEN_INSTRUCTIONS[i % len(GOLDEN_INSTRUCTIONS)]
+        proprio = rng.uniform(stats.proprio_q01, stats.proprio_q99)
+        init_state = truncated_normal_state((1, model.action_head.cfg.action_chunk_len, model.action_head.cfg.hidden_dim), sigma, rng)
+        out = model.predict(
+            torch.from_numpy(to_pixel_values(images)), torch.from_numpy(np.array(tokenizer(instruction))),
+            torch.from_numpy(normalize_proprio(proprio, stats)[None]), FixedDepth(TRACE_DEPTH),
+            init_state=torch.from_numpy(init_state), trace=True,
+        )
+        cases.append(GoldenCase(
+            images, instruction, proprio.astype(np.float64), init_state,
+            torch.cat(out.per_iteration_actions).float().numpy(),
+            np.asarray(out.mse, np.float32), np.asarray(out.cosine, np.float32),
+        ))
+    return cases
+
+
+def _error(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    diff = float(np.abs(ours.astype(np.float64) - ref).max())
+    return {"max_abs": diff, "max_rel": diff / max(float(np.abs(ref).max()), 1e-30)}
+
+
+def parity_report(root: Path, model: RDVLA, cases: list[GoldenCase], precision: str = "fp32") -> dict[str, Any]:
+    """Run the bundle with ONNX Runtime against the reference on the golden cases."""
+    gate = gate_for(precision)
+    bundle = Bundle.open(root, verify_hashes=False)
+    policy = Policy(bundle, load_backend(bundle, "onnxruntime", precision))
+    prelude = VLMPrelude(model).eval()
+    outputs: dict[str, dict[str, float]] = {}
+    modes: dict[str, Any] = {}
+    halting_modes: list[tuple[str, HaltingPolicy]] = [(f"fixed_{k}", FixedDepth(k)) for k in FIXED_DEPTHS]
+    halting_modes += [(f"mse_{t:g}", AdjacentMSE(t)) for t in MSE_THRESHOLDS]
+
+    def worst(store: dict[str, dict[str, float]], key: str, err: dict[str, float]) -> None:
+        prev = store.setdefault(key, {"max_abs": 0.0, "max_rel": 0.0})
+        store[key] = {k: max(prev[k], err[k]) for k in prev}
+
+    for case in cases:
+        pixels = to_pixel_values(case.images, config=bundle.preprocess)
+        ids = policy.tokenizer(case.instruction)
+        proprio = normalize_proprio(case.proprio, bundle.norm_stats)[None]
+        with torch.no_grad():
+            ref_context = prelude(torch.from_numpy(pixels), torch.from_numpy(np.array(ids)), torch.from_numpy(proprio))
+        policy.backend.run_context(pixels, ids, proprio)
+        ours = policy.backend.context()  # type: ignore[attr-defined]
+        context_names = [names.INJECTION, *[n for n in ours if n != names.INJECTION]]
+        for name, ref in zip(context_names, ref_context):
+            worst(outputs, name, _error(ours[name], ref.numpy()))
+        for mode, halting in halting_modes:
+            result = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_state=case.init_state)
+            ref_actions, ref_k = case.reference(halting)
+            entry = modes.setdefault(mode, {"max_abs": 0.0, "max_rel": 0.0, "iterations": [], "reference_iterations": []})
+            err = _error(result.normalized_actions, ref_actions)
+            entry["max_abs"], entry["max_rel"] = max(entry["max_abs"], err["max_abs"]), max(entry["max_rel"], err["max_rel"])
+            entry["iterations"].append(result.iterations)
+            entry["reference_iterations"].append(ref_k)
+    failures = []
+    for name, err in outputs.items():
+        if not err["max_rel"] <= gate.context_max_rel:
+            failures.append(f"vlm_prelude output {name}: max_rel {err['max_rel']:.3g} > {gate.context_max_rel:g}")
+    for mode, entry in modes.items():
+        agree = float(np.mean([a == b for a, b in zip(entry["iterations"], entry["reference_iterations"])]))
+        entry["iteration_agreement"] = agree
+        if not entry["max_abs"] <= gate.actions_max_abs:
+            failures.append(f"{mode}: actions max_abs {entry['max_abs']:.3g} > {gate.actions_max_abs:g}")
+        if agree < gate.iteration_agreement:
+            failures.append(f"{mode}: iteration agreement {agree:.2f} < {gate.iteration_agreement:g} "
+                            f"(ours {entry['iterations']}, reference {entry['reference_iterations']})")
+    return {
+        "precision": precision, "backend": "onnxruntime", "cases": len(cases),
+        "gate": gate.__dict__, "context_outputs": outputs, "actions": modes,
+        "passed": not failures, "failures": failures,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {"rdvla": __version__, "python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__, "opset": str(OPSET)}
+
+
+def build_manifest(ckpt: LoadedCheckpoint, stats: NormStats, graphs: dict[str, GraphSpec], prompt_len: tuple[int, int],
+                   golden: list[str]) -> dict[str, Any]:
+    model = ckpt.model
+    head = model.action_head.cfg
+    gamma_init = abs(model.action_head.model.gamma_init.item())
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tools": _versions(),
+        "source": {"checkpoint": str(ckpt.files.root.resolve()),
+                   "files": {p.name: sha256_file(p) for p in ckpt.files.all_files()}},
+        "model": {
+            "hidden_dim": head.hidden_dim, "num_heads": head.num_heads, "chunk_len": head.action_chunk_len,
+            "action_dim": head.action_dim, "proprio_dim": 8, "num_images": model.vlm.cfg.num_images,
+            "context_tokens": 64 + 1 + model.vlm.cfg.num_task_tokens,
+            "prelude_vlm_layers": list(head.prelude_vlm_layers), "recurrent_vlm_layers": list(head.recurrent_vlm_layers),
+            "coda_vlm_layers": list(head.coda_vlm_layers), "init_sigma": gamma_init * head.init_std,
+        },
+        "prompt": {"template": PROMPT_TEMPLATE, "lowercase_task": True, "min_len": prompt_len[0], "max_len": prompt_len[1]},
+        "preprocess": DEFAULT_CONFIG.to_manifest(),
+        "normalization": stats.to_json_dict(),
+        "halting": {"rule": "mse", "threshold": 1e-3, "min_iterations": 2, "max_iterations": 32, "fixed_iterations": 12},
+        "horizon": {"rule": "fixed", "actions": 5},
+        "graphs": {name: spec.to_json() for name, spec in graphs.items()},
+        "engines": {},
+        "golden": golden,
+    }
+
+
+def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
+                  prompt_len: tuple[int, int] = DEFAULT_PROMPT_LEN, cases: int = 3) -> dict[str, Any]:
+    """Export, check parity, and publish `out`; returns the parity report."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    low, high = prompt_len
+    if not 2 <= low <= high:
+        raise ValueError(f"--prompt-len must be MIN:MAX with 2 <= MIN <= MAX, got {low}:{high}")
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "graphs").mkdir(parents=True)
+    (work / "golden").mkdir()
+
+    log.info("[1/5] loading %s", checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    stats = NormStats.from_dataset_statistics(ckpt.statistics, unnorm_key)
+    shutil.copy(ckpt.files.tokenizer, work / "tokenizer.json")
+    tokenizer = PromptTokenizer(work / "tokenizer.json")
+
+    log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_DEPTH)
+    golden = make_golden_cases(ckpt.model, tokenizer, stats, cases)
+    for case in golden:
+        ids = tokenizer(case.instruction)
+        if not low <= ids.shape[1] <= high:
+            raise ValueError(f"golden prompt of {ids.shape[1]} tokens lies outside --prompt-len {low}:{high}")
+    golden_files = []
+    for i, case in enumerate(golden):
+        rel = f"golden/case{i}.npz"
+        case.save(work / rel)
+        golden_files.append(rel)
+
+    log.info("[3/5] exporting graphs (opset %d)", OPSET)
+    graphs = {}
+    for plan in graph_plans(ckpt.model, prompt_len):
+        spec = export_graph(plan, work / "graphs")
+        graphs[plan.name] = GraphSpec(spec.name, f"graphs/{spec.file}", spec.inputs, spec.outputs)
+
+    log.info("[4/5] writing the manifest")
+    manifest = build_manifest(ckpt, stats, graphs, prompt_len, golden_files)
+    listed = [work / "tokenizer.json", *(work / g for g in golden_files)]
+    for spec in graphs.values():
+        listed += graph_files(work / "graphs", GraphSpec(spec.name, Path(spec.file).name, spec.inputs, spec.outputs))
+    manifest["files"] = {str(p.relative_to(work)): sha256_file(p) for p in listed}
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    log.info("[5/5] parity: ONNX Runtime against the reference (%d cases, depths %s, MSE %s)",
+             cases, ",".join(map(str, FIXED_DEPTHS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))
+    report = parity_report(work, ckpt.model, golden)
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not report["passed"]:
+        raise ParityError(f"parity gates failed (see {work / 'report.json'}): " + "; ".join(report["failures"]))
+    work.rename(out)
+    return report
+

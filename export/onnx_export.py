@@ -1,0 +1,121 @@
+"""Export the split modules to ONNX graphs that TensorRT 10.3 (JetPack 6.1/6.2) parses.
+
+Opset 18: the lowest the torch dynamo exporter emits, within TensorRT 10.3's parser range, and
+above 17 so LayerNormalization stays one fused node (a decomposed LayerNorm's Pow overflows in
+FP16). Graphs over 2 GB keep their weights in external data next to the .onnx file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.model import RDVLA
+from export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
+from runtime.backends import base as names
+from runtime.bundle import GraphSpec, TensorSpec
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GB limit, with headroom for the graph itself
+_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
+
+
+@dataclass
+class GraphPlan:
+    name: str
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, torch.export.Dim] | None]
+
+
+def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
+    """The four graphs with example inputs drawn from the reference itself."""
+    cfg = model.action_head.cfg
+    n_core, n_coda = len(cfg.recurrent_vlm_layers), len(cfg.coda_vlm_layers)
+    core_names, coda_names = names.kv_names("core", n_core), names.kv_names("coda", n_coda)
+    low, high = prompt_len
+    g = torch.Generator().manual_seed(0)
+    vlm_inputs = {
+        names.PIXEL_VALUES: torch.randn(1, 6 * model.vlm.cfg.num_images, 224, 224, generator=g),
+        names.INPUT_IDS: torch.randint(3, 100, (1, (low + high) // 2), generator=g),
+        names.PROPRIO: torch.rand(1, 8, generator=g) * 2 - 1,
+    }
+    prelude = VLMPrelude(model).eval()
+    with torch.no_grad():
+        context = dict(zip([names.INJECTION, *core_names, *coda_names], prelude(*vlm_inputs.values())))
+    state = model.action_head.model.initial_state(1, g)
+    prev = torch.zeros(1, cfg.action_chunk_len, cfg.action_dim)
+    core_ctx = {k: context[k] for k in [names.INJECTION, *core_names]}
+    coda_ctx = {k: context[k] for k in coda_names}
+    prompt_dim = torch.export.Dim("prompt_len", min=low, max=high)
+    return [
+        GraphPlan(names.VLM_PRELUDE, prelude, vlm_inputs, [names.INJECTION, *core_names, *coda_names],
+                  {names.PIXEL_VALUES: None, names.INPUT_IDS: {1: prompt_dim}, names.PROPRIO: None}),
+        GraphPlan(names.CORE_STEP, CoreStep(model).eval(), {names.STATE: state, **core_ctx}, [names.NEXT_STATE], {}),
+        GraphPlan(names.CORE_STEP_DECODE, CoreStepDecode(model).eval(),
+                  {names.STATE: state, names.PREV_ACTIONS: prev, **core_ctx, **coda_ctx},
+                  [names.NEXT_STATE, names.ACTIONS, names.MSE, names.COSINE], {}),
+        GraphPlan(names.DECODE, Decode(model).eval(), {names.STATE: state, **coda_ctx}, [names.ACTIONS], {}),
+    ]
+
+
+def _tensor_specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
+    specs = []
+    for v in values:
+        t = v.type.tensor_type
+        shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
+        specs.append(TensorSpec(v.name, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), shape))
+    return tuple(specs)
+
+
+def export_graph(plan: GraphPlan, out_dir: Path) -> GraphSpec:
+    """Export one graph, check it, and describe its I/O as ONNX sees them."""
+    path = out_dir / f"{plan.name}.onnx"
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            plan.module,
+            tuple(plan.inputs.values()),
+            input_names=list(plan.inputs),
+            output_names=plan.outputs,
+            dynamic_shapes={k: plan.dynamic.get(k) for k in plan.inputs} if plan.dynamic else None,
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    assert program is not None
+    weight_bytes = sum(p.numel() * p.element_size() for p in plan.module.parameters())
+    external = weight_bytes > EXTERNAL_DATA_BYTES
+    program.save(str(path), external_data=external)
+    onnx.checker.check_model(str(path) if external else onnx.load(str(path)), full_check=False)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if [i.name for i in graph.input] != list(plan.inputs) or [o.name for o in graph.output] != plan.outputs:
+        raise RuntimeError(f"{plan.name}: exported I/O names differ from the plan")
+    log.info("exported %s in %.1f s (%s)", path.name, time.perf_counter() - start, "external data" if external else "single file")
+    return GraphSpec(plan.name, path.name, _tensor_specs(list(graph.input)), _tensor_specs(list(graph.output)))
+
+
+def graph_files(out_dir: Path, spec: GraphSpec) -> list[Path]:
+    """The .onnx file and any external-data files it references."""
+    path = out_dir / spec.file
+    files = [path]
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for init in model.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+        for entry in init.external_data
+        if entry.key == "location"
+    }
+    files += [out_dir / loc for loc in sorted(locations)]
+    return files

@@ -1,0 +1,82 @@
+"""The backend interface: what the recurrent loop asks of an engine runner.
+
+A backend owns every buffer of one bundle's graphs. `run_context` runs the VLM+Prelude graph once
+per query and keeps its outputs where the core graphs read them (device memory for TensorRT);
+the loop then calls `step` / `step_decode` k times. State and previous-action buffers ping-pong
+inside the backend: nothing is allocated, copied to the host or synchronised per iteration except
+the two halting scalars `step_decode` returns when asked to read them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Optional
+
+import numpy as np
+
+# Graph and tensor names of the bundle contract (manifest.json lists shapes and dtypes).
+VLM_PRELUDE = "vlm_prelude"
+CORE_STEP = "core_step"  # state -> next_state
+CORE_STEP_DECODE = "core_step_decode"  # state, prev_actions -> next_state, actions, mse, cosine
+DECODE = "decode"  # state -> actions
+GRAPHS = (VLM_PRELUDE, CORE_STEP, CORE_STEP_DECODE, DECODE)
+
+PIXEL_VALUES, INPUT_IDS, PROPRIO = "pixel_values", "input_ids", "proprio"
+INJECTION = "injection"
+STATE, NEXT_STATE = "state", "next_state"
+PREV_ACTIONS, ACTIONS = "prev_actions", "actions"
+MSE, COSINE = "mse", "cosine"
+
+
+def kv_names(stage: str, count: int) -> list[str]:
+    """Context tensor names of one stage ('core' or 'coda'): [core0_keys, core0_values, core1_keys, ...]."""
+    return [f"{stage}{i}_{part}" for i in range(count) for part in ("keys", "values")]
+
+
+class Backend(ABC):
+    """One bundle's graphs, loaded once, with every buffer allocated once."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
+        """Run VLM+Prelude on (1,12,224,224) f32, (1,P) i64, (1,8) f32 normalised proprio."""
+
+    @abstractmethod
+    def reset_state(self, init_state: np.ndarray) -> None:
+        """Load S0 (1,8,D) f32 and clear the previous-action buffer."""
+
+    @abstractmethod
+    def step(self) -> None:
+        """One state-only iteration (fixed depth: no Coda decode)."""
+
+    @abstractmethod
+    def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
+        """One iteration plus decode; returns (mse, cosine) against the previous decode when `read`.
+
+        With `read=False` nothing is synchronised (a `check_every` > 1 loop skips the readback).
+        """
+
+    @abstractmethod
+    def decode(self) -> None:
+        """Decode the current state into the action buffer (the end of a fixed-depth query)."""
+
+    @abstractmethod
+    def actions(self) -> np.ndarray:
+        """The action buffer copied to the host: (8, 7) float32 normalised actions."""
+
+    @abstractmethod
+    def state(self) -> np.ndarray:
+        """The current state copied to the host: (1, 8, D) float32."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op for host backends)."""
+
+    def close(self) -> None:
+        """Release buffers and engines."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
