@@ -19,3 +19,18 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
     """A private copy a test may damage."""
     return Path(shutil.copytree(tiny_checkpoint, tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.bundle_writer import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_bundle(tiny_checkpoint, out, cases=2)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle a test may damage."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
