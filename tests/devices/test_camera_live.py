@@ -20,7 +20,7 @@ from devices.cameras.base import (
 )
 from devices.cameras.realsense import Backoff, RawFrame, RealSenseCamera, RealSenseCameraConfig, pop_pair
 from devices.cameras.recording import describe_recording
-from devices.cameras.sdk import recording_extension, sdk_version
+from devices.cameras.sdk import import_rs, recording_extension, sdk_version
 from devices.cameras.synthetic import SyntheticRealSense, pattern_frame
 from devices.cameras.synthetic import DEFAULT_FPS as FPS
 from devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
@@ -126,8 +126,7 @@ def test_exposure_is_validated_and_applied() -> None:
         too_long.connect()
     camera = RealSenseCamera(live_config("100000000007", exposure=300.0), device_finder=synthetic.find)
     with camera:
-        import pyrealsense2 as rs
-
+        rs = import_rs()
         color_sensor = next(s for s in synthetic.device.query_sensors() if s.supports(rs.option.exposure))
         assert color_sensor.get_option(rs.option.exposure) == 300.0
 

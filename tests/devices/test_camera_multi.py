@@ -79,6 +79,7 @@ def test_frames_come_in_policy_order() -> None:
     assert observation.skew_s == pytest.approx(0.005)
     assert observation.skew_clock == "device"
     assert observation.age_s(10.05) == pytest.approx(0.05)
+    assert [image is f.image for image, f in zip(observation.images, observation.frames)] == [True, True]
 
 
 def test_lagging_camera_gets_one_chance_to_catch_up() -> None:

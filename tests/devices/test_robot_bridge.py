@@ -143,7 +143,7 @@ def test_only_the_newest_waiting_action_is_applied() -> None:
     peer = BridgePeer(SimRobot(RobotLimits()), LOOPBACK)
     sent: list[list[bytes]] = []
     peer._socket.close()
-    peer._socket = type("Recorder", (), {"send_multipart": lambda _self, frames: sent.append(frames)})()  # type: ignore[assignment]
+    peer._socket = type("Recorder", (), {"send_multipart": lambda _self, frames: sent.append(frames)})()
     peer.robot.connect()
     backlog = [[b"loop", Message(MessageKind.ACTION, seq, 0.0, pack_action(np.full(7, 0.001))).encode()] for seq in (5, 6, 7)]
     peer._answer(backlog)
@@ -239,6 +239,33 @@ def test_link_goes_down_on_the_injected_clock() -> None:
         with pytest.raises(RobotConnectionError, match="link to the controller .* is down"):
             robot.send_action(np.zeros(7))
         assert robot.stats.requests == requests  # refused locally: nothing was sent
+    finally:
+        robot.close()
+
+
+def test_link_comes_back_when_the_controller_restarts() -> None:
+    first = PeerThread(SimRobot(RobotLimits()))
+    endpoint = first.endpoint
+    robot = bridge(endpoint, peer_timeout_s=0.2, heartbeat_interval_s=0.02)
+    try:
+        robot.connect()
+        robot.send_action(np.zeros(7))
+        first.close()
+        assert wait_until(lambda: robot.link_state == LinkState.DOWN)
+        with pytest.raises(RobotConnectionError):
+            robot.send_action(np.zeros(7))
+        restarted = BridgePeer(SimRobot(RobotLimits()), endpoint)
+        restarted.bind()
+        stop = threading.Event()
+        thread = threading.Thread(target=restarted.serve, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            assert wait_until(lambda: robot.link_state == LinkState.UP)
+            assert robot.send_action(np.zeros(7)).actions_applied == 1  # a fresh controller
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            restarted.close()
     finally:
         robot.close()
 

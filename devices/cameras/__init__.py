@@ -1,0 +1,48 @@
+"""Cameras: the Camera interface, RealSense (live and recorded), and multi-camera observations.
+
+Nothing here imports pyrealsense2 at import time; it is loaded when a camera is opened.
+"""
+
+from devices.cameras.base import (
+    Camera,
+    CameraDisconnectedError,
+    CameraEndedError,
+    CameraError,
+    CameraNotFoundError,
+    CameraState,
+    CameraStatus,
+    CameraTimeoutError,
+    Frame,
+    RealSenseUnavailableError,
+    RecordingError,
+    StaleFrameError,
+    UnsupportedProfileError,
+)
+from devices.cameras.multi import MultiCamera, Observation, SkewError
+from devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras
+from devices.cameras.recording import RecordingInfo, describe_recording
+
+__all__ = [
+    "Camera",
+    "CameraDisconnectedError",
+    "CameraEndedError",
+    "CameraError",
+    "CameraInfo",
+    "CameraNotFoundError",
+    "CameraState",
+    "CameraStatus",
+    "CameraTimeoutError",
+    "Frame",
+    "MultiCamera",
+    "Observation",
+    "RealSenseCamera",
+    "RealSenseCameraConfig",
+    "RealSenseUnavailableError",
+    "RecordingError",
+    "RecordingInfo",
+    "SkewError",
+    "StaleFrameError",
+    "UnsupportedProfileError",
+    "describe_recording",
+    "find_cameras",
+]

@@ -1,0 +1,115 @@
+"""CLI of the devices room: `rdvla cameras` (list cameras, describe or make a recording)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NO_CAMERA_HELP = (
+    "No RealSense camera found. Check the USB 3 cable and port, the udev rules "
+    "(librealsense's 99-realsense-libusb.rules), and that no other program holds the camera."
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cameras",
+        help="list RealSense cameras, describe a recording, or record one",
+        description="Without options: list the connected RealSense cameras (serial, name, firmware, USB type). "
+        "With --recording FILE: read a recording to its end and report its streams, resolution, frame rate, "
+        "frame count and duration (exits non-zero if it is missing or corrupt). With --record FILE --serial S: "
+        "record that camera for --seconds with the SDK recorder (.db3 on pyrealsense2 2.58+, .bag before); "
+        "such a file can replace the camera in a setup file (`recording:`).",
+    )
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--recording", type=Path, metavar="FILE", help="describe this .db3/.bag recording")
+    action.add_argument("--record", type=Path, metavar="FILE", help="record the camera given by --serial to FILE")
+    p.add_argument("--serial", help="camera to record (see the list)")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to record (default 5)")
+    p.add_argument("--width", type=int, default=640, help="recording width (default 640)")
+    p.add_argument("--height", type=int, default=480, help="recording height (default 480)")
+    p.add_argument("--fps", type=int, default=30, help="recording frame rate (default 30)")
+    p.add_argument("--depth", action="store_true", help="record depth as well as colour")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devices.cameras.base import CameraError
+
+    try:
+        if args.recording is not None:
+            return _describe(args)
+        if args.record is not None:
+            return _record(args)
+        return _list(args)
+    except (CameraError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _list(args: argparse.Namespace) -> int:
+    from devices.cameras.realsense import find_cameras
+
+    cameras = find_cameras()
+    if args.json:
+        _print_json([dataclasses.asdict(camera) for camera in cameras])
+        return 0
+    if not cameras:
+        print(NO_CAMERA_HELP)
+        return 0
+    rows = [("SERIAL", "NAME", "FIRMWARE", "USB")] + [(c.serial, c.name, c.firmware, c.usb_type) for c in cameras]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from devices.cameras.recording import describe_recording
+
+    info = describe_recording(args.recording)
+    if args.json:
+        _print_json({**dataclasses.asdict(info), "frame_count": info.frame_count, "span_s": info.span_s})
+        return 0
+    print(f"recording: {info.path}")
+    print(f"camera:    {info.name} (serial {info.serial})")
+    print(f"frames:    {info.frame_count}")
+    print(f"duration:  {info.span_s:.3f} s of camera time (written over {info.duration_s:.3f} s)")
+    print("streams:")
+    for stream in info.streams:
+        print(f"  {stream.profile}: {stream.frame_count} frames")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from devices.cameras.realsense import FIRST_FRAME_TIMEOUT_S, RealSenseCamera, RealSenseCameraConfig
+
+    if args.serial is None:
+        raise ValueError("--record needs --serial (see `rdvla cameras` for the connected cameras)")
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    config = RealSenseCameraConfig(
+        serial=args.serial, width=args.width, height=args.height, fps=args.fps, depth=args.depth, record_to=str(args.record)
+    )
+    camera = RealSenseCamera(config)
+    camera.connect()
+    frames = 0
+    try:
+        deadline = time.monotonic() + args.seconds
+        while time.monotonic() < deadline:
+            camera.read(timeout_s=FIRST_FRAME_TIMEOUT_S)
+            frames += 1
+    finally:
+        camera.disconnect()
+    print(f"recorded {frames} frames from {args.serial} to {args.record}")
+    return 0

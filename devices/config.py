@@ -1,0 +1,302 @@
+"""One YAML file describes a robot setup: cameras, robot, control rate, limits. See examples/setup.yaml.
+
+Everything is checked on load, and every error names the field, e.g.
+``setup.yaml: cameras[1].serial: expected a string, got integer 123 (quote serial numbers)``.
+Durations are written in milliseconds in the file and held in seconds here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from devices.cameras.base import ROLE_ORDER, Clock
+from devices.cameras.multi import MultiCamera
+from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+from devices.robots.base import Robot, RobotLimits
+
+SCHEMA_VERSION = 1
+ROBOT_TYPES = ("sim", "bridge")
+
+
+class ConfigError(ValueError):
+    """The setup file is missing, not YAML, or has a field with a bad value (the message names it)."""
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    type: str  # "sim" or "bridge"
+    address: Optional[str]  # bridge: ZeroMQ endpoint of the controller, e.g. tcp://192.168.1.20:5555
+    action_scale: tuple[float, float]  # policy units -> (metres, radians)
+    timeout_s: float
+    connect_timeout_s: float
+    heartbeat_interval_s: float
+    peer_timeout_s: float
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    cameras: tuple[RealSenseCameraConfig, ...]  # in policy order: third-person first, then wrist
+    robot: RobotConfig
+    limits: RobotLimits
+    control_rate_hz: float
+    max_frame_age_s: float
+    max_skew_s: float
+    source: Optional[Path]
+
+
+class _Fields:
+    """Typed access to one YAML mapping, with errors naming the field path."""
+
+    def __init__(self, data: Any, path: str, allowed: Sequence[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path or 'the file'}: expected a mapping, got {_kind(data)}")
+        unknown = [str(key) for key in data if key not in allowed]
+        if unknown:
+            raise ConfigError(f"{self._join(path, unknown[0])}: unknown field (known: {', '.join(allowed)})")
+        self.data, self.path = data, path
+
+    @staticmethod
+    def _join(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def where(self, key: str) -> str:
+        return self._join(self.path, key)
+
+    def raw(self, key: str, required: bool) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise ConfigError(f"{self.where(key)}: required")
+            return None
+        return self.data[key]
+
+    def string(self, key: str, *, required: bool = False, hint: str = "") -> Optional[str]:
+        value = self.raw(key, required)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.where(key)}: expected a string, got {_kind(value)}{hint}")
+        if value is not None and not value.strip():
+            raise ConfigError(f"{self.where(key)}: must not be empty")
+        return value
+
+    def number(self, key: str, default: Optional[float] = None, *, minimum: float = 0.0, integer: bool = False) -> Any:
+        value = self.raw(key, default is None)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            raise ConfigError(f"{self.where(key)}: expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
+        if not math.isfinite(value) or value <= minimum:
+            raise ConfigError(f"{self.where(key)}: must be greater than {minimum:g}, got {value}")
+        return value
+
+    def optional_number(self, key: str, *, integer: bool = False) -> Any:
+        return self.number(key, None, integer=integer) if self.raw(key, False) is not None else None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def vector3(self, key: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
+        value = self.raw(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, list) or len(value) != 3:
+            raise ConfigError(f"{self.where(key)}: expected a list of 3 numbers, got {_kind(value)}")
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+                raise ConfigError(f"{self.where(key)}[{index}]: expected a number, got {_kind(item)}")
+        return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    if value is None:
+        return "nothing"
+    return f"{names.get(type(value), type(value).__name__)} {value!r}"[:80]
+
+
+def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"setup file not found: {source}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read setup file {source}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{source.name}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    try:
+        return parse_setup(data, base_dir=source.parent, source=source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source.name}: {exc}") from None
+
+
+def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path] = None) -> SetupConfig:
+    top = _Fields(data, "", ("version", "control_rate_hz", "observation", "cameras", "robot", "limits"))
+    version = top.number("version", integer=True)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
+    rate = top.number("control_rate_hz")
+    if rate > 1000:
+        raise ConfigError(f"control_rate_hz: at most 1000, got {rate}")
+    observation = _Fields(top.raw("observation", False) or {}, "observation", ("max_frame_age_ms", "max_skew_ms"))
+    cameras = _cameras(top.raw("cameras", True), base_dir)
+    return SetupConfig(
+        cameras=cameras,
+        robot=_robot(top.raw("robot", True)),
+        limits=_limits(top.raw("limits", False) or {}),
+        control_rate_hz=float(rate),
+        max_frame_age_s=observation.number("max_frame_age_ms", 100.0) / 1000.0,
+        max_skew_s=observation.number("max_skew_ms", 35.0) / 1000.0,
+        source=source,
+    )
+
+
+_CAMERA_FIELDS = (
+    "role",
+    "serial",
+    "recording",
+    "width",
+    "height",
+    "fps",
+    "depth",
+    "align_depth",
+    "exposure",
+    "real_time",
+    "frame_timeout_ms",
+)
+
+
+def _cameras(items: Any, base_dir: Path) -> tuple[RealSenseCameraConfig, ...]:
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"cameras: expected a non-empty list, got {_kind(items)}")
+    configs = []
+    for index, item in enumerate(items):
+        fields = _Fields(item, f"cameras[{index}]", _CAMERA_FIELDS)
+        role = fields.string("role", required=True)
+        if role not in ROLE_ORDER:
+            raise ConfigError(f"{fields.where('role')}: expected one of {', '.join(ROLE_ORDER)}, got {role!r}")
+        serial = fields.string("serial", hint=" (quote serial numbers in YAML)")
+        recording = fields.string("recording")
+        if (serial is None) == (recording is None):
+            raise ConfigError(f"cameras[{index}]: give exactly one of serial (a live camera) or recording (a file)")
+        if recording is not None and not Path(recording).is_absolute():
+            recording = str(base_dir / recording)
+        width, height = fields.optional_number("width", integer=True), fields.optional_number("height", integer=True)
+        if (width is None) != (height is None):
+            raise ConfigError(f"{fields.where('width' if width is None else 'height')}: give width and height together")
+        if fields.raw("real_time", False) is not None and recording is None:
+            raise ConfigError(f"{fields.where('real_time')}: only applies to a recording")
+        configs.append(
+            RealSenseCameraConfig(
+                serial=serial,
+                recording=recording,
+                role=role,
+                width=width,
+                height=height,
+                fps=fields.optional_number("fps", integer=True),
+                depth=fields.boolean("depth", False),
+                align_depth=fields.boolean("align_depth", True),
+                exposure=fields.optional_number("exposure"),
+                real_time=fields.boolean("real_time", True),
+                frame_timeout_s=fields.number("frame_timeout_ms", 1000.0) / 1000.0,
+            )
+        )
+    seen: dict[tuple[str, str], int] = {}
+    for index, config in enumerate(configs):
+        for key, value in (("role", config.role), ("serial", config.serial)):
+            if value is None:
+                continue
+            if (key, value) in seen:
+                raise ConfigError(f"cameras[{index}].{key}: {value!r} is already used by cameras[{seen[(key, value)]}]")
+            seen[(key, value)] = index
+    return tuple(sorted(configs, key=lambda c: ROLE_ORDER.index(c.role)))
+
+
+def _robot(data: Any) -> RobotConfig:
+    fields = _Fields(
+        data,
+        "robot",
+        ("type", "address", "action_scale", "timeout_ms", "connect_timeout_ms", "heartbeat_ms", "peer_timeout_ms"),
+    )
+    kind = fields.string("type", required=True)
+    if kind not in ROBOT_TYPES:
+        raise ConfigError(f"robot.type: expected one of {', '.join(ROBOT_TYPES)}, got {kind!r}")
+    address = fields.string("address", required=kind == "bridge")
+    if address is not None and not address.startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"robot.address: expected a ZeroMQ endpoint like tcp://192.168.1.20:5555, got {address!r}")
+    scale = _Fields(fields.raw("action_scale", False) or {}, "robot.action_scale", ("translation", "rotation"))
+    heartbeat = fields.number("heartbeat_ms", 50.0)
+    peer_timeout = fields.number("peer_timeout_ms", 500.0)
+    if heartbeat >= peer_timeout:
+        raise ConfigError(f"robot.heartbeat_ms: must be shorter than robot.peer_timeout_ms ({peer_timeout:g})")
+    return RobotConfig(
+        type=kind,
+        address=address,
+        action_scale=(float(scale.number("translation", 1.0)), float(scale.number("rotation", 1.0))),
+        timeout_s=fields.number("timeout_ms", 100.0) / 1000.0,
+        connect_timeout_s=fields.number("connect_timeout_ms", 2000.0) / 1000.0,
+        heartbeat_interval_s=heartbeat / 1000.0,
+        peer_timeout_s=peer_timeout / 1000.0,
+    )
+
+
+def _limits(data: Any) -> RobotLimits:
+    names = (
+        "max_translation_m",
+        "max_rotation_rad",
+        "max_linear_speed_mps",
+        "max_angular_speed_radps",
+        "gripper_open_m",
+        "max_gripper_speed_mps",
+    )
+    fields = _Fields(data, "limits", ("workspace_min", "workspace_max", *names))
+    defaults = RobotLimits()
+    values = {name: float(fields.number(name, getattr(defaults, name))) for name in names}
+    low = fields.vector3("workspace_min", defaults.workspace_min)
+    high = fields.vector3("workspace_max", defaults.workspace_max)
+    for axis, (lo, hi) in enumerate(zip(low, high)):
+        if lo >= hi:
+            raise ConfigError(f"limits.workspace_min[{axis}]: {lo:g} must be below limits.workspace_max[{axis}] ({hi:g})")
+    return RobotLimits(workspace_min=low, workspace_max=high, **values)
+
+
+def build_cameras(setup: SetupConfig, *, clock: Clock = time.monotonic) -> MultiCamera:
+    """The setup's cameras, not yet connected, as one observation source."""
+    cameras = [RealSenseCamera(config, clock=clock) for config in setup.cameras]
+    return MultiCamera(cameras, max_age_s=setup.max_frame_age_s, max_skew_s=setup.max_skew_s)
+
+
+def build_robot(setup: SetupConfig, *, clock: Clock = time.monotonic) -> Robot:
+    """The setup's robot, not yet connected."""
+    robot = setup.robot
+    if robot.type == "sim":
+        from devices.robots.sim import SimRobot
+
+        return SimRobot(setup.limits, action_scale=robot.action_scale, clock=clock)
+    from devices.robots.bridge import BridgeRobot
+
+    assert robot.address is not None
+    return BridgeRobot(
+        robot.address,
+        setup.limits,
+        action_scale=robot.action_scale,
+        timeout_s=robot.timeout_s,
+        connect_timeout_s=robot.connect_timeout_s,
+        heartbeat_interval_s=robot.heartbeat_interval_s,
+        peer_timeout_s=robot.peer_timeout_s,
+        clock=clock,
+    )
