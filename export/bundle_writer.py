@@ -12,7 +12,6 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,19 @@ from export.onnx_export import OPSET, export_graph, graph_files, graph_plans
 from export.split import VLMPrelude
 from rdvla import __version__
 from runtime.backends import base as names
-from runtime.backends import load_backend
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, GraphSpec, sha256_file
 from runtime.gates import gate_for
-from runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from runtime.halting import FixedDepth
 from runtime.normalization import NormStats, normalize_proprio
 from runtime.policy import Policy, truncated_normal_state
+from runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
 from runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
+from runtime.golden import TRACE_DEPTH, GoldenCase
 from runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
 
 log = logging.getLogger(__name__)
 
-FIXED_DEPTHS = (1, 4, 12, 32)
-MSE_THRESHOLDS = (1e-3, 1e-4)
-TRACE_DEPTH = 32
 GOLDEN_INSTRUCTIONS = (
     "pick up the black bowl between the plate and the ramekin and place it on the plate",
     "open the top drawer and put the bowl inside",
@@ -50,38 +48,6 @@ DEFAULT_PROMPT_LEN = (24, 128)
 
 class ParityError(RuntimeError):
     """An exported graph disagrees with the reference beyond its gate."""
-
-
-@dataclass
-class GoldenCase:
-    images: list[np.ndarray]
-    instruction: str
-    proprio: np.ndarray  # raw, (8,)
-    init_state: np.ndarray  # (1, 8, D)
-    trace_actions: np.ndarray  # (32, 8, 7): decode after iteration k = the fixed-depth-k answer
-    trace_mse: np.ndarray  # (32,), NaN at k = 1
-    trace_cosine: np.ndarray
-
-    def reference(self, halting: HaltingPolicy) -> tuple[np.ndarray, int]:
-        """The reference answer for `halting`, read off the 32-iteration trace."""
-        for k in range(1, halting.max_iterations + 1):
-            stat = None if k == 1 else halting.statistic(float(self.trace_mse[k - 1]), float(self.trace_cosine[k - 1]))
-            if halting.should_stop(k, stat if halting.needs_decode else None):
-                return self.trace_actions[k - 1], k
-        raise AssertionError("halting never stopped")
-
-    def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path, images=np.stack(self.images), instruction=np.array(self.instruction), proprio=self.proprio,
-            init_state=self.init_state, trace_actions=self.trace_actions, trace_mse=self.trace_mse,
-            trace_cosine=self.trace_cosine,
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> "GoldenCase":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_state"],
-                       z["trace_actions"], z["trace_mse"], z["trace_cosine"])
 
 
 def synthetic_camera(rng: np.random.Generator, size: int = 256) -> np.ndarray:
@@ -116,60 +82,34 @@ def make_golden_cases(model: RDVLA, tokenizer: PromptTokenizer, stats: NormStats
     return cases
 
 
-def _error(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    diff = float(np.abs(ours.astype(np.float64) - ref).max())
-    return {"max_abs": diff, "max_rel": diff / max(float(np.abs(ref).max()), 1e-30)}
-
-
 def parity_report(root: Path, model: RDVLA, cases: list[GoldenCase], precision: str = "fp32") -> dict[str, Any]:
-    """Run the bundle with ONNX Runtime against the reference on the golden cases."""
+    """Run the bundle with ONNX Runtime against the reference on the golden cases: every
+    VLM+Prelude output, then the actions of every verification mode."""
     gate = gate_for(precision)
     bundle = Bundle.open(root, verify_hashes=False)
-    policy = Policy(bundle, load_backend(bundle, "onnxruntime", precision))
+    backend = OnnxRuntimeBackend(bundle, precision)
+    policy = Policy(bundle, backend)
     prelude = VLMPrelude(model).eval()
     outputs: dict[str, dict[str, float]] = {}
-    modes: dict[str, Any] = {}
-    halting_modes: list[tuple[str, HaltingPolicy]] = [(f"fixed_{k}", FixedDepth(k)) for k in FIXED_DEPTHS]
-    halting_modes += [(f"mse_{t:g}", AdjacentMSE(t)) for t in MSE_THRESHOLDS]
-
-    def worst(store: dict[str, dict[str, float]], key: str, err: dict[str, float]) -> None:
-        prev = store.setdefault(key, {"max_abs": 0.0, "max_rel": 0.0})
-        store[key] = {k: max(prev[k], err[k]) for k in prev}
-
     for case in cases:
         pixels = to_pixel_values(case.images, config=bundle.preprocess)
         ids = policy.tokenizer(case.instruction)
         proprio = normalize_proprio(case.proprio, bundle.norm_stats)[None]
         with torch.no_grad():
-            ref_context = prelude(torch.from_numpy(pixels), torch.from_numpy(np.array(ids)), torch.from_numpy(proprio))
-        policy.backend.run_context(pixels, ids, proprio)
-        ours = policy.backend.context()  # type: ignore[attr-defined]
-        context_names = [names.INJECTION, *[n for n in ours if n != names.INJECTION]]
-        for name, ref in zip(context_names, ref_context):
-            worst(outputs, name, _error(ours[name], ref.numpy()))
-        for mode, halting in halting_modes:
-            result = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_state=case.init_state)
-            ref_actions, ref_k = case.reference(halting)
-            entry = modes.setdefault(mode, {"max_abs": 0.0, "max_rel": 0.0, "iterations": [], "reference_iterations": []})
-            err = _error(result.normalized_actions, ref_actions)
-            entry["max_abs"], entry["max_rel"] = max(entry["max_abs"], err["max_abs"]), max(entry["max_rel"], err["max_rel"])
-            entry["iterations"].append(result.iterations)
-            entry["reference_iterations"].append(ref_k)
-    failures = []
-    for name, err in outputs.items():
-        if not err["max_rel"] <= gate.context_max_rel:
-            failures.append(f"vlm_prelude output {name}: max_rel {err['max_rel']:.3g} > {gate.context_max_rel:g}")
-    for mode, entry in modes.items():
-        agree = float(np.mean([a == b for a, b in zip(entry["iterations"], entry["reference_iterations"])]))
-        entry["iteration_agreement"] = agree
-        if not entry["max_abs"] <= gate.actions_max_abs:
-            failures.append(f"{mode}: actions max_abs {entry['max_abs']:.3g} > {gate.actions_max_abs:g}")
-        if agree < gate.iteration_agreement:
-            failures.append(f"{mode}: iteration agreement {agree:.2f} < {gate.iteration_agreement:g} "
-                            f"(ours {entry['iterations']}, reference {entry['reference_iterations']})")
+            reference = prelude(torch.from_numpy(pixels), torch.from_numpy(np.array(ids)), torch.from_numpy(proprio))
+        backend.run_context(pixels, ids, proprio)
+        ours = backend.context()
+        for name, ref in zip([t.name for t in bundle.graph(names.VLM_PRELUDE).outputs], reference):
+            err = error(ours[name], ref.numpy())
+            prev = outputs.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0})
+            outputs[name] = {k: max(prev[k], err[k]) for k in prev}
+    actions = verify_actions(policy, cases)
+    failures = [f"vlm_prelude output {name}: max_rel {err['max_rel']:.3g} > {gate.context_max_rel:g}"
+                for name, err in outputs.items() if not err["max_rel"] <= gate.context_max_rel]
+    failures += gate_failures(actions, gate)
     return {
-        "precision": precision, "backend": "onnxruntime", "cases": len(cases),
-        "gate": gate.__dict__, "context_outputs": outputs, "actions": modes,
+        "precision": precision, "backend": backend.name, "cases": len(cases), "gate": gate.__dict__,
+        "context_outputs": outputs, "actions": {mode: r.to_json() for mode, r in actions.items()},
         "passed": not failures, "failures": failures,
     }
 

@@ -12,11 +12,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from transformers import Qwen2Config
 
@@ -138,14 +139,31 @@ def _load_pt(path: Path) -> dict[str, torch.Tensor]:
     return _strip_module(state)
 
 
-def _load_safetensors(paths: tuple[Path, ...]) -> dict[str, torch.Tensor]:
-    state: dict[str, torch.Tensor] = {}
-    for path in paths:
+class SafetensorsFiles(Mapping[str, torch.Tensor]):
+    """Tensors of one or more .safetensors files, read one at a time (a 2.5 GB VLM never sits twice in memory)."""
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        self._where: dict[str, Path] = {}
+        for path in paths:
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    self._where.update({k: path for k in f.keys()})
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{path.name}: cannot be read as safetensors ({exc})") from None
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        path = self._where[key]
         try:
-            state.update(load_file(str(path)))
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor(key)
         except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path.name}: cannot be read as safetensors ({exc})") from None
-    return state
+            raise CheckpointError(f"{path.name}: cannot read tensor {key} ({exc})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def _shown(keys: list[str]) -> str:
@@ -155,10 +173,10 @@ def _shown(keys: list[str]) -> str:
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, skip: frozenset[str] = frozenset()) -> None:
     """Copy `state` into `module`, refusing any missing or unexpected key or misfit shape."""
-    expected = {k: v for k, v in module.state_dict().items() if k not in skip}
-    given = {k: v for k, v in state.items() if k not in skip}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
+    expected = {k: v for k, v in module.state_dict(keep_vars=True).items() if k not in skip}
+    given_keys = set(state) - skip
+    missing = sorted(set(expected) - given_keys)
+    unexpected = sorted(given_keys - set(expected))
     problems = []
     if missing:
         problems.append(f"missing keys: {_shown(missing)}")
@@ -166,18 +184,17 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
         problems.append(f"unexpected keys: {_shown(unexpected)}")
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-    fixed = {}
-    for key, target in expected.items():
-        value = given[key]
-        if value.shape != target.shape:
-            if key.endswith(_SCALAR_SUFFIXES) and value.numel() == target.numel() == 1:
-                value = value.reshape(target.shape)
-            else:
-                raise CheckpointError(
-                    f"{source}: {key} has shape {tuple(value.shape)}, the model built from the config expects {tuple(target.shape)}"
-                )
-        fixed[key] = value.to(target.dtype)
-    module.load_state_dict(fixed, strict=False)
+    with torch.no_grad():
+        for key, target in expected.items():
+            value = state[key]
+            if value.shape != target.shape:
+                if key.endswith(_SCALAR_SUFFIXES) and value.numel() == target.numel() == 1:
+                    value = value.reshape(target.shape)
+                else:
+                    raise CheckpointError(
+                        f"{source}: {key} has shape {tuple(value.shape)}, the model built from the config expects {tuple(target.shape)}"
+                    )
+            target.copy_(value)  # in place, converting dtype: no second copy of the model
 
 
 @dataclass
@@ -202,7 +219,7 @@ def load_checkpoint(root: Path, fp32_rope: bool = False) -> LoadedCheckpoint:
     except ValueError as exc:
         raise CheckpointError(f"{root}: {exc}") from None
     tied = {"language_model.lm_head.weight"} if vlm_cfg.text.tie_word_embeddings else set()
-    load_strict(model.vlm, _load_safetensors(files.weights), "model.safetensors", skip=frozenset(tied))
+    load_strict(model.vlm, SafetensorsFiles(files.weights), "model.safetensors", skip=frozenset(tied))
     load_strict(model.action_head, _load_pt(files.head_weights), files.head_weights.name)
     load_strict(model.proprio_projector, _load_pt(files.proprio_weights), files.proprio_weights.name)
     model.eval()

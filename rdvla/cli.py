@@ -19,9 +19,10 @@ OWN_LOGGERS = ("rdvla", "export", "runtime", "devices", "calibration")
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from devices import commands as device_commands
     from export import commands as export_commands
+    from export import tensorrt_build
     from rdvla import predict
 
-    return [export_commands.register, predict.register, device_commands.register]
+    return [export_commands.register, tensorrt_build.register, predict.register, device_commands.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,10 +57,13 @@ class AdjacentMSE:
     def statistic(self, mse: float, cosine: float) -> float:
         return mse
 
+    def converged(self, statistic: float) -> bool:
+        return statistic < self.threshold
+
     def should_stop(self, k: int, statistic: Optional[float]) -> bool:
         if k >= self.max_iterations:
             return True
-        return k >= self.min_iterations and statistic is not None and statistic < self.threshold
+        return k >= self.min_iterations and statistic is not None and self.converged(statistic)
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,14 @@ class CosineSimilarity:
     def statistic(self, mse: float, cosine: float) -> float:
         return 1.0 - cosine
 
+    def converged(self, statistic: float) -> bool:
+        # 1 - cos < 1 - threshold, written on the recorded statistic so every backend agrees exactly.
+        return statistic < 1.0 - self.threshold
+
     def should_stop(self, k: int, statistic: Optional[float]) -> bool:
         if k >= self.max_iterations:
             return True
-        # 1 - cos < 1 - threshold, written on the recorded statistic so both sides agree exactly.
-        return k >= self.min_iterations and statistic is not None and statistic < 1.0 - self.threshold
+        return k >= self.min_iterations and statistic is not None and self.converged(statistic)
 
 
 HaltingPolicy = Union[FixedDepth, AdjacentMSE, CosineSimilarity]

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -50,13 +50,22 @@ class PolicyResult:
     cosine: list[float] = field(default_factory=list)
     deltas: list[float] = field(default_factory=list)  # the halting statistic per iteration
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
-    iteration_ms: list[float] = field(default_factory=list)  # host time of each iteration call
+    iteration_ms: list[float] = field(default_factory=list)  # time of each iteration (device time where the backend measures it)
+    stopped_by: str = ""  # fixed | converged | max_iterations | deadline
 
 
 class Policy:
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    """Runs queries on one backend. `check_every` > 1 reads the halting scalars only every that many
+    iterations (fewer host synchronisations; the loop may then run up to check_every - 1 iterations
+    past the point where the rule was first met)."""
+
+    def __init__(self, bundle: Bundle, backend: Backend, check_every: int = 1, clock: Callable[[], float] = time.perf_counter) -> None:
+        if check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.bundle = bundle
         self.backend = backend
+        self.check_every = check_every
+        self.clock = clock
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
         defaults = bundle.halting_defaults
         self.default_halting: HaltingPolicy = AdjacentMSE(
@@ -64,9 +73,10 @@ class Policy:
         )
 
     @classmethod
-    def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", **options: object) -> "Policy":
+    def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,
+             **options: object) -> "Policy":
         opened = Bundle.open(Path(bundle))
-        return cls(opened, load_backend(opened, backend, precision, **options))
+        return cls(opened, load_backend(opened, backend, precision, **options), check_every)
 
     def initial_state(self, seed: Optional[int] = None) -> np.ndarray:
         return truncated_normal_state(self.bundle.dims.state_shape, self.bundle.dims.init_sigma, np.random.default_rng(seed))
@@ -80,11 +90,19 @@ class Policy:
         halting: Optional[HaltingPolicy] = None,
         init_state: Optional[np.ndarray] = None,
         seed: Optional[int] = None,
+        deadline_s: Optional[float] = None,
     ) -> PolicyResult:
-        """One query. Give camera `images` (uint8 HxWx3, camera order) or ready `pixel_values`."""
+        """One query. Give camera `images` (uint8 HxWx3, camera order) or ready `pixel_values`.
+
+        `deadline_s` bounds the whole query (from this call): the loop stops before an iteration
+        that would not finish in time (judged by the last iteration's duration) and returns the
+        last iterate; at least one iteration always runs. It composes with any halting rule.
+        """
         halting = halting or self.default_halting
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline must be a positive number of seconds, got {deadline_s}")
         times: dict[str, float] = {}
-        t0 = time.perf_counter()
+        t0 = self.clock()
         if (images is None) == (pixel_values is None):
             raise ValueError("give either camera images or pixel_values")
         if pixel_values is None:
@@ -93,50 +111,60 @@ class Policy:
                 raise ValueError(f"the policy takes {self.bundle.dims.num_images} images; got {len(images)}")
             pixel_values = to_pixel_values(images, config=self.bundle.preprocess)
         proprio_n = normalize_proprio(np.asarray(proprio, np.float64), self.bundle.norm_stats)[None]
-        t1 = time.perf_counter()
+        t1 = self.clock()
         input_ids = self.tokenizer(instruction)
         self.bundle.check_prompt(input_ids)
-        t2 = time.perf_counter()
+        t2 = self.clock()
         state = self.initial_state(seed) if init_state is None else np.asarray(init_state, np.float32)
         self.backend.run_context(pixel_values, input_ids, proprio_n)
         self.backend.reset_state(state)
         self.backend.synchronize()
-        t3 = time.perf_counter()
-        result = self._iterate(halting)
-        t4 = time.perf_counter()
+        t3 = self.clock()
+        result = self._iterate(halting, None if deadline_s is None else t0 + deadline_s)
+        t4 = self.clock()
         normalized = self.backend.actions()
         result.normalized_actions = normalized
         result.actions = unnormalize_actions(normalized, self.bundle.norm_stats)
-        t5 = time.perf_counter()
+        t5 = self.clock()
         times.update(preprocess=t1 - t0, tokenize=t2 - t1, vlm_prelude=t3 - t2, iterations=t4 - t3, postprocess=t5 - t4, total=t5 - t0)
         result.timings_ms = {k: 1e3 * v for k, v in times.items()}
         return result
 
-    def _iterate(self, halting: HaltingPolicy) -> PolicyResult:
+    def _iterate(self, halting: HaltingPolicy, deadline: Optional[float]) -> PolicyResult:
         backend = self.backend
         result = PolicyResult(np.empty(0), np.empty(0), 0)
-        clock = time.perf_counter
-        if not halting.needs_decode:
-            for _ in range(halting.max_iterations):
-                start = clock()
-                backend.step()
-                result.iteration_ms.append(1e3 * (clock() - start))
-            backend.decode()
-            result.iterations = halting.max_iterations
-            return result
+        clock = self.clock
+        adaptive = halting.needs_decode
+        last = 0.0
         for k in range(1, halting.max_iterations + 1):
             start = clock()
-            stats = backend.step_decode(read=True)
-            result.iteration_ms.append(1e3 * (clock() - start))
-            assert stats is not None
-            mse, cosine = stats if k > 1 else (float("nan"), float("nan"))
-            result.mse.append(mse)
-            result.cosine.append(cosine)
-            statistic = halting.statistic(mse, cosine)
-            result.deltas.append(statistic)
-            result.iterations = k
-            if halting.should_stop(k, None if k == 1 else statistic):
+            if deadline is not None and k > 1 and start + last > deadline:
+                result.stopped_by = "deadline"
                 break
+            if not adaptive:
+                backend.step()
+            else:
+                read = k % self.check_every == 0 or k == halting.max_iterations
+                stats = backend.step_decode(read=read)
+                mse, cosine = stats if (stats is not None and k > 1) else (float("nan"), float("nan"))
+                result.mse.append(mse)
+                result.cosine.append(cosine)
+                result.deltas.append(halting.statistic(mse, cosine))
+            last = clock() - start
+            result.iteration_ms.append(1e3 * last)
+            result.iterations = k
+            if adaptive:
+                statistic = None if np.isnan(result.deltas[-1]) else result.deltas[-1]
+                if halting.should_stop(k, statistic):
+                    met = statistic is not None and k >= halting.min_iterations and halting.converged(statistic)
+                    result.stopped_by = "converged" if met else "max_iterations"
+                    break
+        if not adaptive:
+            backend.decode()
+            result.stopped_by = result.stopped_by or "fixed"
+        device_times = getattr(backend, "iteration_times_ms", None)
+        if device_times is not None:
+            result.iteration_ms = list(device_times())
         return result
 
     def close(self) -> None:

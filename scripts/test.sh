@@ -7,5 +7,7 @@ py=.venv/bin/python
 
 echo "==> shellcheck"
 .venv/bin/shellcheck scripts/*.sh .ci/run
+echo "==> mypy (TensorRT code against tensorrt-stubs)"
+$py scripts/typecheck_tensorrt.py
 echo "==> pytest"
 $py -m pytest tests -q "$@"

@@ -1,0 +1,58 @@
+"""Work and traffic of a graph computed from its shapes: MatMul/Gemm FLOPs, weight bytes, I/O bytes.
+
+Used for the per-iteration roofline: on a Jetson the core step is bound by streaming its weights
+from DRAM, so bytes per iteration / memory bandwidth is the floor no engine can beat.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+ORIN_AGX_BANDWIDTH = 204.8e9  # bytes/s, AGX Orin 64 GB LPDDR5 peak
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    matmul_flops: int  # 2 * M * N * K summed over MatMul/Gemm nodes
+    weight_params: int  # elements of float initializers of two or more dimensions (matrices)
+    weight_bytes: int  # as stored (FP32 graphs: 4 bytes per element)
+    io_bytes: int  # graph inputs + outputs at their static shapes
+
+    def floor_seconds(self, bytes_per_weight: float, bandwidth: float = ORIN_AGX_BANDWIDTH) -> float:
+        """Lower bound: weights at `bytes_per_weight` plus the I/O tensors, streamed once at `bandwidth`."""
+        return (self.weight_params * bytes_per_weight + self.io_bytes) / bandwidth
+
+
+def _dims(value: onnx.ValueInfoProto, sizes: dict[str, int]) -> list[int]:
+    return [d.dim_value if d.dim_value else sizes.get(d.dim_param, 1) for d in value.type.tensor_type.shape.dim]
+
+
+def graph_stats(path: Path, dynamic: dict[str, int] | None = None) -> GraphStats:
+    """Stats of the ONNX graph at `path`, dynamic dimensions set by `dynamic` (e.g. prompt_len)."""
+    sizes = dynamic or {}
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: _dims(v, sizes) for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    initializers = {i.name: list(i.dims) for i in model.graph.initializer}
+    shapes.update(initializers)
+    flops = 0
+    for node in inferred.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        a, b = (shapes.get(n) for n in node.input[:2])
+        if not a or not b:
+            raise ValueError(f"{path.name}: no shape for an operand of {node.name}")
+        if node.op_type == "Gemm" and any(at.name == "transB" and at.i for at in node.attribute):
+            b = b[::-1]
+        batch = math.prod(a[:-2]) if len(a) > 2 else 1
+        flops += 2 * batch * a[-2] * a[-1] * b[-1]
+    float_types = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT8: 1}
+    matrices = [i for i in model.graph.initializer if len(i.dims) >= 2 and i.data_type in float_types]
+    params = sum(math.prod(i.dims) for i in matrices)
+    weight_bytes = sum(math.prod(i.dims) * float_types[i.data_type] for i in matrices)
+    io = sum(math.prod(shapes[v.name]) * 4 for v in [*model.graph.input, *model.graph.output])
+    return GraphStats(flops, params, weight_bytes, io)

@@ -1,0 +1,395 @@
+"""PyTorch backend: the export's split modules run directly on a GPU workstation (or the CPU).
+
+The bundle holds graphs, not torch weights, so the backend loads the checkpoint the bundle was
+exported from (`manifest["source"]`) after checking every file's SHA-256 against the manifest:
+the same weights, the same split modules (`export.split`), no second implementation of the math.
+
+Load, once: verify and load the checkpoint, cast it to the compute dtype, allocate every buffer
+on the device (prelude inputs, context tensors, two state and two action buffers in FP32, the
+halting scalars), build one closure per (core graph, ping-pong direction) that reads its input
+buffers and `copy_`s its results into the opposite buffers, then, on CUDA, warm the closures up on
+the backend's own stream and capture each as a CUDA graph replaying into the same buffers.
+
+Per iteration: one graph replay (or the eager closure), two timing marks, and only when asked an
+8-byte copy of the halting scalars to pinned memory followed by an event wait.
+
+fp32 computes in the FP32 math torch is configured for: torch's defaults keep matmuls in IEEE FP32
+but let cuDNN run convolutions (the towers' patch embeddings) in TF32; set
+`torch.backends.cudnn.allow_tf32 = False` before loading for reference-exact FP32. bf16 and fp16
+cast the weights and context; state and actions cross the backend's boundary in FP32 regardless.
+
+torch and export.* are imported inside the constructor only: runtime/ must import without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
+
+import numpy as np
+
+from runtime.backends import base as names
+from runtime.backends.base import Backend
+from runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
+from runtime.halting import MAX_SUPPORTED_ITERATIONS
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+# precision -> torch dtype name; anything but fp32 needs CUDA (CPU bf16/fp16 kernels are slow and
+# not what this backend is measured on).
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Eager runs per direction before capture: the first calls load kernels lazily and set up cuBLAS
+# workspaces, neither of which may happen inside a graph.
+WARMUP_RUNS = 3
+
+Runner = Callable[[], None]
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise BundleError("the torch backend needs PyTorch: pip install 'rdvla[export]'") from None
+    return torch
+
+
+def _tensor(torch: Any, array: np.ndarray, dtype: type) -> "torch.Tensor":
+    """A CPU tensor over `array` (copied only when it is not C-contiguous, writable and of `dtype`)."""
+    # torch refuses to wrap read-only arrays silently (the tokenizer's ids are read-only).
+    return torch.from_numpy(np.require(array, dtype, ("C", "W")))
+
+
+def source_checkpoint(bundle: Bundle, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint directory to load for `bundle`, verified file by file against the manifest.
+
+    `checkpoint` overrides the path recorded at export; either way the directory must hold exactly
+    the files listed in `manifest["source"]["files"]` with the same SHA-256.
+    """
+    from export.checkpoint import CheckpointError, CheckpointFiles
+
+    source = bundle.manifest.get("source") or {}
+    recorded = source.get("checkpoint")
+    expected: dict[str, str] = source.get("files") or {}
+    hint = "pass checkpoint=... / --checkpoint with the checkpoint directory the bundle was exported from"
+    if checkpoint is None and recorded is None:
+        raise BundleError(f"{bundle.root}: {MANIFEST} names no source checkpoint; the torch backend needs its weights: {hint}")
+    root = Path(checkpoint if checkpoint is not None else recorded)
+    if not root.is_dir():
+        where = "" if checkpoint is not None else " (the path recorded at export)"
+        raise BundleError(f"checkpoint directory {root}{where} not found; the torch backend loads its weights: {hint}")
+    if not expected:
+        raise BundleError(f"{bundle.root}: {MANIFEST} lists no source.files hashes, so {root} cannot be verified; re-export the bundle")
+    try:
+        files = CheckpointFiles.discover(root)
+    except CheckpointError as exc:
+        raise BundleError(f"checkpoint {root} cannot be used: {exc}") from None
+    found = {p.name: p for p in files.all_files()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    changed = sorted(name for name in set(expected) & set(found) if sha256_file(found[name]) != expected[name])
+    problems = [f"{', '.join(changed)} differ from their SHA-256 in source.files"] if changed else []
+    problems += [f"missing {', '.join(missing)}"] if missing else []
+    problems += [f"unexpected {', '.join(extra)}"] if extra else []
+    if problems:
+        raise BundleError(
+            f"checkpoint {root} is not the one {bundle.root} was exported from ({'; '.join(problems)}); "
+            f"{hint}, or re-export the bundle from this checkpoint"
+        )
+    return root
+
+
+class TorchBackend(Backend):
+    """The bundle's source checkpoint run through the split modules, on preallocated device buffers.
+
+    `iteration_times_ms()` returns the time of each iteration since the last `reset_state`: CUDA
+    events around each `step` / `step_decode` on a GPU, host `perf_counter` on the CPU.
+    `execution_modes()` tells, per core graph, whether it replays CUDA graphs or runs eagerly (and why).
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        precision: str = "fp32",
+        checkpoint: str | Path | None = None,
+        device: str | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise BundleError(f"torch backend runs precision {', '.join(PRECISIONS)}; got {precision!r}")
+        torch = _import_torch()
+        self._torch = torch
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise BundleError(f"torch backend: invalid device {device!r} ({exc})") from None
+        self._cuda = self.device.type == "cuda"
+        if self.device.type not in ("cpu", "cuda"):
+            raise BundleError(f"torch backend runs on cpu or cuda; got device {device!r}")
+        if self._cuda and not torch.cuda.is_available():
+            raise BundleError(f"device {device!r} requested but this torch has no usable CUDA ({torch.__version__})")
+        if precision != "fp32" and not self._cuda:
+            raise BundleError(f"torch backend runs {precision} on CUDA only; on {self.device.type} use precision 'fp32'")
+        self.bundle = bundle
+        self.precision = precision
+        self.dims = bundle.dims
+        self._dtype = getattr(torch, PRECISIONS[precision])
+        self._modes: dict[str, str] = {}
+        self._iterations = 0
+        self._s = 0  # which state buffer holds the current state
+        self._a = 0  # which action buffer holds the latest decode
+        start = time.perf_counter()
+        self.checkpoint = source_checkpoint(bundle, checkpoint)
+        if self._cuda:
+            self._stream = torch.cuda.Stream(device=self.device)
+        with self._on_stream():
+            self._load(cuda_graphs)
+        log.info(
+            "torch backend: %s on %s from %s in %.1f s; %s",
+            precision, self.device, self.checkpoint, time.perf_counter() - start,
+            ", ".join(f"{g}: {m}" for g, m in self._modes.items()),
+        )
+
+    def _on_stream(self) -> ContextManager[Any]:
+        """All device work of the backend runs on its own stream, whatever the caller's current one is."""
+        return self._torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
+
+    # -- load ------------------------------------------------------------------------------------
+
+    def _load(self, cuda_graphs: bool) -> None:
+        from export.checkpoint import load_checkpoint
+        from export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
+
+        torch, device, dtype = self._torch, self.device, self._dtype
+        model = load_checkpoint(self.checkpoint).model
+        model.to(device=device, dtype=dtype).requires_grad_(False).eval()
+        self._prelude = VLMPrelude(model).eval()
+        self._core_step = CoreStep(model).eval()
+        self._core_step_decode = CoreStepDecode(model).eval()
+        self._decode = Decode(model).eval()
+
+        n_core, n_coda = len(self.dims.recurrent_vlm_layers), len(self.dims.coda_vlm_layers)
+        self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]
+        self._coda_names = names.kv_names("coda", n_coda)
+        prelude_out = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).outputs}
+        self._context: dict[str, torch.Tensor] = {}
+        for name in self._core_names + self._coda_names:
+            shape = prelude_out[name].shape
+            if any(isinstance(d, str) for d in shape):
+                raise BundleError(f"context tensor {name} has a dynamic shape {shape}; the bundle is malformed")
+            self._context[name] = torch.zeros(shape, dtype=dtype, device=device)
+        prelude_in = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).inputs}
+        self._pixels = torch.zeros(prelude_in[names.PIXEL_VALUES].shape, dtype=dtype, device=device)
+        self._proprio = torch.zeros(prelude_in[names.PROPRIO].shape, dtype=dtype, device=device)
+        self._input_ids = torch.zeros((1, self.bundle.prompt_len[1]), dtype=torch.int64, device=device)
+
+        chunk = (1, self.dims.chunk_len, self.dims.action_dim)
+        self._states = [torch.zeros(self.dims.state_shape, dtype=torch.float32, device=device) for _ in range(2)]
+        self._actions = [torch.zeros(chunk, dtype=torch.float32, device=device) for _ in range(2)]
+        # mse and cosine share one allocation so one copy reads both.
+        self._scalars = torch.zeros(2, dtype=torch.float32, device=device)
+        if self._cuda:
+            self._host_scalars = torch.zeros(2, dtype=torch.float32, pin_memory=True)
+            self._scalars_ready = torch.cuda.Event()
+            self._begin: list[Any] = [torch.cuda.Event(enable_timing=True) for _ in range(MAX_SUPPORTED_ITERATIONS)]
+            self._end: list[Any] = [torch.cuda.Event(enable_timing=True) for _ in range(MAX_SUPPORTED_ITERATIONS)]
+        else:
+            self._host_scalars = self._scalars
+            self._begin = [0.0] * MAX_SUPPORTED_ITERATIONS
+            self._end = [0.0] * MAX_SUPPORTED_ITERATIONS
+        self._scalar_view = self._host_scalars.numpy()
+
+        # Directions never run concurrently, so every captured graph shares one memory pool.
+        self._pool = torch.cuda.graph_pool_handle() if self._cuda and cuda_graphs else None
+        step = {(s,): self._step_closure(s) for s in (0, 1)}
+        step_decode = {(s, a): self._step_decode_closure(s, a) for s in (0, 1) for a in (0, 1)}
+        reason = None if cuda_graphs else "CUDA graphs disabled"
+        if not self._cuda:
+            reason = "CPU"
+        self._step = self._prepare(names.CORE_STEP, step, reason)
+        self._step_decode = self._prepare(names.CORE_STEP_DECODE, step_decode, reason)
+
+    def _step_closure(self, s: int) -> Runner:
+        core, dtype = self._core_step, self._dtype
+        state, target = self._states[s], self._states[1 - s]
+        context = tuple(self._context[n] for n in self._core_names)
+
+        def run() -> None:
+            target.copy_(core(state.to(dtype), *context))
+
+        return run
+
+    def _step_decode_closure(self, s: int, a: int) -> Runner:
+        core, dtype = self._core_step_decode, self._dtype
+        state, next_state = self._states[s], self._states[1 - s]
+        # prev_actions stays FP32: the module only reads it for the statistics, which it computes in FP32.
+        prev_actions, actions = self._actions[a], self._actions[1 - a]
+        mse, cosine = self._scalars[0:1], self._scalars[1:2]
+        context = tuple(self._context[n] for n in self._core_names + self._coda_names)
+
+        def run() -> None:
+            new_state, new_actions, new_mse, new_cosine = core(state.to(dtype), prev_actions, *context)
+            next_state.copy_(new_state)
+            actions.copy_(new_actions)
+            mse.copy_(new_mse)
+            cosine.copy_(new_cosine)
+
+        return run
+
+    def _prepare(self, graph: str, closures: dict[tuple[int, ...], Runner], reason: Optional[str]) -> dict[tuple[int, ...], Runner]:
+        """The runner of every direction: a CUDA graph's replay, or the eager closure when `reason` says why not."""
+        if reason is None:
+            try:
+                replays = self._capture(closures)
+            except Exception as exc:  # whatever broke the capture, the closures still run eagerly
+                self._stream.synchronize()
+                reason = f"capture failed ({type(exc).__name__}: {exc})"
+            else:
+                self._modes[graph] = f"CUDA graphs ({len(replays)} directions)"
+                return replays
+        (log.warning if reason.startswith("capture failed") else log.info)("%s runs eagerly: %s", graph, reason)
+        self._modes[graph] = f"eager: {reason}"
+        return closures
+
+    def _capture(self, closures: dict[tuple[int, ...], Runner]) -> dict[tuple[int, ...], Runner]:
+        torch = self._torch
+        for run in closures.values():
+            for _ in range(WARMUP_RUNS):
+                run()
+        self._stream.synchronize()
+        replays: dict[tuple[int, ...], Runner] = {}
+        for direction, run in closures.items():
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+                run()
+            replays[direction] = graph.replay
+        return replays
+
+    # -- per query -------------------------------------------------------------------------------
+
+    def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
+        torch = self._torch
+        self.bundle.check_prompt(input_ids)
+        for name, array, buffer in ((names.PIXEL_VALUES, pixel_values, self._pixels), (names.PROPRIO, proprio, self._proprio)):
+            if tuple(array.shape) != tuple(buffer.shape):
+                raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(buffer.shape)}")
+        if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+            raise ValueError(f"{names.INPUT_IDS} has shape {tuple(input_ids.shape)}, expected (1, prompt_len)")
+        ids = self._input_ids[:, : input_ids.shape[1]]
+        with self._on_stream():
+            # Pageable host memory makes these copies blocking: once per query, and the caller's
+            # arrays may be reused as soon as this returns.
+            self._pixels.copy_(_tensor(torch, pixel_values, np.float32))
+            self._proprio.copy_(_tensor(torch, proprio, np.float32))
+            ids.copy_(_tensor(torch, input_ids, np.int64))
+            outputs = self._prelude(self._pixels, ids, self._proprio)
+            for name, value in zip(self._core_names + self._coda_names, outputs):
+                self._context[name].copy_(value)
+
+    def reset_state(self, init_state: np.ndarray) -> None:
+        if init_state.shape != self.dims.state_shape:
+            raise ValueError(f"initial state has shape {init_state.shape}, expected {self.dims.state_shape}")
+        self._s, self._a = 0, 0
+        self._iterations = 0
+        with self._on_stream():
+            self._states[0].copy_(_tensor(self._torch, init_state, np.float32))
+            self._actions[0].zero_()
+
+    # -- per iteration: no allocation, no synchronisation ----------------------------------------
+
+    def _iterate(self, run: Runner) -> None:
+        k = self._iterations
+        self._iterations = k + 1
+        if k >= MAX_SUPPORTED_ITERATIONS:
+            run()
+        elif self._cuda:
+            self._begin[k].record(self._stream)
+            run()
+            self._end[k].record(self._stream)
+        else:
+            self._begin[k] = time.perf_counter()
+            run()
+            self._end[k] = time.perf_counter()
+
+    def step(self) -> None:
+        with self._on_stream():
+            self._iterate(self._step[(self._s,)])
+        self._s ^= 1
+
+    def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
+        with self._on_stream():
+            self._iterate(self._step_decode[(self._s, self._a)])
+            if read and self._cuda:
+                self._host_scalars.copy_(self._scalars, non_blocking=True)
+                self._scalars_ready.record(self._stream)
+        self._s ^= 1
+        self._a ^= 1
+        if not read:
+            return None
+        if self._cuda:
+            self._scalars_ready.synchronize()
+        return float(self._scalar_view[0]), float(self._scalar_view[1])
+
+    def decode(self) -> None:
+        with self._on_stream():
+            coda = (self._context[n] for n in self._coda_names)
+            self._actions[1 - self._a].copy_(self._decode(self._states[self._s].to(self._dtype), *coda))
+        self._a ^= 1
+
+    # -- readback ----------------------------------------------------------------------------------
+
+    def _host(self, tensor: "torch.Tensor") -> np.ndarray:
+        with self._on_stream():
+            host: np.ndarray = tensor.to(device="cpu", dtype=self._torch.float32, copy=True).numpy()
+        return host
+
+    def actions(self) -> np.ndarray:
+        return self._host(self._actions[self._a][0])
+
+    def state(self) -> np.ndarray:
+        return self._host(self._states[self._s])
+
+    def context(self) -> dict[str, np.ndarray]:
+        """The VLM+Prelude outputs of the last query in FP32 (parity checks compare them per output)."""
+        return {name: self._host(value) for name, value in self._context.items()}
+
+    def iteration_times_ms(self) -> list[float]:
+        """Time of each iteration since the last `reset_state`, in milliseconds.
+
+        On CUDA this is device time between events around each iteration and waits for the last
+        one; iterations beyond MAX_SUPPORTED_ITERATIONS are not timed.
+        """
+        count = min(self._iterations, MAX_SUPPORTED_ITERATIONS)
+        if count == 0:
+            return []
+        if self._cuda:
+            self._end[count - 1].synchronize()
+            return [float(self._begin[k].elapsed_time(self._end[k])) for k in range(count)]
+        return [1e3 * (self._end[k] - self._begin[k]) for k in range(count)]
+
+    def execution_modes(self) -> dict[str, str]:
+        """How each core graph runs: CUDA graph replay, or eagerly and why."""
+        return dict(self._modes)
+
+    def synchronize(self) -> None:
+        if self._cuda:
+            self._stream.synchronize()
+
+    def close(self) -> None:
+        if not hasattr(self, "_states"):
+            return
+        self.synchronize()
+        # The graphs (held by their replay methods) write into the buffers: drop them first.
+        del self._step, self._step_decode
+        for attr in ("_states", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
+                     "_input_ids", "_prelude", "_core_step", "_core_step_decode", "_decode"):
+            delattr(self, attr)

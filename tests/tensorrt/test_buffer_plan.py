@@ -1,0 +1,160 @@
+"""The backend's bookkeeping without a GPU: buffer plan, ping-pong schedule, capture decision."""
+
+from __future__ import annotations
+
+import copy
+import random
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.backends import base as names
+from runtime.backends.tensorrt import (
+    DIRECTIONS,
+    SCALAR_STRIDE,
+    IOTensor,
+    PingPong,
+    capture_plan,
+    dynamic_dims,
+    plan_buffers,
+    slots,
+)
+from runtime.bundle import Bundle, BundleError
+
+
+def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
+    plan = plan_buffers(Bundle.open(bundle_dir))
+    d, h, ctx = kit.HIDDEN, kit.HEADS, kit.CONTEXT
+    host = {b.name: (b.dtype, b.shape, b.nbytes) for b in plan.host_inputs}
+    assert host == {
+        names.PIXEL_VALUES: ("float32", (1, 12, 224, 224), 12 * 224 * 224 * 4),
+        names.INPUT_IDS: ("int64", (1, kit.PROMPT[1]), kit.PROMPT[1] * 8),  # sized for the longest prompt
+        names.PROPRIO: ("float32", (1, 8), 32),
+    }
+    kv = h * ctx * (d // h) * 4
+    assert {b.name: b.nbytes for b in plan.context} == {
+        names.INJECTION: 8 * d * 4,
+        "core0_keys": kv,
+        "core0_values": kv,
+        "coda0_keys": kv,
+        "coda0_values": kv,
+    }
+    assert (plan.state.shape, plan.state.nbytes) == ((1, 8, d), 8 * d * 4)
+    assert (plan.actions.shape, plan.actions.nbytes) == ((1, 8, 7), 8 * 7 * 4)
+    assert [b.name for b in plan.scalars] == [names.MSE, names.COSINE]
+    assert plan.device_bytes == sum(b[2] for b in host.values()) + 8 * d * 4 + 4 * kv + 2 * (8 * d * 4 + 224) + 2 * SCALAR_STRIDE
+    assert plan.dynamic == {"prompt_len": kit.PROMPT}
+
+
+def bundle_with(tmp_path: Path, kit: types.SimpleNamespace, edit: Any) -> Bundle:
+    graphs = kit.graph_specs()
+    edit(graphs)
+    return Bundle.open(kit.write_bundle(tmp_path / "edited", graphs), verify_hashes=False)
+
+
+def _tensor(graphs: dict[str, Any], graph: str, side: str, name: str) -> dict[str, Any]:
+    return next(t for t in graphs[graph][side] if t["name"] == name)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda g: _tensor(g, "core_step", "outputs", "next_state").update(name="new_state"), "outputs .'new_state'., expected .'next_state'."),
+        (lambda g: _tensor(g, "core_step", "inputs", "state").update(dtype="float16"), "state is float32 .1, 8, 32. here but float16"),
+        (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(dtype="float16"), "mse is float16; state, actions and halting"),
+        (lambda g: _tensor(g, "decode", "inputs", "coda0_keys").update(shape=[1, 4, 600, 8]), "coda0_keys is float32 .1, 4, 600, 8. here"),
+        (lambda g: g["core_step_decode"]["inputs"].append({"name": "noise", "dtype": "float32", "shape": [1]}), "inputs noise are neither"),
+        (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(shape=[1, 8]), "mse has shape .1, 8.; a halting scalar"),
+        (lambda g: _tensor(g, "core_step_decode", "inputs", "prev_actions").update(shape=[1, 8, 6]), "prev_actions and actions differ"),
+        (lambda g: _tensor(g, "vlm_prelude", "inputs", "pixel_values").update(shape=["batch", 12, 224, 224]), "dynamic dimension 'batch'"),
+    ],
+)
+def test_contract_violations_refused(tmp_path: Path, kit: types.SimpleNamespace, edit: Any, message: str) -> None:
+    with pytest.raises(BundleError, match=message):
+        plan_buffers(bundle_with(tmp_path, kit, edit))
+
+
+def test_prompt_axis_found_by_position(tmp_path: Path, kit: types.SimpleNamespace) -> None:
+    bundle = bundle_with(tmp_path, kit, lambda g: _tensor(g, "vlm_prelude", "inputs", "input_ids").update(shape=[1, "s0"]))
+    assert dynamic_dims(bundle.graphs, bundle.prompt_len) == {"prompt_len": kit.PROMPT, "s0": kit.PROMPT}
+    assert plan_buffers(bundle).host_inputs[1].shape == (1, kit.PROMPT[1])
+
+
+def test_slots_never_read_and_write_one_buffer() -> None:
+    for graph, directions in DIRECTIONS.items():
+        for d in directions:
+            bound = slots(graph, d)
+            reads = {bound[n] for n in (names.STATE, names.PREV_ACTIONS) if n in bound}
+            writes = {bound[n] for n in (names.NEXT_STATE, names.ACTIONS) if n in bound}
+            assert not reads & writes, (graph, d)
+    assert slots(names.CORE_STEP, (1,)) == {names.STATE: ("state", 1), names.NEXT_STATE: ("state", 0)}
+    with pytest.raises(ValueError):
+        slots(names.VLM_PRELUDE, (0,))
+
+
+class Device:
+    """Buffers that remember which logical value they hold, driven through `slots` like the backend."""
+
+    def __init__(self) -> None:
+        self.buffers = {("state", 0): "S0", ("state", 1): None, ("actions", 0): "zeros", ("actions", 1): None}
+
+    def run(self, graph: str, direction: tuple[int, ...], produced: dict[str, str]) -> dict[str, Any]:
+        bound = slots(graph, direction)
+        read = {n: self.buffers[bound[n]] for n in (names.STATE, names.PREV_ACTIONS) if n in bound}
+        for name, value in produced.items():
+            self.buffers[bound[name]] = value
+        return read
+
+
+def test_schedule_feeds_each_call_the_latest_values() -> None:
+    """Random mixes of step / step_decode / decode: every call reads the newest state and the last decode."""
+    rng = random.Random(0)
+    for trial in range(200):
+        schedule, device = PingPong(), Device()
+        state, last_decode = "S0", "zeros"
+        for k in range(rng.randint(1, 12)):
+            op = rng.choice(("step", "step_decode", "decode"))
+            if op == "step":
+                read = device.run(names.CORE_STEP, schedule.step(), {names.NEXT_STATE: f"S{k + 1}"})
+                assert read == {names.STATE: state}
+                state = f"S{k + 1}"
+            elif op == "step_decode":
+                produced = {names.NEXT_STATE: f"S{k + 1}", names.ACTIONS: f"A{k + 1}"}
+                read = device.run(names.CORE_STEP_DECODE, schedule.step_decode(), produced)
+                assert read == {names.STATE: state, names.PREV_ACTIONS: last_decode}, (trial, k)
+                state, last_decode = f"S{k + 1}", f"A{k + 1}"
+            else:
+                read = device.run(names.DECODE, schedule.decode(), {names.ACTIONS: f"D({state})"})
+                assert read == {names.STATE: state}
+                last_decode = f"D({state})"
+            # actions() and state() read these buffers
+            assert device.buffers[("state", schedule.state)] == state
+            assert device.buffers[("actions", schedule.actions)] == last_decode
+
+
+def test_reset_returns_to_the_first_buffers() -> None:
+    schedule = PingPong()
+    schedule.step_decode()
+    schedule.step()
+    schedule.decode()
+    assert (schedule.state, schedule.actions) == (0, 0)
+    schedule.step()
+    assert (schedule.state, schedule.actions) == (1, 0)
+    schedule.reset()
+    assert (schedule.state, schedule.actions) == (0, 0)
+    assert copy.copy(schedule).step_decode() == (0, 0)
+
+
+def static(name: str, shape: tuple[int, ...]) -> IOTensor:
+    return IOTensor(name, "input", "float32", shape)
+
+
+def test_capture_plan() -> None:
+    io = [static("state", (1, 8, 32)), static("injection", (1, 8, 32))]
+    assert capture_plan(True, True, io) is None
+    assert capture_plan(False, True, io) == "CUDA graphs disabled"
+    assert "no stream capture" in str(capture_plan(True, False, io))
+    reason = capture_plan(True, True, [*io, static("input_ids", (1, -1))])
+    assert reason is not None and "dynamic shapes (input_ids)" in reason

@@ -1,0 +1,180 @@
+"""`rdvla build`: arguments, --help, and every refusal that happens before TensorRT builds anything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from export import tensorrt_build
+from export.tensorrt_build import BuildError, graph_sources, open_for_build, register, run
+from runtime.backends.tensorrt import TensorRTUnavailable, require_tensorrt
+from runtime.bundle import Bundle, BundleError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rdvla")
+    register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def invoke(*argv: str) -> int:
+    args = parser().parse_args(["build", *argv])
+    return int(args.run(args))
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["build", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("BUNDLE", "--precision", "--workspace", "--timing-cache", "--graphs", "fp16", "int8", "fp32", "fp8"):
+        assert option in text
+    assert "core_step_decode" in text  # --graphs names the graphs
+
+
+def test_arguments_are_parsed(tmp_path: Path) -> None:
+    args = parser().parse_args(
+        ["build", str(tmp_path), "--precision", "fp16", "--workspace", "2048", "--timing-cache", "t.cache", "--graphs", "core_step, decode"]
+    )
+    assert (args.bundle, args.precision, args.workspace) == (tmp_path, "fp16", 2048)
+    assert args.timing_cache == Path("t.cache")
+    assert args.graphs == ["core_step", "decode"]
+    assert args.run is run
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["b"], "--precision"),
+        (["b", "--precision", "fp16", "--workspace", "0"], "at least 1"),
+        (["b", "--precision", "fp16", "--workspace", "lots"], "not a whole number"),
+        (["b", "--precision", "fp16", "--graphs", ","], "at least one graph"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["build", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_unknown_precision(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(str(bundle_dir), "--precision", "bf16") == 2
+    assert "unknown precision 'bf16': choose fp16, int8, fp32" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("precision", ["fp8", "FP4", "nvfp4"])
+def test_fp8_fp4_refused_without_tensorrt(bundle_dir: Path, precision: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(str(bundle_dir), "--precision", precision) == 2
+    err = one_error_line(capsys)
+    assert "not supported" in err and "8.7" in err and "build fp16 or int8" in err
+
+
+def test_int8_without_qdq_graphs(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(str(bundle_dir), "--precision", "int8") == 2
+    assert "explicit Q/DQ graphs (manifest 'graphs_int8')" in one_error_line(capsys)
+
+
+def test_unknown_graph(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(str(bundle_dir), "--precision", "fp16", "--graphs", "core_step,vision") == 2
+    assert "unknown graph vision: this bundle has vlm_prelude, core_step, core_step_decode, decode" in one_error_line(capsys)
+
+
+def test_not_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(str(tmp_path), "--precision", "fp16") == 2
+    assert "manifest.json is missing" in one_error_line(capsys)
+
+
+def test_tensorrt_absent_here(bundle_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real situation on CI: no TensorRT (at most tensorrt-stubs' empty namespace package)."""
+    try:
+        require_tensorrt()
+    except TensorRTUnavailable:
+        pass
+    else:
+        pytest.skip("TensorRT is installed on this machine")
+    assert invoke(str(bundle_dir), "--precision", "fp16") == 2
+    err = one_error_line(capsys)
+    assert err.startswith("error: TensorRT is not installed: ")
+    assert "on a Jetson it comes with JetPack (python3-libnvinfer" in err
+    assert not (bundle_dir / "engines").exists() or not any((bundle_dir / "engines").iterdir())
+
+
+@pytest.mark.parametrize(
+    "module, why",
+    [
+        (None, "import tensorrt failed"),  # None in sys.modules makes the import raise ImportError
+        (types.ModuleType("tensorrt"), "only its type stubs"),  # what tensorrt-stubs alone leaves behind
+    ],
+)
+def test_tensorrt_absent_simulated(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], module: object, why: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    with pytest.raises(TensorRTUnavailable, match=why):
+        require_tensorrt()
+    assert invoke(str(bundle_dir), "--precision", "fp16") == 2
+    err = one_error_line(capsys)
+    assert err.startswith("error: TensorRT is not installed: ") and why in err
+
+
+def test_pycuda_absent_after_tensorrt(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fake tensorrt that only passes the import check: the build then needs pycuda to identify the GPU."""
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "10.3.0.30"  # type: ignore[attr-defined]
+    fake.Builder = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    assert invoke(str(bundle_dir), "--precision", "fp16") == 2
+    assert "pycuda is not installed" in one_error_line(capsys)
+
+
+def test_partial_rebuild_for_another_target_is_refused_before_building(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kit: types.SimpleNamespace
+) -> None:
+    kit.add_engines(bundle_dir, "fp16", {**kit.ORIN, "tensorrt_version": "10.2.0.19"})
+    kit.fake_gpu_modules(monkeypatch)
+    assert invoke(str(bundle_dir), "--precision", "fp16", "--graphs", "decode") == 2
+    err = one_error_line(capsys)
+    assert "built with TensorRT 10.2.0.19" in err and "omit --graphs" in err
+
+
+def test_missing_graph_file(bundle_dir: Path) -> None:
+    (bundle_dir / "decode.onnx").unlink()
+    bundle = Bundle.open(bundle_dir, verify_hashes=False)
+    with pytest.raises(BuildError, match="graph file decode.onnx .decode. is missing"):
+        graph_sources(bundle, "fp16")
+
+
+def test_graph_sources_int8_prefers_qdq_graphs(tmp_path: Path, kit: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    root = kit.write_bundle(tmp_path / "b")
+    (root / "core_step.int8.onnx").write_bytes(b"placeholder")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["graphs_int8"] = {"core_step": {"file": "core_step.int8.onnx", "strongly_typed": True}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.open(root, verify_hashes=False)
+    sources = {s.name: s for s in graph_sources(bundle, "int8")}
+    assert sources["core_step"] == tensorrt_build.GraphSource("core_step", "core_step.int8.onnx", True, True)
+    assert sources["decode"] == tensorrt_build.GraphSource("decode", "decode.onnx", False, False)
+    assert "decode has no Q/DQ graph" in caplog.text
+    assert [s.name for s in graph_sources(bundle, "fp16", ["decode", "core_step", "decode"])] == ["decode", "core_step"]
+
+
+def test_damaged_engines_do_not_block_a_rebuild(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
+    kit.add_engines(bundle_dir, "fp16")
+    (bundle_dir / "engines/fp16/decode.plan").write_bytes(b"half-written by an interrupted build")
+    assert open_for_build(bundle_dir).root == bundle_dir
+    (bundle_dir / "core_step.onnx").write_bytes(b"edited graph")
+    with pytest.raises(BundleError, match="core_step.onnx does not match its SHA-256"):
+        open_for_build(bundle_dir)

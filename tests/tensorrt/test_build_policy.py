@@ -1,0 +1,158 @@
+"""The builder's decisions, as plain functions: precision, profile shapes, FP32 layers, error messages."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytest
+
+from export.tensorrt_build import (
+    BuildError,
+    GraphSource,
+    LayerInfo,
+    build_failure_message,
+    check_precision,
+    format_parser_error,
+    fp32_layers,
+    precision_policy,
+    profile_shapes,
+)
+from runtime.bundle import TensorSpec
+
+ORIN = (8, 7)
+
+
+@pytest.mark.parametrize("name, canonical", [("fp16", "fp16"), ("FP16", "fp16"), ("half", "fp16"), ("int8", "int8"), ("fp32", "fp32")])
+def test_supported_precisions(name: str, canonical: str) -> None:
+    assert check_precision(name, ORIN) == canonical
+    assert check_precision(name) == canonical
+
+
+@pytest.mark.parametrize("precision", ["fp8", "fp4", "nvfp4"])
+def test_fp8_fp4_refused_on_orin(precision: str) -> None:
+    with pytest.raises(BuildError) as info:
+        check_precision(precision, ORIN)
+    message = str(info.value)
+    assert "this GPU is 8.7" in message and "no FP8/FP4 tensor cores" in message
+    assert "build fp16 or int8 or fp32" in message
+    assert ("8.9" in message) if precision == "fp8" else ("10.0" in message)
+
+
+def test_fp8_refused_even_where_the_gpu_has_it() -> None:
+    with pytest.raises(BuildError, match="bundles do not carry"):
+        check_precision("fp8", (9, 0))
+
+
+def test_precision_the_gpu_lacks() -> None:
+    with pytest.raises(BuildError, match=r"int8 needs compute capability 6.1 .* this GPU is 5.3: build fp16 or fp32"):
+        check_precision("int8", (5, 3))
+
+
+def test_unknown_precision() -> None:
+    with pytest.raises(BuildError, match="unknown precision 'bf16'"):
+        check_precision("bf16", ORIN)
+
+
+def src(quantized: bool = False, strongly_typed: bool = False) -> GraphSource:
+    return GraphSource("core_step", "core_step.onnx", quantized, strongly_typed)
+
+
+def test_precision_policy() -> None:
+    fp16 = precision_policy("fp16", src())
+    assert fp16.set_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and fp16.pin_fp32 and not fp16.strongly_typed
+    int8 = precision_policy("int8", src(quantized=True))
+    assert int8.set_flags == ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS") and int8.pin_fp32
+    # an int8 build of a graph without Q/DQ: FP16 kernels, never implicit (calibrator) INT8
+    assert precision_policy("int8", src()).set_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
+    fp32 = precision_policy("fp32", src())
+    assert fp32.set_flags == () and fp32.clear_flags == ("TF32",) and not fp32.pin_fp32
+    typed = precision_policy("int8", src(quantized=True, strongly_typed=True))
+    assert typed.strongly_typed and typed.set_flags == () and not typed.pin_fp32
+
+
+def test_profile_shapes_clamp_the_typical_length() -> None:
+    ids = TensorSpec("input_ids", "int64", (1, "prompt_len"))
+    assert profile_shapes(ids, {"prompt_len": (8, 64)}) == ((1, 8), (1, 56), (1, 64))
+    assert profile_shapes(ids, {"prompt_len": (8, 40)}) == ((1, 8), (1, 40), (1, 40))
+    assert profile_shapes(ids, {"prompt_len": (60, 90)}) == ((1, 60), (1, 60), (1, 90))
+    assert profile_shapes(TensorSpec("proprio", "float32", (1, 8)), {"prompt_len": (8, 64)}) is None
+
+
+def layer(index: int, kind: str, inputs: tuple[str, ...], outputs: tuple[str, ...], op: Optional[str] = None, floats: bool = True) -> LayerInfo:
+    return LayerInfo(index, kind, op, inputs, outputs, floats)
+
+
+def test_decomposed_rmsnorm_stays_fp32_up_to_the_next_matmul() -> None:
+    layers = [
+        layer(0, "ELEMENTWISE", ("x", "two"), ("sq",), "POW"),
+        layer(1, "REDUCE", ("sq",), ("var",)),
+        layer(2, "ELEMENTWISE", ("var", "eps"), ("var_eps",), "SUM"),
+        layer(3, "UNARY", ("var_eps",), ("std",), "SQRT"),
+        layer(4, "ELEMENTWISE", ("x", "std"), ("normed",), "DIV"),
+        layer(5, "ELEMENTWISE", ("normed", "weight"), ("scaled",), "PROD"),
+        layer(6, "MATRIX_MULTIPLY", ("scaled", "w_q"), ("q",)),
+        layer(7, "ELEMENTWISE", ("q", "bias"), ("q_b",), "SUM"),  # past the MatMul: FP16 again
+    ]
+    pinned = fp32_layers(layers, network_inputs=(), network_outputs=())
+    assert sorted(pinned) == [0, 1, 2, 3, 4, 5]
+    assert pinned[1] == "reduction" and pinned[2] == "element-wise on an FP32 value"
+
+
+def test_norm_softmax_and_outputs_pinned_integer_layers_not() -> None:
+    layers = [
+        layer(0, "NORMALIZATION", ("h",), ("ln",)),
+        layer(1, "SOFTMAX", ("scores",), ("probs",)),
+        layer(2, "MATRIX_MULTIPLY", ("probs", "v"), ("attn",)),
+        layer(3, "ELEMENTWISE", ("state", "attn"), ("next_state",), "SUM"),
+        layer(4, "REDUCE", ("shape",), ("n",), floats=False),  # shape arithmetic: must stay untouched
+        layer(5, "ELEMENTWISE", ("n", "one"), ("n1",), "SUM", floats=False),
+        layer(6, "ELEMENTWISE", ("ln", "g"), ("lng",), "PROD"),  # after a fused norm: no FP32 spread
+    ]
+    pinned = fp32_layers(layers, network_inputs=(), network_outputs={"next_state"})
+    assert pinned == {0: "normalisation", 1: "softmax", 3: "writes an FP32 network output"}
+
+
+def test_state_residual_stream_and_halting_statistics_stay_fp32() -> None:
+    layers = [
+        layer(0, "ELEMENTWISE", ("state", "injection"), ("h0",), "SUM"),  # the state enters in FP32
+        layer(1, "NORMALIZATION", ("h0",), ("n0",)),
+        layer(2, "MATRIX_MULTIPLY", ("n0", "w1"), ("m0",)),  # FP16
+        layer(3, "ELEMENTWISE", ("h0", "m0"), ("h1",), "SUM"),  # residual add: FP32
+        layer(4, "MATRIX_MULTIPLY", ("h1", "w_out"), ("actions",)),  # writes an output: FP32
+        layer(5, "ELEMENTWISE", ("actions", "prev_actions"), ("diff",), "SUB"),
+        layer(6, "ELEMENTWISE", ("diff", "diff"), ("sq",), "PROD"),
+        layer(7, "REDUCE", ("sq",), ("mse",)),
+        layer(8, "MATRIX_MULTIPLY", ("h1", "w_kv"), ("kv",)),  # a MatMul consuming FP32 data: still FP16
+        layer(9, "ACTIVATION", ("kv",), ("act",)),
+    ]
+    pinned = fp32_layers(layers, network_inputs={"state", "injection", "prev_actions"}, network_outputs={"actions", "mse"})
+    assert sorted(pinned) == [0, 1, 3, 4, 5, 6, 7]
+
+
+def test_parser_error_format() -> None:
+    assert format_parser_error(12, "ln_3", "LayerNormalization", "unsupported axis") == "node 12 ln_3 (LayerNormalization): unsupported axis"
+    assert format_parser_error(-1, "", "", "model has no graph") == "model has no graph"
+
+
+def test_failure_message_out_of_memory() -> None:
+    messages = [
+        "[TensorRT WARNING] Tactic Device request: 4096MB Available: 3000MB. Device memory is insufficient to use tactic.",
+        "[TensorRT ERROR] 1: [defaultAllocator.cpp::allocate::20] Error Code 1: Cuda Runtime (out of memory)",
+    ]
+    message = build_failure_message("vlm_prelude", messages, None, "/b/engines/.fp16.partial/build.log")
+    assert message.startswith("not enough GPU memory to build vlm_prelude (1: [defaultAllocator")
+    assert "--workspace 1024" in message and "--graphs" in message and "/b/engines/.fp16.partial/build.log" in message
+
+
+def test_failure_message_workspace_too_small() -> None:
+    messages = ["[TensorRT ERROR] 10: Could not find any implementation for node /attn/MatMul due to insufficient workspace."]
+    message = build_failure_message("core_step", messages, 64, "log")
+    assert "--workspace 64 is too small" in message
+
+
+def test_failure_message_other_error() -> None:
+    messages = ["[TensorRT WARNING] something harmless", "[TensorRT ERROR] 4: [network.cpp::validate] unsupported shape"]
+    assert build_failure_message("decode", messages, None, "log") == (
+        "TensorRT could not build decode: 4: [network.cpp::validate] unsupported shape (full log: log)"
+    )
+    assert "gave no reason" in build_failure_message("decode", [], None, "log")
