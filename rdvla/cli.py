@@ -21,8 +21,10 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from export import commands as export_commands
     from export import tensorrt_build
     from rdvla import predict
+    from runtime import commands as runtime_commands
 
-    return [export_commands.register, tensorrt_build.register, predict.register, device_commands.register]
+    return [export_commands.register, tensorrt_build.register, predict.register, runtime_commands.register,
+            device_commands.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,207 @@
+"""`rdvla profile`: per-iteration latency, VLM+Prelude latency, end-to-end latency against depth,
+the iteration histogram under adaptive halting, resident memory against depth, and the environment.
+
+All times come from `Policy.act` on the chosen backend (device-side per-iteration times where the
+backend measures them, e.g. CUDA events on TensorRT). Percentiles are over `repeats` queries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from runtime.golden import GoldenCase
+from runtime.halting import AdjacentMSE, FixedDepth
+from runtime.policy import Policy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max()), "n": int(a.size)}
+
+
+def resident_mb() -> float:
+    """Resident set size of this process (Linux /proc; on a Jetson it includes the GPU's share of DRAM)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _run(cmd: list[str]) -> Optional[str]:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(policy: Policy) -> dict[str, Any]:
+    """What the numbers were measured on; on a Jetson: L4T release, power mode and clocks."""
+    import numpy
+
+    env: dict[str, Any] = {
+        "machine": platform.machine(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
+        "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.get("tools", {}),
+    }
+    cpu = Path("/proc/cpuinfo")
+    if cpu.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpu.read_text().splitlines() if line.startswith("model name")]
+        env["cpu"] = names[0] if names else platform.processor()
+    for module in ("onnxruntime", "tensorrt", "torch"):
+        try:
+            env[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            continue
+    describe = getattr(policy.backend, "describe", None)
+    if callable(describe):
+        env["device"] = describe()
+    release = Path("/etc/nv_tegra_release")
+    if release.is_file():
+        env["jetson"] = {
+            "l4t_release": release.read_text().splitlines()[0].strip(),
+            "power_mode": _run(["nvpmodel", "-q"]),
+            "clocks": _run(["jetson_clocks", "--show"]),
+        }
+    return env
+
+
+def profile(
+    policy: Policy,
+    depths: Sequence[int] = DEFAULT_DEPTHS,
+    repeats: int = 10,
+    cases: Optional[list[GoldenCase]] = None,
+    progress: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Measure a bundle on `policy`'s backend; returns the JSON-able report."""
+    if not depths or min(depths) < 1:
+        raise ValueError("depths must be positive integers")
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    rng = np.random.default_rng(0)
+    dims = policy.bundle.dims
+    images = cases[0].images if cases else [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(dims.num_images)]
+    instruction = cases[0].instruction if cases else "pick up the black bowl and place it on the plate"
+    proprio = cases[0].proprio if cases else (policy.bundle.norm_stats.proprio_q01 + policy.bundle.norm_stats.proprio_q99) / 2
+
+    def query(halting: Any, seed: int) -> Any:
+        return policy.act(instruction, proprio, images=images, halting=halting, seed=seed)
+
+    progress("warming up")
+    query(FixedDepth(1), 0)
+    query(AdjacentMSE(max_iterations=2), 0)
+
+    deepest = max(depths)
+    per_index: dict[str, list[list[float]]] = {"core_step_decode": [[] for _ in range(deepest)], "core_step": [[] for _ in range(deepest)]}
+    stage_times: dict[str, list[float]] = {}
+    progress(f"per-iteration latency: {repeats} queries of {deepest} iterations, with and without decode")
+    for r in range(repeats):
+        for name, halting in (("core_step_decode", AdjacentMSE(1e-30, max_iterations=deepest)), ("core_step", FixedDepth(deepest))):
+            result = query(halting, r)
+            for i, ms in enumerate(result.iteration_ms):
+                per_index[name][i].append(ms)
+            for stage, ms in result.timings_ms.items():
+                if stage in ("preprocess", "tokenize", "vlm_prelude", "postprocess"):
+                    stage_times.setdefault(stage, []).append(ms)
+
+    end_to_end: dict[str, Any] = {}
+    memory: dict[str, float] = {}
+    for depth in sorted(depths):
+        progress(f"end-to-end latency at depth {depth}")
+        totals = [query(FixedDepth(depth), r).timings_ms["total"] for r in range(repeats)]
+        end_to_end[str(depth)] = percentiles(totals)
+        memory[str(depth)] = resident_mb()
+
+    histogram: dict[str, dict[str, int]] = {}
+    if cases:
+        progress(f"iterations under adaptive halting over {len(cases)} golden cases")
+        for threshold in (1e-3, 1e-4):
+            counts: dict[str, int] = {}
+            for case in cases:
+                k = policy.act(case.instruction, case.proprio, images=case.images, halting=AdjacentMSE(threshold),
+                               init_state=case.init_state).iterations
+                counts[str(k)] = counts.get(str(k), 0) + 1
+            histogram[f"mse_{threshold:g}"] = counts
+
+    return {
+        "environment": environment(policy),
+        "repeats": repeats,
+        "per_iteration_ms": {name: [percentiles(v) for v in rows] for name, rows in per_index.items()},
+        "stages_ms": {stage: percentiles(v) for stage, v in stage_times.items()},
+        "end_to_end_ms": end_to_end,
+        "resident_mb": memory,
+        "adaptive_iterations": histogram,
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """profile.json and, where matplotlib is installed, the PNG plots; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "profile.json"]
+    written[0].write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: wrote %s only (pip install 'rdvla[profile]' for the plots)", written[0])
+        return written
+    title = f"{report['environment']['backend']} on {report['environment'].get('cpu', report['environment']['machine'])}"
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, rows in report["per_iteration_ms"].items():
+        idx = np.arange(1, len(rows) + 1)
+        ax.plot(idx, [r["p50"] for r in rows], marker="o", label=f"{name} p50")
+        ax.fill_between(idx, [r["p50"] for r in rows], [r["p95"] for r in rows], alpha=0.2, label=f"{name} p50-p95")
+        ax.plot(idx, [r["max"] for r in rows], linestyle=":", label=f"{name} max")
+    ax.set(xlabel="iteration index", ylabel="ms", title=f"per-iteration latency ({title})")
+    ax.legend(fontsize=7)
+    written.append(_save(fig, out / "per_iteration_latency.png", plt))
+
+    depths = sorted(report["end_to_end_ms"], key=int)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.errorbar([int(d) for d in depths], [report["end_to_end_ms"][d]["p50"] for d in depths],
+                yerr=[[0] * len(depths), [report["end_to_end_ms"][d]["p95"] - report["end_to_end_ms"][d]["p50"] for d in depths]],
+                marker="o", capsize=3, label="end to end (p50, bar to p95)")
+    vlm = report["stages_ms"].get("vlm_prelude")
+    if vlm:
+        ax.axhline(vlm["p50"], color="gray", linestyle="--", label=f"VLM+Prelude p50 {vlm['p50']:.1f} ms")
+    ax.set(xlabel="recurrent depth (iterations)", ylabel="ms", title="query latency against depth")
+    ax.legend(fontsize=7)
+    written.append(_save(fig, out / "latency_vs_depth.png", plt))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([int(d) for d in depths], [report["resident_mb"][d] for d in depths], marker="o")
+    ax.set(xlabel="recurrent depth (iterations)", ylabel="resident MB", title="memory against depth")
+    written.append(_save(fig, out / "memory_vs_depth.png", plt))
+
+    if report["adaptive_iterations"]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.4
+        for i, (mode, counts) in enumerate(report["adaptive_iterations"].items()):
+            ks = sorted(counts, key=int)
+            ax.bar([int(k) + (i - 0.5) * width for k in ks], [counts[k] for k in ks], width=width, label=mode)
+        ax.set(xlabel="iterations at stop", ylabel="queries", title="adaptive halting over the golden cases")
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / "adaptive_iterations.png", plt))
+    return written
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
