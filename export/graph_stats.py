@@ -34,7 +34,8 @@ def _dims(value: onnx.ValueInfoProto, sizes: dict[str, int]) -> list[int]:
 def graph_stats(path: Path, dynamic: dict[str, int] | None = None) -> GraphStats:
     """Stats of the ONNX graph at `path`, dynamic dimensions set by `dynamic` (e.g. prompt_len)."""
     sizes = dynamic or {}
-    model = onnx.load(str(path))
+    # Weights are not needed for shapes; graphs over 2 GB only serialise without their external data.
+    model = onnx.load(str(path), load_external_data=False)
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {v.name: _dims(v, sizes) for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     initializers = {i.name: list(i.dims) for i in model.graph.initializer}

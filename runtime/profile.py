@@ -162,11 +162,11 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     title = f"{report['environment']['backend']} on {report['environment'].get('cpu', report['environment']['machine'])}"
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, rows in report["per_iteration_ms"].items():
+    for (name, rows), color in zip(report["per_iteration_ms"].items(), ("tab:blue", "tab:green")):
         idx = np.arange(1, len(rows) + 1)
-        ax.plot(idx, [r["p50"] for r in rows], marker="o", label=f"{name} p50")
-        ax.fill_between(idx, [r["p50"] for r in rows], [r["p95"] for r in rows], alpha=0.2, label=f"{name} p50-p95")
-        ax.plot(idx, [r["max"] for r in rows], linestyle=":", label=f"{name} max")
+        ax.plot(idx, [r["p50"] for r in rows], marker="o", color=color, label=f"{name} p50")
+        ax.fill_between(idx, [r["p50"] for r in rows], [r["p95"] for r in rows], color=color, alpha=0.2, label=f"{name} p50-p95")
+        ax.plot(idx, [r["max"] for r in rows], linestyle=":", color=color, label=f"{name} max")
     ax.set(xlabel="iteration index", ylabel="ms", title=f"per-iteration latency ({title})")
     ax.legend(fontsize=7)
     written.append(_save(fig, out / "per_iteration_latency.png", plt))

@@ -29,6 +29,7 @@ from runtime.backends import base as names
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import Bundle, GraphSpec
 from runtime.normalization import normalize_proprio
+from runtime.halting import AdjacentMSE, FixedDepth
 from runtime.policy import Policy
 
 
@@ -77,6 +78,24 @@ def main() -> None:
     report["ort_core_step_ms"] = loop(backend.step)
     report["ort_core_step_decode_ms"] = loop(backend.step_decode)
     report["ort_decode_ms"] = loop(backend.decode)
+
+    # Loop overhead: the bare session call on pre-bound buffers, the backend call, and Policy's loop
+    # (halting bookkeeping, timing) per iteration, all for the same graph in this one process.
+    n = args.iterations
+    session = backend.sessions[names.CORE_STEP_DECODE]
+    binding = backend._step_decode[(0, 0)]  # noqa: SLF001 - the bare engine call is the point of comparison
+    bare = loop(lambda: session.run_with_iobinding(binding))
+    via_backend = loop(lambda: backend.step_decode(read=True))
+    via_policy = median_ms(lambda: policy._iterate(AdjacentMSE(1e-30, max_iterations=n), None), 3) / n  # noqa: SLF001
+    report["loop_overhead"] = {
+        "graph": names.CORE_STEP_DECODE, "bare_session_ms": bare, "backend_ms": via_backend, "policy_ms": via_policy,
+        "policy_overhead_us": 1e3 * (via_policy - bare), "policy_overhead_pct": 100 * (via_policy - bare) / bare,
+    }
+    report["end_to_end_ms"] = {}
+    for depth in (1, 4, 12, 32):
+        report["end_to_end_ms"][str(depth)] = median_ms(
+            lambda: policy.act("pick up the black bowl", bundle.norm_stats.proprio_q01, pixel_values=pixels,
+                               halting=FixedDepth(depth), seed=0), args.repeats)
 
     model = load_checkpoint(args.checkpoint).model
     head = model.action_head.model

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -30,6 +31,9 @@ def child(cmd: list[str]) -> dict[str, float]:
     )
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    query = re.search(r"query time ([0-9.]+) s", out.stdout)
+    if query:
+        result["query_seconds"] = float(query.group(1))
     if result["rc"] != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
     return result
@@ -39,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("tiny", "full"), default="full")
     parser.add_argument("--work", type=Path, default=Path("out/bench_reference"))
+    parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of writing one")
     args = parser.parse_args()
     rdvla = str(Path(sys.executable).with_name("rdvla"))
     shutil.rmtree(args.work, ignore_errors=True)
@@ -48,7 +53,10 @@ def main() -> None:
     np.save(pixels, np.random.default_rng(0).standard_normal((1, 12, 224, 224)).astype(np.float32))
     report = {"preset": args.preset, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
               f"{len(__import__('os').sched_getaffinity(0))} cores", "date": time.strftime("%Y-%m-%d")}
-    report["init_checkpoint"] = child([rdvla, "init-checkpoint", "--preset", args.preset, "--out", str(ckpt)])
+    if args.checkpoint is not None:
+        ckpt = args.checkpoint
+    else:
+        report["init_checkpoint"] = child([rdvla, "init-checkpoint", "--preset", args.preset, "--out", str(ckpt)])
     report["checkpoint_mb"] = sum(f.stat().st_size for f in ckpt.iterdir()) / 1e6
     base = [rdvla, "predict", str(ckpt), "--pixel-values", str(pixels), "--instruction",
             "pick up the black bowl between the plate and the ramekin and place it on the plate",

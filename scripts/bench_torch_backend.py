@@ -1,7 +1,7 @@
 """Latency of the PyTorch backend on this machine: VLM+Prelude, and per iteration with and without CUDA graphs.
 
     .venv/bin/python scripts/bench_torch_backend.py BUNDLE [--checkpoint DIR] [--device cuda|cpu]
-        [--precision fp32|bf16|fp16] [--iterations 64] [--queries 5] [--repeats 10]
+        [--precision fp32|bf16|fp16] [--iterations 64] [--queries 5] [--repeats 10] [--threads N]
 
 Prints one JSON report. Per-iteration numbers are medians over queries x iterations of
 `TorchBackend.iteration_times_ms()`: CUDA events around each iteration on a GPU, host
@@ -100,7 +100,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=64, help="iterations per query (at most 256 are timed)")
     parser.add_argument("--queries", type=int, default=5, help="queries per measurement, after one warm-up query")
     parser.add_argument("--repeats", type=int, default=10, help="VLM+Prelude runs, after one warm-up run")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -93,10 +94,12 @@ def test_context_matches_onnxruntime(torch_policy: Policy, ort_policy: Policy, c
 
 
 def test_every_ping_pong_direction_matches_onnxruntime(torch_policy: Policy, ort_policy: Policy, cases: list[GoldenCase]) -> None:
-    # step then step_decode leaves state and action buffers out of phase: directions (1, 0) and (0, 1).
+    # Mixing step and step_decode puts state and action buffers out of phase: this sequence runs
+    # step_decode in all four (state, actions) directions (1,0) (0,1) (0,0) (1,1) and step in both.
     calls: list[Callable[[Any], Any]] = [
         lambda b: b.step(), lambda b: b.step_decode(), lambda b: b.step_decode(read=False), lambda b: b.step(),
-        lambda b: b.step_decode(), lambda b: b.decode(), lambda b: b.step_decode(), lambda b: b.decode(),
+        lambda b: b.step_decode(), lambda b: b.step_decode(), lambda b: b.decode(), lambda b: b.step(),
+        lambda b: b.step_decode(), lambda b: b.decode(),
     ]
     for policy in (torch_policy, ort_policy):
         _query(policy, cases[1])
@@ -205,6 +208,24 @@ def test_cuda_graphs_match_golden_and_eager(bundle: Bundle, cases: list[GoldenCa
             assert len(graphs.backend.iteration_times_ms()) == k  # type: ignore[attr-defined]
     graphs.close()
     eager.close()
+
+
+@pytest.mark.gpu
+@gpu
+def test_failed_capture_falls_back_to_eager(bundle: Bundle, cases: list[GoldenCase], ieee_fp32: None,
+                                            monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def no_graphs() -> None:
+        raise RuntimeError("no graphs here")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", no_graphs)
+    with caplog.at_level(logging.WARNING, logger="runtime.backends.torch_split"):
+        policy = Policy(bundle, TorchBackend(bundle, device="cuda"))
+    assert set(policy.backend.execution_modes().values()) == {"eager: capture failed (RuntimeError: no graphs here)"}  # type: ignore[attr-defined]
+    assert "core_step runs eagerly: capture failed" in caplog.text
+    reference, k = cases[0].reference(FixedDepth(4))
+    result = _act(policy, cases[0], FixedDepth(4))
+    assert result.iterations == k and np.abs(result.normalized_actions - reference).max() <= 1e-4
+    policy.close()
 
 
 @pytest.mark.gpu
