@@ -19,7 +19,7 @@ import yaml
 from devices.cameras.base import ROLE_ORDER, Clock
 from devices.cameras.multi import MultiCamera
 from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from devices.robots.base import Robot, RobotLimits
+from devices.robots.base import SCALAR_LIMIT_FIELDS, Robot, RobotLimits
 
 SCHEMA_VERSION = 1
 ROBOT_TYPES = ("sim", "bridge")
@@ -255,14 +255,7 @@ def _robot(data: Any) -> RobotConfig:
 
 
 def _limits(data: Any) -> RobotLimits:
-    names = (
-        "max_translation_m",
-        "max_rotation_rad",
-        "max_linear_speed_mps",
-        "max_angular_speed_radps",
-        "gripper_open_m",
-        "max_gripper_speed_mps",
-    )
+    names = SCALAR_LIMIT_FIELDS
     fields = _Fields(data, "limits", ("workspace_min", "workspace_max", *names))
     defaults = RobotLimits()
     values = {name: float(fields.number(name, getattr(defaults, name))) for name in names}

@@ -53,6 +53,17 @@ class RobotConnectionError(RobotError):
     """The controller cannot be reached (never answered, or went silent)."""
 
 
+# The positive scalar limits of RobotLimits (the workspace box is the rest); config.py reads these names.
+SCALAR_LIMIT_FIELDS = (
+    "max_translation_m",
+    "max_rotation_rad",
+    "max_linear_speed_mps",
+    "max_angular_speed_radps",
+    "gripper_open_m",
+    "max_gripper_speed_mps",
+)
+
+
 @dataclass(frozen=True)
 class RobotLimits:
     workspace_min: tuple[float, float, float] = (-0.5, -0.5, 0.0)
@@ -67,14 +78,7 @@ class RobotLimits:
     def __post_init__(self) -> None:
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
             raise ValueError(f"workspace_min {self.workspace_min} must be below workspace_max {self.workspace_max}")
-        for name in (
-            "max_translation_m",
-            "max_rotation_rad",
-            "max_linear_speed_mps",
-            "max_angular_speed_radps",
-            "gripper_open_m",
-            "max_gripper_speed_mps",
-        ):
+        for name in SCALAR_LIMIT_FIELDS:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
