@@ -22,9 +22,10 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from export import tensorrt_build
     from rdvla import predict
     from runtime import commands as runtime_commands
+    from runtime.control import commands as control_commands
 
     return [export_commands.register, tensorrt_build.register, predict.register, runtime_commands.register,
-            device_commands.register]
+            device_commands.register, control_commands.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

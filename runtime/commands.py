@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         policy.close()
     failures = gate_failures(results, gate)
+    report = (policy.bundle.manifest.get("calibration") or {}).get("report")
+    if report:  # written by `rdvla calibrate`: FP16/INT8 against FP32 on the calibration data
+        print("\n".join(json.loads(policy.bundle.path(report).read_text())["summary"]))
     print(f"bundle {args.bundle}: {len(cases)} golden cases on {args.backend} {precision} in {time.perf_counter() - start:.1f} s")
     print(f"gate ({precision}): actions max abs <= {gate.actions_max_abs:g}, iteration agreement >= {gate.iteration_agreement:g}")
     print(f"  {'mode':11s} {'max abs':>9s} {'max rel':>9s}  iterations (reference)")

@@ -21,6 +21,8 @@ class Gate:
 GATES: dict[str, Gate] = {
     # ONNX Runtime / TensorRT FP32 against the FP32 reference: float reordering only.
     "fp32": Gate(actions_max_abs=1e-4, context_max_rel=1e-4, iteration_agreement=1.0),
+    "fp16": Gate(actions_max_abs=1.0, context_max_rel=1.0, iteration_agreement=0.0),
+    "int8": Gate(actions_max_abs=1.0, context_max_rel=1.0, iteration_agreement=0.0),
 }
 
 
@@ -28,3 +30,28 @@ def gate_for(precision: str) -> Gate:
     if precision not in GATES:
         raise ValueError(f"no accuracy gate for precision {precision!r}; known: {', '.join(GATES)}")
     return GATES[precision]
+
+
+@dataclass(frozen=True)
+class CalibrationGate:
+    """Gates of the calibration report (`rdvla calibrate`), measured on the calibration queries."""
+
+    core_rel_l2: float  # core_step / core_step_decode / decode outputs against FP32, same inputs
+    vlm_rel_l2: float  # vlm_prelude outputs against FP32
+    actions_max_abs: float  # whole queries, worst over iteration indices 1..32
+    mean_abs_drift: float  # mean |stop iteration - FP32's| under the bundle's default halting
+
+    def graph_rel_l2(self, graph: str) -> float:
+        return self.vlm_rel_l2 if graph == "vlm_prelude" else self.core_rel_l2
+
+
+CALIBRATION_GATES: dict[str, CalibrationGate] = {
+    "fp16": CalibrationGate(core_rel_l2=1.0, vlm_rel_l2=1.0, actions_max_abs=1.0, mean_abs_drift=32),
+    "int8": CalibrationGate(core_rel_l2=1.0, vlm_rel_l2=1.0, actions_max_abs=1.0, mean_abs_drift=32),
+}
+
+
+def calibration_gate_for(precision: str) -> CalibrationGate:
+    if precision not in CALIBRATION_GATES:
+        raise ValueError(f"no calibration gate for precision {precision!r}; known: {', '.join(CALIBRATION_GATES)}")
+    return CALIBRATION_GATES[precision]

@@ -19,7 +19,23 @@ from runtime.bundle import Bundle, BundleError, TensorSpec
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "int8")
+# Where each precision's graphs are listed: `rdvla calibrate` adds the half and the Q/DQ graphs.
+GRAPH_SECTIONS = {"fp32": "graphs", "fp16": "graphs_fp16", "int8": "graphs_int8"}
+
+
+def graph_file(bundle: Bundle, graph: str, precision: str) -> str:
+    """The bundle-relative file of `graph` at `precision`; a graph the calibration left in FP32 runs as exported."""
+    if precision == "fp32":
+        return bundle.graph(graph).file
+    section = bundle.manifest.get(GRAPH_SECTIONS[precision]) or {}
+    if not section:
+        raise BundleError(f"{bundle.root} has no {precision} graphs: run `rdvla calibrate {bundle.root} --precision {precision}` first")
+    entry = section.get(graph)
+    if entry is None:
+        log.warning("%s has no %s graph: running the FP32 graph", graph, precision)
+        return bundle.graph(graph).file
+    return str(entry["file"])
 
 
 def _import_onnxruntime():  # type: ignore[no-untyped-def]
@@ -44,8 +60,8 @@ class OnnxRuntimeBackend(Backend):
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {}
         for graph in names.GRAPHS:
-            spec = bundle.graph(graph)
-            self.sessions[graph] = ort.InferenceSession(str(bundle.path(spec.file)), options, providers=providers)
+            path = bundle.path(graph_file(bundle, graph, precision))
+            self.sessions[graph] = ort.InferenceSession(str(path), options, providers=providers)
         self.dims = bundle.dims
         n_core, n_coda = len(bundle.dims.recurrent_vlm_layers), len(bundle.dims.coda_vlm_layers)
         self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]

@@ -1,0 +1,94 @@
+"""CLI of the calibration room: `rdvla calibrate`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from calibration.quantize import METHODS, QUANTIZERS
+from runtime.backends import base as names
+
+
+def _precisions(text: str) -> list[str]:
+    wanted = list(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    bad = [p for p in wanted if p not in ("int8", "fp16")]
+    if bad or not wanted:
+        raise argparse.ArgumentTypeError(f"choose int8, fp16 or int8,fp16 (got {text!r})")
+    return wanted
+
+
+def _graphs(text: str) -> list[str]:
+    wanted = [g.strip() for g in text.split(",") if g.strip()]
+    bad = [g for g in wanted if g not in names.GRAPHS]
+    if bad or not wanted:
+        raise argparse.ArgumentTypeError(f"graphs are {', '.join(names.GRAPHS)} (got {text!r})")
+    return wanted
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="add INT8 (Q/DQ) and FP16 graphs and an accuracy report to a bundle, from recorded robot data",
+        description=(
+            "Run recorded observations through the bundle's FP32 graphs (32 iterations each, keeping the core's "
+            "inputs at iteration indices spread over 1..32), then write INT8 Q/DQ graphs (weight MatMuls, per-channel "
+            "weights) and/or FP16 graphs (norms, softmax, residual stream and any overflowing node kept in FP32) into "
+            "the bundle with the calibration data, its fingerprint and an accuracy report against FP32: per graph, "
+            "per iteration index, and the stopping iteration under adaptive halting. Exit status 1 when a gate of "
+            "runtime/gates.py fails (the graphs are still written; `rdvla verify --precision P` checks them again)."
+        ),
+    )
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
+    p.add_argument(
+        "--data", required=True, nargs="+", metavar="PATH",
+        help="episode directories written by `rdvla run --record`, or bare camera recordings: one file per camera "
+        "joined with commas in policy order (third.db3,wrist.db3) or a directory of them (needs --instruction)",
+    )
+    p.add_argument("--precision", type=_precisions, default=["int8"], metavar="int8|fp16|int8,fp16", help="default int8")
+    p.add_argument("--instruction", help="the task of bare recordings (episodes log their own); their proprio is "
+                   "taken as the middle of the dataset's q01..q99 range, and the report says so")
+    p.add_argument("--queries", type=_positive, default=32, help="observations to run, spread evenly over all steps (default 32)")
+    p.add_argument("--states-per-query", type=_positive, default=4,
+                   help="iteration indices per query whose core inputs are kept, rotated across queries (default 4)")
+    p.add_argument("--quantizer", choices=QUANTIZERS, default="ort",
+                   help="ort (ONNX Runtime static quantisation, default) or modelopt (NVIDIA ModelOpt, pip install 'rdvla[calibration]')")
+    p.add_argument("--method", help="calibration method: " + "; ".join(f"{q}: {', '.join(m)}" for q, m in METHODS.items())
+                   + " (default minmax / max)")
+    p.add_argument("--graphs", type=_graphs, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(names.GRAPHS)})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial states S0 (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibration.data import CalibrationDataError
+    from calibration.pipeline import calibrate_bundle
+    from calibration.quantize import QuantizationError
+
+    start = time.perf_counter()
+    try:
+        report = calibrate_bundle(args.bundle, args.data, args.precision, args.instruction, args.queries,
+                                  args.states_per_query, args.quantizer, args.method, args.graphs, args.seed)
+    except (CalibrationDataError, QuantizationError) as exc:
+        raise ValueError(str(exc)) from None
+    print("\n".join(report["summary"]))
+    record = report["calibration"]
+    for precision in args.precision:
+        print(f"{precision}: graphs in {args.bundle}/{record['report'].rsplit('/', 1)[0]}/{precision}/, "
+              f"data fingerprint {record[precision]['data']['fingerprint'][:16]}")
+    print(f"report: {args.bundle}/{record['report']} ({time.perf_counter() - start:.0f} s)")
+    if not report["passed"]:
+        print("FAILED: accuracy gates (see above)")
+        return 1
+    print("all accuracy gates passed")
+    return 0

@@ -1,0 +1,218 @@
+"""The accuracy report of a calibrated bundle: FP16 and INT8 against the FP32 graphs.
+
+* per graph: each graph's outputs on the calibration samples (exactly the FP32 inputs, so the
+  error is that graph's own, not inherited);
+* per iteration index 1..32: the decoded actions of whole queries (VLM+Prelude and the core at the
+  lower precision, from the same S0) against the FP32 trace: how the error grows with depth;
+* iteration drift: where adaptive halting (the bundle's default rule) stops at each precision, as a
+  histogram and as the per-query difference from FP32;
+* the bundle's golden cases through `runtime.verify` with the precision's gate.
+
+Gates live in `runtime.gates`; `rdvla verify` prints the stored report (`format_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+from typing import Any, Optional
+
+import numpy as np
+
+from calibration.data import CalibrationSet
+from runtime.backends import base as names
+from runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
+from runtime.bundle import Bundle
+from runtime.gates import calibration_gate_for, gate_for
+from runtime.golden import TRACE_DEPTH, GoldenCase
+from runtime.halting import AdjacentMSE, HaltingPolicy
+from runtime.policy import Policy
+from runtime.verify import gate_failures, verify_actions
+
+log = logging.getLogger(__name__)
+
+
+def output_error(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """max |d|, max |d| / max |ref| (runtime.verify's max_rel), and ||d|| / ||ref|| over all samples."""
+    d = ours.astype(np.float64) - ref
+    ref_max, ref_norm = float(np.abs(ref).max()), float(np.linalg.norm(ref))
+    return {"max_abs": float(np.abs(d).max()), "max_rel": float(np.abs(d).max()) / max(ref_max, 1e-30),
+            "rel_l2": float(np.linalg.norm(d)) / max(ref_norm, 1e-30), "nonfinite": int((~np.isfinite(ours)).sum())}
+
+
+def graph_errors(bundle: Bundle, precision: str, data: CalibrationSet) -> dict[str, dict[str, dict[str, float]]]:
+    """Every graph with a `precision` version, run on its calibration samples beside the FP32 graph."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for graph in names.GRAPHS:
+        low = graph_file(bundle, graph, precision)
+        if low == bundle.graph(graph).file:
+            continue
+        sessions = [ort.InferenceSession(str(bundle.path(f)), options, providers=["CPUExecutionProvider"])
+                    for f in (bundle.graph(graph).file, low)]
+        outputs = [o.name for o in sessions[0].get_outputs()]
+        ref: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+        ours: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+        for feed in data.samples(graph):
+            for session, sink in zip(sessions, (ref, ours)):
+                for name, value in zip(outputs, session.run(outputs, feed)):
+                    sink[name].append(value)
+        out[graph] = {o: output_error(np.stack(ours[o]), np.stack(ref[o])) for o in outputs}
+    return out
+
+
+def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndarray, np.ndarray]:
+    """(actions (Q, 32, 8, 7), mse (Q, 32)) of every calibration query run at `precision` for 32 iterations."""
+    backend = OnnxRuntimeBackend(bundle, precision)
+    actions, mse = [], []
+    try:
+        for q, feed in enumerate(data.samples(names.VLM_PRELUDE)):
+            backend.run_context(feed[names.PIXEL_VALUES], feed[names.INPUT_IDS], feed[names.PROPRIO])
+            backend.reset_state(data.queries["init_state"][q])
+            a, m = [], []
+            for k in range(1, TRACE_DEPTH + 1):
+                stats = backend.step_decode(read=True)
+                assert stats is not None
+                a.append(backend.actions())
+                m.append(stats[0] if k > 1 else np.nan)
+            actions.append(np.stack(a))
+            mse.append(np.asarray(m, np.float32))
+    finally:
+        backend.close()
+    return np.stack(actions), np.stack(mse)
+
+
+def stop_iterations(mse: np.ndarray, halting: HaltingPolicy) -> list[int]:
+    """Where `halting` stops on each (32,) MSE trace, as the runtime loop would."""
+    stops = []
+    for row in mse:
+        for k in range(1, halting.max_iterations + 1):
+            stat = None if k == 1 else float(row[k - 1])
+            if halting.should_stop(k, stat):
+                stops.append(k)
+                break
+    return stops
+
+
+def default_halting(bundle: Bundle) -> AdjacentMSE:
+    h = bundle.halting_defaults
+    return AdjacentMSE(h.get("threshold", 1e-3), h.get("min_iterations", 2), h.get("max_iterations", TRACE_DEPTH))
+
+
+def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[float]]:
+    """Action error per iteration index (1..32) over all queries: worst and mean absolute difference."""
+    d = np.abs(actions.astype(np.float64) - reference)
+    axes = tuple(i for i in range(d.ndim) if i != 1)
+    return {"max_abs": d.max(axis=axes).tolist(), "mean_abs": d.mean(axis=axes).tolist()}
+
+
+def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, golden: list[GoldenCase],
+                      reference_stops: list[int]) -> dict[str, Any]:
+    """Everything the report says about one lower precision, with its gates applied."""
+    halting = default_halting(bundle)
+    actions, mse = trace(bundle, precision, data)
+    stops = stop_iterations(mse, halting)
+    drift = [a - b for a, b in zip(stops, reference_stops)]
+    section: dict[str, Any] = {
+        "graphs": graph_errors(bundle, precision, data),
+        "per_iteration": depth_errors(actions, data.queries["trace_actions"]),
+        "iterations": {"histogram": _histogram(stops), "stops": stops, "drift": drift,
+                       "mean_abs_drift": float(np.mean(np.abs(drift))), "max_abs_drift": int(np.max(np.abs(drift))),
+                       "agreement": float(np.mean([d == 0 for d in drift]))},
+    }
+    gate = calibration_gate_for(precision)
+    failures = []
+    for graph, outputs in section["graphs"].items():
+        for output, err in outputs.items():
+            limit = gate.graph_rel_l2(graph)
+            if not err["rel_l2"] <= limit:
+                failures.append(f"{graph} output {output}: rel L2 {err['rel_l2']:.3g} > {limit:g}")
+    worst = max(section["per_iteration"]["max_abs"])
+    if not worst <= gate.actions_max_abs:
+        k = int(np.argmax(section["per_iteration"]["max_abs"])) + 1
+        failures.append(f"actions max abs {worst:.3g} > {gate.actions_max_abs:g} (iteration {k})")
+    if not section["iterations"]["mean_abs_drift"] <= gate.mean_abs_drift:
+        failures.append(f"iteration drift mean |dk| {section['iterations']['mean_abs_drift']:.2f} > {gate.mean_abs_drift:g}")
+    if golden:
+        policy = Policy(bundle, OnnxRuntimeBackend(bundle, precision))
+        try:
+            results = verify_actions(policy, golden)
+        finally:
+            policy.close()
+        golden_failures = gate_failures(results, gate_for(precision))
+        section["golden"] = {mode: r.to_json() for mode, r in results.items()}
+        failures += [f"golden {f}" for f in golden_failures]
+    section["gate"] = {**gate.__dict__, "verify": gate_for(precision).__dict__}
+    section["failures"] = failures
+    section["passed"] = not failures
+    return section
+
+
+def _histogram(stops: list[int]) -> dict[str, int]:
+    return {str(k): n for k, n in sorted(Counter(stops).items())}
+
+
+def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str], golden: list[GoldenCase],
+                    extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    halting = default_halting(bundle)
+    reference_stops = stop_iterations(data.queries["trace_mse"], halting)
+    report: dict[str, Any] = {
+        "reference": data.meta["reference"],
+        "queries": len(reference_stops),
+        "golden_cases": len(golden),
+        "halting": {"rule": "mse", "threshold": halting.threshold, "min_iterations": halting.min_iterations,
+                    "max_iterations": halting.max_iterations},
+        "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops}},
+        **(extra or {}),
+    }
+    for precision in precisions:
+        log.info("accuracy report: %s (%d queries, %d golden cases)", precision, len(reference_stops), len(golden))
+        report[precision] = precision_section(bundle, precision, data, golden, reference_stops)
+    report["passed"] = all(report[p]["passed"] for p in precisions)
+    return report
+
+
+def with_manifest(bundle: Bundle, manifest: dict[str, Any]) -> Bundle:
+    """The same bundle seen through another manifest (graphs not yet published)."""
+    return replace(bundle, manifest=manifest)
+
+
+SHOWN_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report in a few lines for the console (`rdvla calibrate` and `rdvla verify` print these)."""
+    h = report["halting"]
+    lines = [
+        f"accuracy report (run {report.get('run', '?')}): {report['queries']} calibration queries, "
+        f"{report['golden_cases']} golden cases; reference: {report['reference']}",
+        f"  adaptive halting mse < {h['threshold']:g} (min {h['min_iterations']}, max {h['max_iterations']}): "
+        f"FP32 stops at {report['fp32']['iterations']['histogram']}",
+    ]
+    for precision in ("fp16", "int8"):
+        section = report.get(precision)
+        if section is None:
+            continue
+        how = report.get("calibration", {}).get(precision, {})
+        made = f"{how['quantizer']} {how['method']}" if precision == "int8" and how else "FP32 islands for norms, softmax, residuals, overflow"
+        lines.append(f"  {precision} ({made}): {'PASSED' if section['passed'] else 'FAILED'}")
+        for graph, outputs in section["graphs"].items():
+            worst = max(outputs.items(), key=lambda kv: kv[1]["rel_l2"])
+            lines.append(f"    {graph:17s} worst output {worst[0]}: rel L2 {worst[1]['rel_l2']:.2e}, max rel {worst[1]['max_rel']:.2e}")
+        per_k = section["per_iteration"]["max_abs"]
+        mean_k = section["per_iteration"]["mean_abs"]
+        shown = [k for k in SHOWN_DEPTHS if k <= len(per_k)]
+        lines.append("    actions vs FP32 by iteration (max abs / mean abs): "
+                     + ", ".join(f"{k}: {per_k[k - 1]:.2e}/{mean_k[k - 1]:.1e}" for k in shown))
+        it = section["iterations"]
+        lines.append(f"    halting stops at {it['histogram']}; drift vs FP32 mean |dk| {it['mean_abs_drift']:.2f}, "
+                     f"max {it['max_abs_drift']}, same stop in {it['agreement']:.0%} of queries")
+        if "golden" in section:
+            worst_mode = max(section["golden"].items(), key=lambda kv: kv[1]["max_abs"])
+            lines.append(f"    golden cases: worst actions max abs {worst_mode[1]['max_abs']:.2e} ({worst_mode[0]})")
+        lines += [f"    FAIL {f}" for f in section["failures"]]
+    return lines

@@ -1,0 +1,335 @@
+"""CLI of the control loop: `rdvla run` (a policy driving a robot) and `rdvla demo` (all of it on a desk)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Optional, Sequence
+
+from runtime.commands import add_backend_options
+
+# A policy trained on LIBERO's operational-space controller: policy units -> metres and radians.
+LIBERO_ACTION_SCALE = (0.05, 0.5)
+DEFAULT_RATE_HZ = 10.0
+# setup.yaml's defaults, for runs without a setup file.
+DEFAULT_MAX_FRAME_AGE_S = 0.1
+DEFAULT_MAX_SKEW_S = 0.035
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the onboard control loop: cameras -> policy -> safety filter -> robot",
+        description=textwrap.fill("Run a bundle as a robot's policy: camera observations go through the policy, its action chunks "
+        "through an action queue (execution horizon, asynchronous refill, blending) and a safety filter to the robot, at "
+        "the control rate. A dry run by default: actions are computed, filtered and logged, not sent; --execute sends "
+        "them. With --recording and --robot sim it needs no setup file (desk runs). One JSON line per step goes to the "
+        "log, and a summary at the end. Ctrl+C stops after the current cycle with the arm holding its pose; a second "
+        "Ctrl+C halts the robot at once.", 100),
+        epilog="examples: rdvla run bundle/ --config setup.yaml --instruction 'open the drawer' --execute\n"
+        "          rdvla run bundle/ --recording episode.db3 --robot sim --instruction 'open the drawer' --steps 300",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_backend_options(p)
+    p.add_argument("--config", type=Path, metavar="SETUP.yaml", help="robot setup: cameras, robot, control rate, limits")
+    p.add_argument("--instruction", required=True, help="the task, in words")
+    p.add_argument("--execute", action="store_true", help="send actions to the robot (default: dry run)")
+
+    desk = p.add_argument_group("desk overrides")
+    desk.add_argument("--recording", type=Path, action="append", metavar="FILE",
+                      help="a .db3/.bag recording stands in for the cameras: once for all cameras, or once per camera "
+                      "in policy order (third-person, then wrist)")
+    desk.add_argument("--playback", choices=("step", "real-time"), default="step",
+                      help="--recording: one recorded frame per step (default, deterministic) or the recorded pace")
+    desk.add_argument("--robot", choices=("sim",),
+                      help="sim: a kinematic simulated arm instead of the setup's robot (without --config: default "
+                      "limits and LIBERO's action scale, 0.05 m and 0.5 rad per policy unit)")
+    desk.add_argument("--steps", type=int, metavar="N", help="stop after N control steps (default: until stopped)")
+    desk.add_argument("--log", type=Path, metavar="PATH",
+                      help="step log, JSON lines (default runs/run-DATE-TIME.jsonl; DIR/steps.jsonl with --record)")
+    desk.add_argument("--record", type=Path, metavar="DIR",
+                      help="save the episode in DIR: camera recordings, episode.json and the step log (proprio, "
+                      "instruction, actions), for replay on a desk and for calibration")
+
+    loop = p.add_argument_group("loop")
+    loop.add_argument("--rate", type=float, metavar="HZ", help="control rate (default: the setup's control_rate_hz, else 10)")
+    loop.add_argument("--mode", choices=("async", "sync"), default="async",
+                      help="async (default): the next chunk is inferred on a worker thread while the current one "
+                      "executes; sync: the loop waits for each query")
+    loop.add_argument("--refill-at", type=int, default=2, metavar="N",
+                      help="async: start the next query once at most N actions remain queued (default 2)")
+    loop.add_argument("--blend", choices=("replace", "average", "crossfade"), default="replace",
+                      help="where a new chunk overlaps queued actions: the new plan wins (default), the mean, or a linear crossfade")
+    loop.add_argument("--horizon", default="fixed:5",
+                      help="actions executed per chunk: fixed[:N] (default fixed:5), binary[:TAU], dynamic, "
+                      "linear[:HMIN:HMAX:TAU], linear-code")
+    depth = loop.add_mutually_exclusive_group()
+    depth.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
+    depth.add_argument("--iterations", type=int, metavar="N", help="fixed recurrent depth instead of adaptive halting")
+    loop.add_argument("--min-iterations", type=int, metavar="N", help="adaptive halting: fewest iterations")
+    loop.add_argument("--max-iterations", type=int, metavar="N", help="adaptive halting: most iterations")
+    loop.add_argument("--budget-ms", type=float, metavar="MS",
+                      help="query deadline (default: derived from the period: what is left of it in sync mode, the "
+                      "time until the queue runs dry in async mode)")
+    loop.add_argument("--gripper", choices=("libero", "raw"), default="libero",
+                      help="gripper post-processing: libero binarises and inverts (-1 open, +1 close; default), raw passes it on")
+    loop.add_argument("--seed", type=int, default=0, help="query n starts from the initial latent of seed + n (default 0)")
+
+    safety = p.add_argument_group("safety")
+    safety.add_argument("--max-faults", type=int, default=10, metavar="N",
+                        help="stop after N consecutive steps with the same fault (default 10)")
+    safety.add_argument("--max-reconnect-s", type=float, default=5.0, metavar="S",
+                        help="stop when a camera has been reconnecting for S seconds (default 5)")
+    safety.add_argument("--max-linear-accel", type=float, default=1.0, metavar="MPS2",
+                        help="limit on the change of commanded linear velocity, m/s^2 (default 1.0)")
+    safety.add_argument("--max-angular-accel", type=float, default=5.0, metavar="RADPS2",
+                        help="limit on the change of commanded angular velocity, rad/s^2 (default 5.0)")
+
+    status = p.add_mutually_exclusive_group()
+    status.add_argument("--status", dest="status", action="store_true", default=None,
+                        help="show the live status line (default: when stderr is a terminal)")
+    status.add_argument("--no-status", dest="status", action="store_false", help="never show the status line")
+    p.set_defaults(run=run)
+
+    from runtime.control import demo
+
+    demo.register(sub)
+
+
+# ----- rdvla run ------------------------------------------------------------------------------------
+
+
+def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
+    from runtime.control.loop import LoopConfig
+    from runtime.control.safety import SafetyConfig
+    from runtime.halting import parse_halting
+    from runtime.horizon import parse_horizon
+
+    halting = None
+    if args.halting is not None or args.iterations is not None:
+        halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
+    elif args.min_iterations is not None or args.max_iterations is not None:
+        raise ValueError("--min-iterations/--max-iterations need --halting")
+    return LoopConfig(
+        instruction=args.instruction, rate_hz=rate_hz, mode=args.mode, refill_at=args.refill_at, blend=args.blend,
+        horizon=parse_horizon(args.horizon), halting=halting,
+        budget_s=None if args.budget_ms is None else args.budget_ms / 1e3, execute=args.execute, max_steps=args.steps,
+        gripper=args.gripper, seed=args.seed,
+        safety=SafetyConfig(max_linear_accel_mps2=args.max_linear_accel, max_angular_accel_radps2=args.max_angular_accel,
+                            max_consecutive_faults=args.max_faults, max_reconnect_s=args.max_reconnect_s),
+    )
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.config is None and (not args.recording or args.robot != "sim"):
+        raise ValueError("give --config SETUP.yaml, or --recording FILE and --robot sim for a run on a desk")
+    if args.record is not None and args.log is not None:
+        raise ValueError("--record DIR keeps its step log in DIR/steps.jsonl; leave out --log")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+
+
+def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
+    """The cameras in policy order: the setup's, or recordings standing in for them."""
+    from devices.cameras.base import ROLE_ORDER
+    from devices.cameras.realsense import RealSenseCameraConfig
+
+    if not args.recording:
+        configs = list(setup.cameras)
+        if len(configs) != count:
+            raise ValueError(f"the policy takes {count} camera images; {args.config} describes {len(configs)} cameras")
+        return configs
+    roles = [c.role for c in setup.cameras] if setup is not None else list(ROLE_ORDER[:count])
+    if len(roles) != count:
+        raise ValueError(f"the policy takes {count} camera images; {args.config} describes {len(roles)} cameras")
+    files = list(args.recording)
+    if len(files) == 1:
+        files = files * count
+    if len(files) != count:
+        raise ValueError(f"give --recording once for all cameras or {count} times (one per camera), not {len(args.recording)}")
+    return [RealSenseCameraConfig(recording=str(f), role=role, real_time=args.playback == "real-time") for f, role in zip(files, roles)]
+
+
+def _record_cameras(directory: Path, configs: list[Any]) -> tuple[list[Any], list[dict[str, str]]]:
+    """Live cameras record into the episode; recordings being replayed are copied there."""
+    from devices.cameras.sdk import recording_extension, sdk_version
+    from runtime.control.episode import copy_recordings
+
+    replayed = [(c.role, Path(c.recording)) for c in configs if c.recording is not None]
+    described = copy_recordings(directory, replayed)
+    out = []
+    extension = recording_extension(sdk_version())
+    for config in configs:
+        if config.recording is None:
+            target = directory / f"{config.role}{extension}"
+            config = dataclasses.replace(config, record_to=str(target))
+            described.append({"role": config.role, "recording": target.name, "source": f"live camera {config.serial}"})
+        out.append(config)
+    return out, described
+
+
+def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
+    from devices.config import build_robot
+    from devices.robots.base import RobotLimits
+    from devices.robots.sim import SimRobot
+
+    if args.robot == "sim":
+        limits = setup.limits if setup is not None else RobotLimits()
+        scale = setup.robot.action_scale if setup is not None else LIBERO_ACTION_SCALE
+        return SimRobot(limits, action_scale=scale, clock=clock)
+    return build_robot(setup, clock=clock)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devices.cameras.base import CameraError
+    from devices.robots.base import RobotError
+    from runtime.control.loop import StartError
+
+    try:
+        return _run(args)
+    except (CameraError, RobotError, StartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from devices.cameras.multi import MultiCamera
+    from devices.cameras.realsense import RealSenseCamera
+    from devices.config import load_setup
+    from runtime.commands import open_policy
+    from runtime.control import episode
+    from runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
+
+    _check_arguments(args)
+    setup = load_setup(args.config) if args.config is not None else None
+    rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)
+    config = loop_config(args, rate)
+    clock = time.monotonic
+    executor = single_worker() if config.mode == "async" else None
+    try:
+        policy, precision = load_on(executor, lambda: open_policy(args))
+        try:
+            configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
+            info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision}
+            if args.record is not None:
+                log_path = episode.open_episode(args.record)
+                configs, info["cameras"] = _record_cameras(args.record, configs)
+                info["robot"] = "sim" if setup is None or args.robot == "sim" else setup.robot.type
+            else:
+                log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+            cameras = MultiCamera([RealSenseCamera(c, clock=clock) for c in configs],
+                                  max_age_s=setup.max_frame_age_s if setup is not None else DEFAULT_MAX_FRAME_AGE_S,
+                                  max_skew_s=setup.max_skew_s if setup is not None else DEFAULT_MAX_SKEW_S)
+            robot = _robot(args, setup, clock)
+            if args.record is not None:
+                episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
+            show = sys.stderr.isatty() if args.status is None else args.status
+            status = StatusLine(sys.stderr, args.steps, not config.execute) if show else None
+            loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor,
+                               step_log=episode.StepLog(log_path), on_step=status, run_info=info)
+            print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
+                  f"{args.backend} {precision}, {config.mode} at {rate:g} Hz; log {log_path}", file=sys.stderr)
+            try:
+                with stop_on_signals(loop):
+                    summary = loop.run()
+            finally:
+                if status is not None:
+                    status.close()
+        finally:
+            load_on(executor, policy.close)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+    if args.record is not None:
+        episode.finish_episode(args.record, summary)
+    for line in format_summary(summary):
+        print(line)
+    print(f"step log: {log_path}")
+    return 1 if summary["stopped_on_fault"] else 0
+
+
+class StatusLine:
+    """One self-overwriting line on a terminal: step, rate, queue, last query, faults."""
+
+    def __init__(self, stream: IO[str], total: Optional[int], dry_run: bool) -> None:
+        self.stream = stream
+        self.total = total
+        self.mode = "DRY RUN" if dry_run else "EXECUTING"
+        self.last_query = "-"
+        self.faults = 0
+        self.width = 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        query = record["query"]
+        if query is not None:
+            self.last_query = f"{query['latency_ms']:.0f} ms, k={query['iterations']}"
+        self.faults += len(record["faults"])
+        ages = [f["age_ms"] for f in record["frames"]]
+        parts = [f"{self.mode} step {record['step'] + 1}{f'/{self.total}' if self.total else ''}",
+                 f"slot {record['slot']}", f"queue {record['queue']}{'+' if record['inflight'] else ''}",
+                 f"query {self.last_query}"]
+        if ages:
+            parts.append(f"frame age {max(ages):.0f} ms")
+        parts.append(record["decision"])
+        parts.append(f"faults {self.faults}" + (f" ({record['faults'][0]['kind']})" if record["faults"] else ""))
+        text = "  ".join(parts)
+        self.width = max(self.width, len(text))
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _ms(stats: dict[str, Any]) -> str:
+    return f"p50 {stats['p50']:.1f} / p95 {stats['p95']:.1f} / max {stats['max']:.1f} ms" if stats.get("n") else "-"
+
+
+def format_summary(s: dict[str, Any]) -> list[str]:
+    """The summary record as a few lines of text."""
+    iterations = s["iterations"]
+    lines = [
+        f"stopped: {s['stop_reason']}{' (fault: the robot was halted)' if s['stopped_on_fault'] else ''}",
+        f"steps {s['steps']} in {s['duration_s']:.1f} s: {s['achieved_rate_hz'] or 0:.2f} Hz (target {s['target_rate_hz']:g}); "
+        f"{'dry run' if s['dry_run'] else 'executed'} {s['acted']}, held {s['holds']}, limited by safety {s['limited']}",
+        f"overruns {s['overruns']} (missed slots {s['missed_slots']}, worst {s['max_overrun_ms']:.1f} ms)",
+        f"step work     {_ms(s['step_ms'])}",
+    ]
+    for name, stats in s["sections_ms"].items():
+        lines.append(f"  {name:<11} {_ms(stats)}")
+    lines.append(f"queries {s['queries']}: latency {_ms(s['query_latency_ms'])}")
+    for stage in ("preprocess", "vlm_prelude", "iterations", "total"):
+        if stage in s["query_stages_ms"]:
+            lines.append(f"  {stage:<11} {_ms(s['query_stages_ms'][stage])}")
+    if iterations.get("n"):
+        lines.append(f"iterations per query: mean {iterations['mean']:.2f} (min {iterations['min']}, max {iterations['max']}); "
+                     f"histogram {iterations['histogram']}; stopped by {iterations['stopped_by']}")
+    queue = s["queue"]
+    lines.append(f"queue depth mean {queue.get('mean', 0):.2f}; stale actions dropped {s['stale_actions']}, "
+                 f"blended {s['blended_actions']}; frame age {_ms(s['frame_age_ms'])}")
+    lines.append("faults: " + (", ".join(f"{k} {v}" for k, v in s["faults"].items()) or "none"))
+    latency = s["query_latency_ms"]
+    if s["faults"].get("starved") and latency.get("n"):
+        periods = latency["p50"] * s["target_rate_hz"] / 1e3
+        lines.append(f"  the queue ran dry: a query takes {latency['p50']:.0f} ms ({periods:.1f} periods) and a chunk then "
+                     "has only what is left of its horizon; lower --rate, raise --horizon, or use a faster backend")
+    if s["overruns"]:
+        lines.append("  cycles ran past their period: in sync mode a query must fit in one (--mode async, or a lower --rate)")
+    if s["robot_travel_m"] is not None:
+        lines.append(f"end-effector travel {s['robot_travel_m'] * 100:.1f} cm")
+    return lines
+
+
+def parse_and_run(argv: Sequence[str]) -> int:
+    """Run one `rdvla` subcommand in this process (the demo's stages are the documented commands)."""
+    from rdvla.cli import build_parser
+
+    args = build_parser().parse_args(list(argv))
+    return int(args.run(args))

@@ -1,0 +1,123 @@
+"""`rdvla demo`: the whole path on a machine with no GPU and no camera, in a few minutes.
+
+A tiny random-weight checkpoint is written and exported to a bundle; two synthetic RealSense
+recordings (third-person and wrist) are made through the SDK's software device; `rdvla run`
+replays them as the cameras and drives the simulated arm with ONNX Runtime; `rdvla profile`
+measures the bundle. Each stage is the documented command, printed before it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+DEMO_INSTRUCTION = "put the black bowl on the plate"
+FRAME_WIDTH, FRAME_HEIGHT, FRAME_FPS = 128, 96, 30
+EXTRA_FRAMES = 20  # frames beyond one per step: the priming read, and any frame the SDK drops at the start
+OUTPUTS = ("checkpoint", "bundle", "recordings", "run", "profile")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole path on a desk: tiny checkpoint -> bundle -> synthetic recordings -> control loop -> profile",
+        description="Write a tiny random-weight checkpoint, export it to a bundle, record a synthetic RealSense episode "
+        "with the SDK's software device, replay it as the cameras through the control loop with ONNX Runtime against a "
+        "simulated arm, print the run's summary, and write the profile report with its plots. Needs no GPU and no camera.",
+    )
+    p.add_argument("--out", type=Path, default=Path("out/demo"),
+                   help=f"output directory (default out/demo); its {', '.join(OUTPUTS)} are replaced")
+    p.add_argument("--steps", type=int, metavar="N", help="control steps at 10 Hz (default 300; 60 with --quick)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and profile repeats (CI)")
+    p.set_defaults(run=run)
+
+
+def scene(role: str, count: int, width: int = FRAME_WIDTH, height: int = FRAME_HEIGHT) -> Iterator[np.ndarray]:
+    """Frames of a coloured disc moving over a gradient: something for the vision towers to see change."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    tint = (1.0, 0.6, 0.3) if role == "third_person" else (0.3, 0.7, 1.0)
+    background = np.stack([80 + 60 * t * (x / width + y / height) for t in tint], -1)
+    radius = 0.15 * min(width, height)
+    for n in range(count):
+        phase = 2 * np.pi * n / 120
+        cx = width * (0.5 + 0.3 * np.cos(phase))
+        cy = height * (0.5 + 0.3 * np.sin(2 * phase))
+        disc = ((x - cx) ** 2 + (y - cy) ** 2 <= radius**2)[..., None]
+        yield np.where(disc, np.array([230.0, 40.0, 40.0]), background).astype(np.uint8)
+
+
+def record_scene(path: Path, role: str, count: int) -> int:
+    from devices.cameras.synthetic import synthetic_timestamp_ms, write_synthetic_recording
+
+    frames = ((image, None, synthetic_timestamp_ms(n, FRAME_FPS)) for n, image in enumerate(scene(role, count)))
+    return write_synthetic_recording(path, frames, width=FRAME_WIDTH, height=FRAME_HEIGHT, fps=FRAME_FPS, depth=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.control.commands import parse_and_run
+
+    steps = args.steps if args.steps is not None else (60 if args.quick else 300)
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    out: Path = args.out
+    for name in OUTPUTS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    begin = time.perf_counter()
+    total = 5
+
+    def stage(number: int, text: str, work: Callable[[], object]) -> None:
+        print(f"==> stage {number} of {total}: {text}", flush=True)
+        start = time.perf_counter()
+        work()
+        print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
+
+    def command(*argv: str) -> None:
+        print("    $ " + shlex.join(["rdvla", *argv]), flush=True)
+        status = parse_and_run(argv)
+        if status != 0:
+            raise RuntimeError(f"`rdvla {argv[0]}` exited with status {status}")
+
+    checkpoint, bundle, recordings = out / "checkpoint", out / "bundle", out / "recordings"
+    stage(1, "writing a tiny random-weight checkpoint in the released layout",
+          lambda: command("init-checkpoint", "--preset", "tiny", "--out", str(checkpoint), "--seed", "0"))
+    stage(2, "exporting the bundle: ONNX graphs, golden cases, parity against the reference (about a minute on 2 cores)",
+          lambda: command("export", str(checkpoint), "--out", str(bundle), "--cases", "2"))
+
+    from devices.cameras.sdk import recording_extension, sdk_version
+
+    files = [recordings / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]
+
+    def record() -> None:
+        recordings.mkdir(parents=True)
+        for path in files:
+            count = record_scene(path, path.stem, steps + EXTRA_FRAMES)
+            print(f"    {path}: {count} frames {FRAME_WIDTH}x{FRAME_HEIGHT}", flush=True)
+
+    stage(3, "recording a synthetic RealSense episode with the SDK's software device (third-person and wrist)", record)
+    log_path = out / "run" / "steps.jsonl"
+
+    def control() -> None:
+        from runtime.control.episode import read_log
+        from runtime.control.plots import plot_run
+
+        command("run", str(bundle), "--recording", str(files[0]), "--recording", str(files[1]), "--robot", "sim",
+                "--execute", "--instruction", DEMO_INSTRUCTION, "--steps", str(steps), "--rate", "10",
+                "--mode", "async", "--horizon", "fixed:5", "--log", str(log_path))
+        written = plot_run(read_log(log_path), out / "run" / "control_loop.png")
+        if written is not None:
+            print(f"    plot: {written}", flush=True)
+
+    stage(4, f"running the control loop for {steps} steps at 10 Hz: recordings as cameras, ONNX Runtime, simulated arm",
+          control)
+    repeats, depths = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
+    stage(5, "profiling the bundle on ONNX Runtime (per-iteration and end-to-end latency, with plots)",
+          lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", depths))
+    print(f"demo finished in {time.perf_counter() - begin:.0f} s; outputs in {out}/: {', '.join(OUTPUTS)}")
+    return 0

@@ -1,0 +1,123 @@
+"""`rdvla run` in real time on recordings with the tiny bundle, ONNX Runtime and SimRobot; `rdvla demo`;
+the status line and the printed summary."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from rdvla.cli import main
+from runtime.control import commands
+from runtime.control.commands import StatusLine, format_summary
+from runtime.control.demo import record_scene
+from runtime.control.episode import read_log
+
+from .conftest import Rig
+
+STEPS = 200
+RATE = 10.0
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from devices.cameras.sdk import recording_extension, sdk_version
+
+    folder = tmp_path_factory.mktemp("recordings")
+    files = [folder / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]
+    for path in files:
+        assert record_scene(path, path.stem, STEPS + 30) == STEPS + 30
+    return files
+
+
+def test_run_on_recordings_in_real_time_records_the_episode(tiny_bundle: Path, recordings: list[Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    episode = tmp_path / "episode"
+    status = main(["run", str(tiny_bundle), "--recording", str(recordings[0]), "--recording", str(recordings[1]),
+                   "--robot", "sim", "--execute", "--instruction", "put the bowl on the plate", "--steps", str(STEPS),
+                   "--rate", str(RATE), "--record", str(episode), "--no-status"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    records = read_log(episode / "steps.jsonl")
+    start, steps, summary = records[0], [r for r in records if r["type"] == "step"], records[-1]
+    assert start["type"] == "start" and start["backend"] == "onnxruntime" and start["prime"]["query"]["iterations"] >= 1
+    assert len(steps) == STEPS and summary["type"] == "summary" and summary["stop_reason"] == "steps"
+    queries = [s["query"] for s in steps if s["query"] is not None]
+    assert len(queries) >= 10
+    for query in queries:
+        assert 1 <= query["iterations"] <= 32 and query["stopped_by"] in ("converged", "deadline", "max_iterations")
+        assert query["deadline_ms"] > 0 and query["timings_ms"]["vlm_prelude"] > 0 and len(query["actions"]) == 8
+    for step in steps:
+        assert set(step["sections_ms"]) == {"observe", "infer", "act", "send"}
+        assert len(step["frames"]) == 2 and len(step["proprio"]) == 8
+        # Paced on the grid: a cycle never starts before its slot is due.
+        assert step["t"] >= step["slot"] / RATE - 1e-6
+    # Overrun accounting agrees with the slots the steps landed on.
+    assert steps[-1]["slot"] == STEPS - 1 + summary["missed_slots"]
+    assert summary["achieved_rate_hz"] == pytest.approx(RATE * STEPS / (STEPS + summary["missed_slots"]), rel=0.02)
+    assert summary["acted"] > 0 and summary["robot_travel_m"] > 0
+    assert summary["iterations"]["n"] == len(queries)
+    # The episode: recordings copied beside the log, described in episode.json.
+    header = json.loads((episode / "episode.json").read_text())
+    assert header["format"] == "rdvla-episode" and header["instruction"] == "put the bowl on the plate"
+    assert [c["role"] for c in header["cameras"]] == ["third_person", "wrist"]
+    assert all((episode / c["recording"]).stat().st_size == recordings[i].stat().st_size for i, c in enumerate(header["cameras"]))
+    assert header["summary"]["steps"] == STEPS
+    assert f"steps {STEPS} in" in out and "iterations per query" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--instruction", "x"], "--config SETUP.yaml, or --recording FILE and --robot sim"),
+    (["--instruction", "x", "--recording", "a.db3", "--robot", "sim", "--record", "d", "--log", "l"], "leave out --log"),
+    (["--instruction", "x", "--recording", "a.db3", "--robot", "sim", "--horizon", "fixed:x"], "integers"),
+])
+def test_run_refuses_incomplete_or_conflicting_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       argv: list[str], message: str) -> None:
+    assert main(["run", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_status_line_and_summary_text(rig: Rig) -> None:
+    stream = io.StringIO()
+    status = StatusLine(stream, total=20, dry_run=False)
+    summary = rig.loop(on_step=status).run()
+    status.close()
+    lines = stream.getvalue().split("\r")
+    assert lines[-1].startswith("EXECUTING step 20/20") and "query 20 ms, k=4" in lines[-1] and stream.getvalue().endswith("\n")
+    text = "\n".join(format_summary(summary))
+    assert "steps 20 in 2.0 s: 10.00 Hz (target 10)" in text and "faults: none" in text
+    assert "iterations per query: mean 4.00" in text
+
+
+def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    real = commands.parse_and_run
+    seen: list[str] = []
+
+    def offline_stages_from_the_fixture(argv: Sequence[str]) -> int:
+        seen.append(argv[0])
+        if argv[0] == "init-checkpoint":  # the tiny checkpoint and its export have their own tests
+            return 0
+        if argv[0] == "export":
+            shutil.copytree(tiny_bundle, argv[argv.index("--out") + 1])
+            return 0
+        return real(argv)
+
+    monkeypatch.setattr(commands, "parse_and_run", offline_stages_from_the_fixture)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--steps", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert seen == ["init-checkpoint", "export", "run", "profile"]
+    assert all(f"stage {n} of 5" in printed for n in range(1, 6)) and "--instruction 'put the black bowl" in printed
+    assert "stopped: steps" in printed and "demo finished" in printed
+    steps: list[dict[str, Any]] = [r for r in read_log(out / "run" / "steps.jsonl") if r["type"] == "step"]
+    assert len(steps) == 20
+    for png in (out / "run" / "control_loop.png", out / "profile" / "latency_vs_depth.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "profile" / "profile.json").read_text())["repeats"] == 2
