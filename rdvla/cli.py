@@ -17,6 +17,7 @@ OWN_LOGGERS = ("rdvla", "export", "runtime", "devices", "calibration")
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from calibration import commands as calibration_commands
     from devices import commands as device_commands
     from export import commands as export_commands
     from export import tensorrt_build
@@ -25,7 +26,7 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     from runtime.control import commands as control_commands
 
     return [export_commands.register, tensorrt_build.register, predict.register, runtime_commands.register,
-            device_commands.register, control_commands.register]
+            device_commands.register, control_commands.register, calibration_commands.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
