@@ -35,7 +35,7 @@ Recorded episode (``rdvla run --record DIR``), for replay on a desk and for cali
 To rebuild the policy inputs of a query, take the step whose ``slot`` equals the query's
 ``obs_slot`` (for the priming query: the start record's ``prime``): its ``frames`` name each
 camera's frame (``frame_number``, ``timestamp_ms``) in the recording, and its ``proprio`` and
-``instruction`` complete the inputs.
+``instruction`` complete the inputs. ``read_episode`` does this for every observed step.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Optional, Sequence
@@ -227,3 +228,37 @@ def copy_recordings(directory: Path, sources: Sequence[tuple[str, Path]]) -> lis
             copied[resolved] = name
         cameras.append({"role": role, "recording": copied[resolved], "source": f"replay of {source}"})
     return cameras
+
+
+@dataclass(frozen=True)
+class EpisodeStep:
+    """One observed control step: what a policy query from it would take as input."""
+
+    step: int
+    slot: int
+    frame_numbers: tuple[int, ...]  # per camera, in the order of Episode.recordings
+    proprio: np.ndarray  # (8,) raw, as the robot reported it
+    instruction: str
+
+
+@dataclass(frozen=True)
+class Episode:
+    header: dict[str, Any]
+    recordings: tuple[Path, ...]  # per camera in policy order; a replayed run may name one file twice
+    steps: tuple[EpisodeStep, ...]
+
+
+def read_episode(directory: Path) -> Episode:
+    """An episode recorded by ``rdvla run --record``: its recordings and every step that observed
+    the cameras and the robot (steps that held on a camera or robot fault have nothing to replay)."""
+    header = json.loads((directory / EPISODE_FILE).read_text(encoding="utf-8"))
+    if header.get("format") != EPISODE_FORMAT or header.get("version") != EPISODE_VERSION:
+        raise ValueError(f"{directory}: not an {EPISODE_FORMAT} version {EPISODE_VERSION} directory")
+    recordings = tuple(directory / camera["recording"] for camera in header["cameras"])
+    steps = tuple(
+        EpisodeStep(record["step"], record["slot"], tuple(int(f["frame_number"]) for f in record["frames"]),
+                    np.asarray(record["proprio"], np.float64), record["instruction"])
+        for record in read_log(directory / header.get("steps_file", STEPS_FILE))
+        if record["type"] == "step" and record["frames"] and record["proprio"] is not None
+    )
+    return Episode(header, recordings, steps)

@@ -15,7 +15,7 @@ from rdvla.cli import main
 from runtime.control import commands
 from runtime.control.commands import StatusLine, format_summary
 from runtime.control.demo import record_scene
-from runtime.control.episode import read_log
+from runtime.control.episode import read_episode, read_log
 
 from .conftest import Rig
 
@@ -69,6 +69,10 @@ def test_run_on_recordings_in_real_time_records_the_episode(tiny_bundle: Path, r
     assert [c["role"] for c in header["cameras"]] == ["third_person", "wrist"]
     assert all((episode / c["recording"]).stat().st_size == recordings[i].stat().st_size for i, c in enumerate(header["cameras"]))
     assert header["summary"]["steps"] == STEPS
+    replay = read_episode(episode)  # what replay and calibration read back
+    assert replay.recordings == tuple(episode / f"{role}{recordings[0].suffix}" for role in ("third_person", "wrist"))
+    assert len(replay.steps) == STEPS and replay.steps[0].frame_numbers == tuple(f["frame_number"] for f in steps[0]["frames"])
+    assert replay.steps[-1].proprio.shape == (8,) and replay.steps[0].instruction == "put the bowl on the plate"
     assert f"steps {STEPS} in" in out and "iterations per query" in out
 
 
