@@ -1,8 +1,9 @@
 """Calibration data: observations from recorded robot runs, pushed through the FP32 bundle.
 
 Sources (`rdvla calibrate --data PATH`):
-* an episode directory written by `rdvla run --record`: camera recordings plus `steps.jsonl`, one
-  line per control step with the proprio, instruction and actions (`read_episode`);
+* an episode directory written by `rdvla run --record` (`episode.json`, a recording per camera,
+  `steps.jsonl`), read with `runtime.control.episode.read_episode`: every observed step gives the
+  frame number of each camera, the robot's proprio and the instruction;
 * bare camera recordings with `--instruction TEXT`: one `.db3`/`.bag` file per camera, joined with
   commas in the policy's camera order (`third.db3,wrist.db3`), or a directory holding them. They
   carry no proprio, so the middle of the dataset's q01..q99 range is used (normalised 0): the
@@ -35,6 +36,7 @@ import numpy as np
 from runtime.backends import base as names
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import Bundle, sha256_file
+from runtime.control.episode import EPISODE_FILE, read_episode
 from runtime.golden import TRACE_DEPTH
 from runtime.normalization import normalize_proprio
 from runtime.policy import truncated_normal_state
@@ -43,7 +45,6 @@ from runtime.prompt import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
-STEPS_FILE = "steps.jsonl"
 RECORDING_SUFFIXES = (".db3", ".bag")
 SET_FILE = "set.json"
 QUERIES_FILE = "queries.npz"
@@ -89,25 +90,16 @@ def _recordings_in(directory: Path) -> list[Path]:
     return sorted((p for p in directory.iterdir() if p.suffix in RECORDING_SUFFIXES), key=_recording_order)
 
 
-def read_episode(directory: Path) -> tuple[list[Path], list[dict[str, Any]]]:
-    """The recordings (policy camera order) and the step records of an `rdvla run --record` episode."""
-    steps = []
-    with open(directory / STEPS_FILE) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CalibrationDataError(f"{directory / STEPS_FILE}:{number}: not JSON ({exc})") from None
-            missing = [k for k in ("proprio", "instruction") if k not in record]
-            if missing:
-                raise CalibrationDataError(f"{directory / STEPS_FILE}:{number}: no {' or '.join(missing)}")
-            steps.append(record)
-    recordings = _recordings_in(directory)
-    if not recordings:
-        raise CalibrationDataError(f"episode {directory} holds {STEPS_FILE} but no camera recording (.db3/.bag)")
-    return recordings, steps
+def episode_steps(directory: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The recordings (policy camera order) and, per observed step, proprio, instruction and the
+    frame number of each camera, of an episode written by `rdvla run --record`."""
+    try:
+        episode = read_episode(directory)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationDataError(f"episode {directory} cannot be read: {type(exc).__name__}: {exc}") from None
+    steps = [{"step": s.step, "proprio": s.proprio.tolist(), "instruction": s.instruction, "frames": list(s.frame_numbers)}
+             for s in episode.steps]
+    return list(episode.recordings), steps
 
 
 def _count_frames(path: Path) -> int:
@@ -120,8 +112,8 @@ def open_source(spec: str, bundle: Bundle, instruction: Optional[str]) -> Source
     """Resolve one `--data` argument into a Source (episode, recording directory, or comma-joined recordings)."""
     num_images = bundle.dims.num_images
     paths = [Path(p) for p in spec.split(",") if p]
-    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / STEPS_FILE).is_file():
-        recordings, steps = read_episode(paths[0])
+    if len(paths) == 1 and paths[0].is_dir() and (paths[0] / EPISODE_FILE).is_file():
+        recordings, steps = episode_steps(paths[0])
         proprio_from = "recorded"
         if instruction is not None:
             log.info("%s: --instruction ignored, the episode logs its own", paths[0])
@@ -198,7 +190,7 @@ def observations(sources: Sequence[Source], queries: int) -> Iterator[Observatio
         for i in steps:
             step = source.steps[i]
             yield Observation(tuple(frames[i] for frames in per_camera), np.asarray(step["proprio"], np.float64),
-                              str(step["instruction"]), source.name, i)
+                              str(step["instruction"]), source.name, int(step.get("step", i)))
 
 
 def iteration_indices(query: int, per_query: int, depth: int = TRACE_DEPTH) -> list[int]:

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from calibration.probe import save_beside, tensor_peaks
+from calibration.probe import data_dependent, tensor_peaks
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ _CHAIN_OPS = ELEMENTWISE | set(FP32_OPS)
 @dataclass
 class Fp16Result:
     path: Path
-    emulation: Path  # the FP32 graph rounding what `path` stores in FP16 (what the report measures)
+    emulation: onnx.ModelProto  # the FP32 graph rounding what `path` stores in FP16 (what the report measures); weights external as in the source
     fp32_nodes: dict[str, str]  # node -> why it stays FP32
     overflow: dict[str, float]  # FP32 peak scan: node -> peak |x| above the limit
     masks: list[str]  # nodes carrying an attention mask's float32-lowest fill: FP16 saturates it, harmlessly
@@ -210,13 +210,13 @@ def convert(source: Path, target: Path, fp32_nodes: Iterable[str]) -> None:
     onnx.save(converted, str(target), save_as_external_data=external, location=target.name + ".data" if external else None)
 
 
-def make_fp16(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], emulation_path: Path,
-              naive_check: bool = True, limit: float = FP16_LIMIT) -> Fp16Result:
-    """Scan, decide the FP32 nodes (policy, scan, emulated overflow), write the FP16 graph and its emulation."""
+def make_fp16(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], naive_check: bool = True,
+              limit: float = FP16_LIMIT) -> Fp16Result:
+    """Scan, decide the FP32 nodes (policy, scan, emulated overflow), write the FP16 graph; returns it with its emulation."""
     feeds = list(samples)
     model = onnx.load(str(source), load_external_data=False)
     producers = float_tensors(model)
-    tensors = sorted(producers)
+    tensors = sorted(set(producers) & data_dependent(model))
     overflow: dict[str, float] = {}
     masks: set[str] = set()  # mask tensors: FP16 turns their fill into -inf (or -65504), which softmax reads the same
     for tensor, peak in tensor_peaks(model, source, feeds, tensors).items():
@@ -246,11 +246,9 @@ def make_fp16(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray
             kept[node] = "not finite in FP16"
     if bad:
         log.warning("%s: still not finite in FP16 after %d rounds: %s", source.name, rounds, ", ".join(bad[:5]))
-    emulation_path.parent.mkdir(parents=True, exist_ok=True)
-    save_beside(emulation(model, kept), source, emulation_path)
     convert(source, target, kept)
     log.info("%s: FP16 with %d nodes in FP32 (%d above the FP16 limit in FP32)", source.name, len(kept), len(overflow))
-    return Fp16Result(target, emulation_path, kept, overflow, sorted({producers[t] for t in masks}), naive, rounds)
+    return Fp16Result(target, emulation(model, kept), kept, overflow, sorted({producers[t] for t in masks}), naive, rounds)
 
 
 def peak_table(overflow: dict[str, float], top: Optional[int] = 20) -> list[dict[str, float | str]]:

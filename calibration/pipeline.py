@@ -3,7 +3,8 @@
 Everything a run writes goes to a new `calibration/<run>/` folder of the bundle (data, graphs,
 report); the manifest is then replaced atomically, and only after that are the files of earlier
 runs that the new manifest no longer lists deleted. An interrupted run therefore leaves the
-bundle as it was (plus an unlisted folder the next run removes). A precision not asked for keeps
+bundle as it was (plus an unlisted folder, and maybe hidden `.rdvla-*.onnx` probe graphs beside the
+exported graphs, which the next run removes). A precision not asked for keeps
 its graphs and the record of the data they came from.
 
 Manifest entries:
@@ -19,8 +20,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
+from contextlib import ExitStack
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,6 +30,7 @@ import onnx
 
 from calibration.data import CalibrationSet, capture, fingerprint, observations, open_source
 from calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
+from calibration.probe import beside
 from calibration.quantize import quantize_graph
 from calibration.report import accuracy_report, summary_lines, with_manifest
 from runtime.backends import base as names
@@ -83,8 +85,12 @@ def save_manifest(root: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
-def _collect_garbage(root: Path, listed: set[str]) -> None:
-    """Delete what earlier runs left under calibration/ that the manifest no longer lists."""
+def _collect_garbage(root: Path, listed: set[str], graph_dirs: set[Path]) -> None:
+    """Delete what earlier runs left under calibration/ that the manifest no longer lists, and the
+    hidden probe graphs a killed run left beside the exported graphs."""
+    for directory in graph_dirs:
+        for stale in directory.glob(".rdvla-*.onnx"):
+            stale.unlink()
     base = root / ROOT
     for path in sorted(base.rglob("*"), reverse=True):
         rel = str(path.relative_to(root))
@@ -155,39 +161,39 @@ def calibrate_bundle(
         manifest[GRAPH_SECTIONS["int8"]] = section
         record["int8"] = {"run": run, "data": data_record, "quantizer": quantizer, "method": used_method,
                           "graphs": selected, "scheme": "weight MatMul/Gemm: INT8 per output channel; their input: INT8 per tensor; symmetric"}
-    scratch_dir = tempfile.TemporaryDirectory(prefix="rdvla-calibrate-")
-    scratch = Path(scratch_dir.name)
-    emulated: dict[str, str] = {}
-    if "fp16" in precisions:
-        log.info("[3/4] FP16: scanning and converting %s", ", ".join(selected))
-        section = {}
-        findings: dict[str, Any] = {}
-        for graph in selected:
-            rel = f"{run_dir}/fp16/{graph}.onnx"
-            half = make_fp16(bundle.path(bundle.graph(graph).file), bundle.path(rel),
-                             _evenly(list(dataset.samples(graph)), FP16_MAX_SAMPLES), scratch / "fp16" / f"{graph}.onnx")
-            emulated[graph] = str(half.emulation)
-            section[graph] = _entry(bundle, graph, rel, strongly_typed=True, fp32_nodes=sorted(half.fp32_nodes))
-            new_files.update({f: sha256_file(bundle.path(f)) for f in _graph_files(bundle.root, rel)})
-            reasons: dict[str, int] = {}
-            for why in half.fp32_nodes.values():
-                key = why if not why.startswith("FP32 peak") else "FP32 peak above the limit"
-                reasons[key] = reasons.get(key, 0) + 1
-            findings[graph] = {"fp32_nodes": len(half.fp32_nodes), "reasons": reasons,
-                               "above_limit": peak_table(half.overflow, top=None), "mask_nodes": len(half.masks),
-                               "nonfinite_if_all_fp16": half.naive_nonfinite, "rounds": half.rounds}
-        manifest[GRAPH_SECTIONS["fp16"]] = section
-        record["fp16"] = {"run": run, "data": data_record, "graphs": selected, "limit": FP16_LIMIT, "headroom": HEADROOM,
-                          "findings": findings}
+    # The FP16 emulation graphs (what the report measures FP16 with) live only for this run.
+    with ExitStack() as emulations:
+        emulated: dict[str, str] = {}
+        if "fp16" in precisions:
+            log.info("[3/4] FP16: scanning and converting %s", ", ".join(selected))
+            section = {}
+            findings: dict[str, Any] = {}
+            for graph in selected:
+                rel = f"{run_dir}/fp16/{graph}.onnx"
+                source = bundle.path(bundle.graph(graph).file)
+                half = make_fp16(source, bundle.path(rel), _evenly(list(dataset.samples(graph)), FP16_MAX_SAMPLES))
+                emulated[graph] = str(emulations.enter_context(beside(half.emulation, source, "fp16-emulation")))
+                section[graph] = _entry(bundle, graph, rel, strongly_typed=True, fp32_nodes=sorted(half.fp32_nodes))
+                new_files.update({f: sha256_file(bundle.path(f)) for f in _graph_files(bundle.root, rel)})
+                reasons: dict[str, int] = {}
+                for why in half.fp32_nodes.values():
+                    key = why if not why.startswith("FP32 peak") else "FP32 peak above the limit"
+                    reasons[key] = reasons.get(key, 0) + 1
+                findings[graph] = {"fp32_nodes": len(half.fp32_nodes), "reasons": reasons,
+                                   "above_limit": peak_table(half.overflow, top=None), "mask_nodes": len(half.masks),
+                                   "nonfinite_if_all_fp16": half.naive_nonfinite, "rounds": half.rounds}
+            manifest[GRAPH_SECTIONS["fp16"]] = section
+            record["fp16"] = {"run": run, "data": data_record, "graphs": selected, "limit": FP16_LIMIT, "headroom": HEADROOM,
+                              "measured_with": "emulation: the FP32 graph rounding every tensor the FP16 graph stores in FP16",
+                              "findings": findings}
 
-    log.info("[4/4] accuracy report")
-    staged = deepcopy(manifest)
-    for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it
-        staged[GRAPH_SECTIONS["fp16"]][graph] = {**staged[GRAPH_SECTIONS["fp16"]][graph], "file": path}
-    present = [p for p in PRECISIONS if staged.get(GRAPH_SECTIONS[p])]
-    golden = [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest.get("golden", [])]
-    report = accuracy_report(with_manifest(bundle, staged), dataset, present, golden, extra={"run": run, "calibration": record})
-    scratch_dir.cleanup()
+        log.info("[4/4] accuracy report")
+        staged = deepcopy(manifest)
+        for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it
+            staged[GRAPH_SECTIONS["fp16"]][graph] = {**staged[GRAPH_SECTIONS["fp16"]][graph], "file": path}
+        present = [p for p in PRECISIONS if staged.get(GRAPH_SECTIONS[p])]
+        golden = [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest.get("golden", [])]
+        report = accuracy_report(with_manifest(bundle, staged), dataset, present, golden, extra={"run": run, "calibration": record})
     report["summary"] = summary_lines(report)
     report_rel = f"{run_dir}/report.json"
     bundle.path(report_rel).write_text(json.dumps(report, indent=2) + "\n")
@@ -205,6 +211,6 @@ def calibrate_bundle(
     manifest["files"] = files
     manifest["calibration"] = record
     save_manifest(bundle.root, manifest)
-    _collect_garbage(bundle.root, set(files))
+    _collect_garbage(bundle.root, set(files), {bundle.path(g.file).parent for g in bundle.graphs.values()})
     Bundle.open(bundle.root)  # the published bundle must verify as a whole
     return report

@@ -175,12 +175,8 @@ def quantize_modelopt(source: Path, target: Path, samples: Iterable[dict[str, np
 
 
 def _save(model: onnx.ModelProto, target: Path) -> None:
-    large = model.ByteSize() > EXTERNAL_DATA_BYTES if not _has_external(model) else True
-    onnx.save(model, str(target), save_as_external_data=large, location=target.name + ".data" if large else None)
-
-
-def _has_external(model: onnx.ModelProto) -> bool:
-    return any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
+    external = sum(i.ByteSize() for i in model.graph.initializer) > EXTERNAL_DATA_BYTES
+    onnx.save(model, str(target), save_as_external_data=external, location=target.name + ".data" if external else None)
 
 
 def quantize_graph(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], quantizer: str = "ort",

@@ -167,6 +167,7 @@ def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str],
         "halting": {"rule": "mse", "threshold": halting.threshold, "min_iterations": halting.min_iterations,
                     "max_iterations": halting.max_iterations},
         "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops}},
+        "orin_floor": weight_floors(bundle, int(np.median(data.meta["prompt_lengths"]))),
         **(extra or {}),
     }
     for precision in precisions:
@@ -174,6 +175,39 @@ def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str],
         report[precision] = precision_section(bundle, precision, data, golden, reference_stops)
     report["passed"] = all(report[p]["passed"] for p in precisions)
     return report
+
+
+def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]]:
+    """Bytes one run of each graph streams on a Jetson and the AGX Orin bandwidth floor, at FP16 and INT8.
+
+    FP16: every weight matrix at 2 bytes. INT8: the matrices the Q/DQ graph quantises (INT8
+    initializers, or FP32 ones feeding a QuantizeLinear as ModelOpt writes them) at 1 byte, the rest
+    at 2. Both add the graph's FP32 inputs and outputs (the context keys/values are read every
+    iteration). For the core graphs this is the per-iteration floor no engine can beat.
+    """
+    import onnx
+
+    from export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
+
+    out: dict[str, dict[str, float]] = {}
+    for graph in names.GRAPHS:
+        fp32 = bundle.path(bundle.graph(graph).file)
+        stats = graph_stats(fp32, {"prompt_len": prompt_len})
+        row = {"weight_params": stats.weight_params, "io_bytes": stats.io_bytes,
+               "fp16_bytes": stats.weight_params * 2 + stats.io_bytes}
+        int8 = graph_file(bundle, graph, "int8") if bundle.manifest.get("graphs_int8") else None
+        if int8 is not None and int8 != bundle.graph(graph).file:
+            model = onnx.load(str(bundle.path(int8)), load_external_data=False)
+            quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+            matrices = [i for i in model.graph.initializer if len(i.dims) >= 2]
+            weight_bytes = sum(int(np.prod(i.dims)) * (1 if i.data_type == onnx.TensorProto.INT8 or i.name in quantized else 2)
+                               for i in matrices)
+            row["int8_bytes"] = weight_bytes + stats.io_bytes
+        for key in ("fp16", "int8"):
+            if f"{key}_bytes" in row:
+                row[f"{key}_floor_ms"] = 1e3 * row[f"{key}_bytes"] / ORIN_AGX_BANDWIDTH
+        out[graph] = row
+    return out
 
 
 def with_manifest(bundle: Bundle, manifest: dict[str, Any]) -> Bundle:
@@ -193,13 +227,27 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"  adaptive halting mse < {h['threshold']:g} (min {h['min_iterations']}, max {h['max_iterations']}): "
         f"FP32 stops at {report['fp32']['iterations']['histogram']}",
     ]
+    floors = report.get("orin_floor", {})
+    if floors:
+        lines.append("  AGX Orin weight-streaming floor per run (204.8 GB/s): " + "; ".join(
+            f"{g} {r['fp16_floor_ms']:.3f} ms FP16" + (f" / {r['int8_floor_ms']:.3f} ms INT8" if "int8_floor_ms" in r else "")
+            for g, r in floors.items()))
     for precision in ("fp16", "int8"):
         section = report.get(precision)
         if section is None:
             continue
         how = report.get("calibration", {}).get(precision, {})
-        made = f"{how['quantizer']} {how['method']}" if precision == "int8" and how else "FP32 islands for norms, softmax, residuals, overflow"
+        if precision == "int8":
+            made = f"{how['quantizer']} {how['method']}" if how else "Q/DQ"
+        else:
+            made = "norms, softmax, residual stream and overflowing nodes in FP32; measured by FP16 emulation"
         lines.append(f"  {precision} ({made}): {'PASSED' if section['passed'] else 'FAILED'}")
+        for graph, found in (how.get("findings") or {}).items():
+            above = found["above_limit"]
+            worst = f", worst {above[0]['node']} at {above[0]['peak']:.3g}" if above else ""
+            naive = found["nonfinite_if_all_fp16"]
+            lines.append(f"    {graph:17s} {found['fp32_nodes']} nodes in FP32; {len(above)} above the FP16 limit in FP32{worst}; "
+                         f"all-FP16 would overflow at {len(naive)} node(s){' (' + ', '.join(naive[:3]) + ')' if naive else ''}")
         for graph, outputs in section["graphs"].items():
             worst = max(outputs.items(), key=lambda kv: kv[1]["rel_l2"])
             lines.append(f"    {graph:17s} worst output {worst[0]}: rel L2 {worst[1]['rel_l2']:.2e}, max rel {worst[1]['max_rel']:.2e}")

@@ -184,6 +184,8 @@ def test_recalibrating_one_precision_keeps_the_other_and_cleans_up(calibrated: d
 
     root = Path(shutil.copytree(calibrated["bundle"], tmp_path / "bundle"))
     before = json.loads((root / "manifest.json").read_text())
+    stale = root / "graphs" / ".rdvla-probe-killed.onnx"  # what a run killed mid-probe leaves behind
+    stale.write_bytes(b"")
     assert cli(["calibrate", str(root), "--data", str(recordings), "--instruction", INSTRUCTION, "--precision", "fp16",
                 "--queries", "2", "--graphs", "core_step,decode"]) == 0
     after = json.loads((root / "manifest.json").read_text())
@@ -194,5 +196,5 @@ def test_recalibrating_one_precision_keeps_the_other_and_cleans_up(calibrated: d
     Bundle.open(root)
     on_disk = {str(p.relative_to(root)) for p in (root / "calibration").rglob("*") if p.is_file()}
     assert on_disk == {f for f in after["files"] if f.startswith("calibration/")}  # nothing unlisted left behind
-    assert not (root / before["graphs_fp16"][names.VLM_PRELUDE]["file"]).exists()
+    assert not (root / before["graphs_fp16"][names.VLM_PRELUDE]["file"]).exists() and not stale.exists()
     assert (root / before["graphs_int8"][names.VLM_PRELUDE]["file"]).exists()

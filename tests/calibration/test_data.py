@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -36,27 +35,39 @@ def test_steps_are_spread_over_all_sources() -> None:
 
 
 def test_episode_directory_gives_logged_proprio_instruction_and_frames(tiny_bundle: Path, tmp_path: Path) -> None:
+    from runtime.control.episode import StepLog, write_episode_header
+
     bundle = Bundle.open(tiny_bundle)
     episode = tmp_path / "episode"
     episode.mkdir()
     ext = recording_extension(sdk_version())
-    record(episode / f"wrist{ext}", 1)  # listed first on disk, still read as the second camera
+    record(episode / f"wrist{ext}", 1)
     record(episode / f"third_person{ext}", 0)
+    write_episode_header(episode, {"instruction": "task 0", "cameras": [
+        {"role": "third_person", "recording": f"third_person{ext}"}, {"role": "wrist", "recording": f"wrist{ext}"}]})
     rng = np.random.default_rng(0)
+    log = StepLog(episode / "steps.jsonl")
+    log.write({"type": "start", "prime": None})
     steps = []
-    for i in range(FRAMES // 2):  # one control step every second frame
-        steps.append({"step": i, "instruction": f"task {i % 2}", "proprio": rng.uniform(-0.5, 0.5, 8).tolist(),
-                      "actions": np.zeros((8, 7)).tolist(), "frames": [2 * i, 2 * i]})
-    (episode / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    for i in range(FRAMES // 2):  # one control step every second frame; a fault step observed nothing
+        observed = i != 1
+        steps.append({"type": "step", "step": i, "slot": i, "instruction": f"task {i % 2}",
+                      "proprio": rng.uniform(-0.5, 0.5, 8).tolist() if observed else None,
+                      "frames": [{"role": r, "frame_number": 2 * i} for r in ("third_person", "wrist")] if observed else []})
+        log.write(steps[-1])
+    log.close()
     source = open_source(str(episode), bundle, instruction="ignored for episodes")
     assert source.proprio_from == "recorded" and [p.stem for p in source.recordings] == ["third_person", "wrist"]
+    assert len(source.steps) == FRAMES // 2 - 1
     got = list(observations([source], 3))
-    assert [o.step for o in got] == [0, 2, 5]
+    assert len(got) == 3
     for obs in got:
-        assert obs.instruction == steps[obs.step]["instruction"]
-        np.testing.assert_array_equal(obs.proprio, steps[obs.step]["proprio"])
+        logged = steps[obs.step]
+        assert logged["proprio"] is not None  # the step without observation is never replayed
+        assert obs.instruction == logged["instruction"]
+        np.testing.assert_array_equal(obs.proprio, logged["proprio"])
         for camera, image in enumerate(obs.images):
-            np.testing.assert_array_equal(image, scene(camera, 2 * obs.step))
+            np.testing.assert_array_equal(image, scene(camera, 2 * logged["step"]))
 
 
 def test_bare_recordings_need_an_instruction_and_one_file_per_camera(tiny_bundle: Path, recordings: Path) -> None:
