@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from calibration.quantize import METHODS, QUANTIZERS
+from rdvla.arguments import positive_int
 from runtime.backends import base as names
 
 
@@ -24,16 +25,6 @@ def _graphs(text: str) -> list[str]:
     if bad or not wanted:
         raise argparse.ArgumentTypeError(f"graphs are {', '.join(names.GRAPHS)} (got {text!r})")
     return wanted
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", type=_precisions, default=["int8"], metavar="int8|fp16|int8,fp16", help="default int8")
     p.add_argument("--instruction", help="the task of bare recordings (episodes log their own); their proprio is "
                    "taken as the middle of the dataset's q01..q99 range, and the report says so")
-    p.add_argument("--queries", type=_positive, default=32, help="observations to run, spread evenly over all steps (default 32)")
-    p.add_argument("--states-per-query", type=_positive, default=4,
+    p.add_argument("--queries", type=positive_int, default=32, help="observations to run, spread evenly over all steps (default 32)")
+    p.add_argument("--states-per-query", type=positive_int, default=4,
                    help="iteration indices per query whose core inputs are kept, rotated across queries (default 4)")
     p.add_argument("--quantizer", choices=QUANTIZERS, default="ort",
                    help="ort (ONNX Runtime static quantisation, default) or modelopt (NVIDIA ModelOpt, pip install 'rdvla[calibration]')")

@@ -223,7 +223,6 @@ class HeadOutput:
     mse: list[float] = field(default_factory=list)  # adjacent-action mean squared difference per iteration (NaN at 1)
     cosine: list[float] = field(default_factory=list)  # adjacent-action cosine similarity per iteration (NaN at 1)
     per_iteration_actions: list[torch.Tensor] = field(default_factory=list)
-    final_state: torch.Tensor | None = None
 
 
 class RecurrentDepthModel(nn.Module):
@@ -331,7 +330,6 @@ class RecurrentDepthModel(nn.Module):
             if halting.should_stop(k, halting.statistic(mse, cos)):
                 break
         out.actions = out.per_iteration_actions[-1] if decode_each else self.decode(state, ctx)
-        out.final_state = state
         return out
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from export.checkpoint import save_checkpoint, vlm_config_from_json
 from export.head import HeadConfig
@@ -179,6 +178,3 @@ def init_checkpoint(preset: str, out: Path, seed: int = 0) -> Path:
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(), indent=2) + "\n")
     return out
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Mapping, Optional, Sequence
 
+from rdvla.arguments import positive_int
 from runtime.backends import base as names
 from runtime.backends.tensorrt import (
     EngineEnvironment,
@@ -641,16 +642,6 @@ class _EngineBuilder:
 # -- CLI -------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _graph_list(text: str) -> list[str]:
     graphs = [g.strip() for g in text.split(",") if g.strip()]
     if not graphs:
@@ -677,7 +668,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--workspace",
-        type=_positive_int,
+        type=positive_int,
         metavar="MB",
         help="cap TensorRT's tactic workspace at MB MiB (default: no cap); lower it, e.g. 1024, if an 8/16 GB board runs out of memory",
     )
