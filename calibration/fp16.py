@@ -198,11 +198,11 @@ def convert(source: Path, target: Path, fp32_nodes: Iterable[str]) -> None:
     """Write `source` in FP16 with `fp32_nodes` (and the FP32 graph inputs and outputs) left in FP32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(source))
+    # Given a path, the converter infers shapes file to file; on a loaded model it serialises the
+    # whole proto, which protobuf refuses above 2 GB (the full-size VLM graph).
     converted = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST), node_block_list=sorted(set(fp32_nodes)),
+        str(source), keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST), node_block_list=sorted(set(fp32_nodes)),
     )
-    del model
     _fold_cast_pairs(converted)
     _sort_topologically(converted.graph)
     target.parent.mkdir(parents=True, exist_ok=True)

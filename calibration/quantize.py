@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from calibration.probe import tensor_peaks
 
@@ -61,6 +63,46 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
         if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and len(shapes.get(n.input[1], ())) == 2
         and min(shapes[n.input[1]]) >= MIN_DIM
     ]
+
+
+def constant_transposes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Transpose nodes that turn a 2-D initializer into a MatMul/Gemm weight. The exporter leaves one
+    in front of every linear layer of the vision towers, whose weight both cameras' MatMuls share."""
+    shapes = {i.name: len(i.dims) for i in model.graph.initializer}
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    return [
+        n for n in model.graph.node
+        if n.op_type == "Transpose" and shapes.get(n.input[0]) == 2
+        and [list(a.ints) for a in n.attribute if a.name == "perm"] in ([], [[1, 0]])
+        and consumers.get(n.output[0], set()) <= {"MatMul", "Gemm"}
+    ]
+
+
+def fold_weight_transposes(source: Path, target: Path) -> int:
+    """Write `source` with each weight Transpose replaced by the transposed initializer (`<name>.T`), so
+    that the MatMul reads an initializer directly and its weight is quantised per output channel like
+    the others. Exact: only the layout changes. Returns the number of folded nodes."""
+    model = onnx.load(str(source))
+    folds = constant_transposes(model)
+    initializers = {i.name: i for i in model.graph.initializer}
+    renamed = {}
+    for node in folds:
+        weight = initializers[node.input[0]]
+        folded = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(weight).T), f"{weight.name}.T")
+        model.graph.initializer.append(folded)
+        renamed[node.output[0]] = folded.name
+        model.graph.node.remove(node)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+    used = {name for node in model.graph.node for name in node.input}
+    for weight in {n.input[0] for n in folds} - used:
+        model.graph.initializer.remove(initializers[weight])
+    _save(model, target)
+    return len(folds)
 
 
 class _Reader:
@@ -106,8 +148,16 @@ def activation_ranges(source: Path, samples: Iterable[dict[str, np.ndarray]], no
     return {t: [{"rmin": np.float32(-p), "rmax": np.float32(p)}] for t, p in peaks.items()}
 
 
+class _DropPreprocessAdvice(logging.Filter):
+    """ONNX Runtime advises its pre-processing pass on every call. It re-optimises the graph, which
+    would change the nodes that `nodes_to_quantize` names; our explicit node list is the point."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider")
+
+
 def quantize_ort(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], nodes: list[str], method: str) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
 
@@ -119,11 +169,23 @@ def quantize_ort(source: Path, target: Path, samples: Iterable[dict[str, np.ndar
     if method == "minmax":
         overrides = activation_ranges(source, feeds, nodes)
         feeds = feeds[:1]  # the calibrator still runs; the overrides decide every range
+    advice = _DropPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        _quantize_static(source, target, Reader(feeds), nodes, methods[method], overrides)
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+def _quantize_static(source: Path, target: Path, reader: Any, nodes: list[str], method: Any,
+                     overrides: dict[str, list[dict[str, Any]]]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     quantize_static(
-        str(source), str(target), Reader(feeds),
+        str(source), str(target), reader,
         quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes,
         per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=methods[method], use_external_data_format=_large(source),
+        calibrate_method=method, use_external_data_format=_large(source),
         extra_options={
             "ActivationSymmetric": True, "WeightSymmetric": True,
             # Without this ORT also quantises every MatMul's output, i.e. the residual stream it feeds.
@@ -154,6 +216,30 @@ def import_modelopt() -> Any:
     return quantize
 
 
+@contextmanager
+def _ort_quantization_restored() -> Iterator[None]:
+    """Undo, on exit, what ModelOpt rebinds in ONNX Runtime's quantisation modules: it replaces
+    calibrator and quantiser methods process-wide when it runs, after which ONNX Runtime's own
+    `quantize_static` no longer honours range overrides (an `ort` run in the same process fails)."""
+    import inspect
+
+    from onnxruntime.quantization import base_quantizer, calibrate, onnx_quantizer, qdq_quantizer, quantize
+
+    modules = (base_quantizer, calibrate, onnx_quantizer, qdq_quantizer, quantize)
+    owners: list[Any] = [*modules, *{c for m in modules for c in vars(m).values()
+                                     if inspect.isclass(c) and c.__module__.startswith("onnxruntime.quantization")}]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, attributes in saved:
+            for name in set(vars(owner)) - set(attributes):
+                delattr(owner, name)
+            for name, value in attributes.items():
+                if name not in ("__dict__", "__weakref__") and vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+
+
 def quantize_modelopt(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], nodes: list[str], method: str) -> None:
     quantize = import_modelopt()
     from onnxruntime.quantization import CalibrationDataReader
@@ -161,7 +247,7 @@ def quantize_modelopt(source: Path, target: Path, samples: Iterable[dict[str, np
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    with tempfile.TemporaryDirectory(prefix="rdvla-modelopt-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rdvla-modelopt-") as tmp, _ort_quantization_restored():
         quantize(
             str(source), quantize_mode="int8", calibration_data_reader=Reader(samples), calibration_method=method,
             calibration_eps=["cpu"], op_types_to_quantize=["MatMul", "Gemm"],
@@ -187,17 +273,22 @@ def quantize_graph(source: Path, target: Path, samples: Iterable[dict[str, np.nd
     method = method or DEFAULT_METHOD[quantizer]
     if method not in METHODS[quantizer]:
         raise QuantizationError(f"the {quantizer} quantizer calibrates with {', '.join(METHODS[quantizer])}; got {method!r}")
-    nodes = weight_matmuls(onnx.load(str(source), load_external_data=False))
-    if not nodes:
-        raise QuantizationError(f"{source.name} has no weight MatMul/Gemm to quantise")
     target.parent.mkdir(parents=True, exist_ok=True)
     run = quantize_ort if quantizer == "ort" else quantize_modelopt
-    try:
-        run(source, target, samples, nodes, method)
-    except (QuantizationError, MemoryError):
-        raise
-    except Exception as exc:  # the quantisers raise anything from ValueError to onnxruntime's Fail
-        raise QuantizationError(f"{quantizer} could not quantise {source.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    with tempfile.TemporaryDirectory(prefix=".rdvla-folded-", dir=target.parent) as tmp:
+        if constant_transposes(onnx.load(str(source), load_external_data=False)):
+            folded = Path(tmp) / source.name
+            log.info("%s: %d weight transposes folded into their initializers", source.name, fold_weight_transposes(source, folded))
+            source = folded
+        nodes = weight_matmuls(onnx.load(str(source), load_external_data=False))
+        if not nodes:
+            raise QuantizationError(f"{source.name} has no weight MatMul/Gemm to quantise")
+        try:
+            run(source, target, samples, nodes, method)
+        except (QuantizationError, MemoryError):
+            raise
+        except Exception as exc:  # the quantisers raise anything from ValueError to onnxruntime's Fail
+            raise QuantizationError(f"{quantizer} could not quantise {source.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     result = QuantizedGraph(target, quantizer, method, len(nodes), _count_qdq(target))
     log.info("%s: %d weight MatMuls quantised with %s (%s), %d Q/DQ nodes", source.name, len(nodes), quantizer, method, result.qdq_nodes)
     return result

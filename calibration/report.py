@@ -5,10 +5,12 @@
 * per iteration index 1..32: the decoded actions of whole queries (VLM+Prelude and the core at the
   lower precision, from the same S0) against the FP32 trace: how the error grows with depth;
 * iteration drift: where adaptive halting (the bundle's default rule) stops at each precision, as a
-  histogram and as the per-query difference from FP32;
+  histogram and as the per-query difference from FP32, also at thresholds 10x looser to 100x tighter;
+* the halting statistic (MSE of consecutive actions) by iteration index: the level where a lower
+  precision's statistic stops falling is the tightest threshold that still halts before the cap;
 * the bundle's golden cases through `runtime.verify` with the precision's gate.
 
-Gates live in `runtime.gates`; `rdvla verify` prints the stored report (`format_report`).
+Gates live in `runtime.gates`; `rdvla verify` prints the stored report's summary (`summary_lines`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import replace
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -52,17 +55,20 @@ def graph_errors(bundle: Bundle, precision: str, data: CalibrationSet) -> dict[s
         low = graph_file(bundle, graph, precision)
         if low == bundle.graph(graph).file:
             continue
-        sessions = [ort.InferenceSession(str(bundle.path(f)), options, providers=["CPUExecutionProvider"])
-                    for f in (bundle.graph(graph).file, low)]
-        outputs = [o.name for o in sessions[0].get_outputs()]
-        ref: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
-        ours: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
-        for feed in data.samples(graph):
-            for session, sink in zip(sessions, (ref, ours)):
-                for name, value in zip(outputs, session.run(outputs, feed)):
-                    sink[name].append(value)
-        out[graph] = {o: output_error(np.stack(ours[o]), np.stack(ref[o])) for o in outputs}
+        ref, ours = (_run_all(bundle.path(f), data.samples(graph), options) for f in (bundle.graph(graph).file, low))
+        out[graph] = {o: output_error(ours[o], ref[o]) for o in ref}
     return out
+
+
+def _run_all(path: Path, feeds: Iterable[dict[str, np.ndarray]], options: Any) -> dict[str, np.ndarray]:
+    """Every output of the graph at `path` over `feeds`, stacked. One session at a time: two full-size
+    VLM sessions side by side would hold two copies of its weights."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    runs = [session.run(outputs, feed) for feed in feeds]
+    return {name: np.stack([r[i] for r in runs]) for i, name in enumerate(outputs)}
 
 
 def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +109,37 @@ def default_halting(bundle: Bundle) -> AdjacentMSE:
     return AdjacentMSE(h.get("threshold", 1e-3), h.get("min_iterations", 2), h.get("max_iterations", TRACE_DEPTH))
 
 
+# Multiples of the bundle's MSE threshold at which the drift is also reported: users tune the
+# threshold at run time, and a tighter one stops later, where lower-precision errors have compounded.
+THRESHOLD_SWEEP = (10.0, 1.0, 0.1, 0.01)
+
+
+def stop_drift(stops: list[int], reference: list[int]) -> dict[str, Any]:
+    """Stopping iterations against the FP32 ones, query by query."""
+    drift = [a - b for a, b in zip(stops, reference)]
+    return {"histogram": _histogram(stops), "stops": stops, "drift": drift,
+            "mean_abs_drift": float(np.mean(np.abs(drift))), "max_abs_drift": int(np.max(np.abs(drift))),
+            "agreement": float(np.mean([d == 0 for d in drift]))}
+
+
+def threshold_sweep(bundle: Bundle, mse: np.ndarray, reference_mse: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Drift of the stopping iteration at each threshold of THRESHOLD_SWEEP (the default rule otherwise)."""
+    base = default_halting(bundle)
+    out = {}
+    for factor in THRESHOLD_SWEEP:
+        halting = replace(base, threshold=base.threshold * factor)
+        reference = stop_iterations(reference_mse, halting)
+        row = stop_drift(stop_iterations(mse, halting), reference)
+        out[f"{halting.threshold:g}"] = {**row, "fp32_histogram": _histogram(reference), "fp32_median_stop": float(np.median(reference))}
+    return out
+
+
+def statistic_medians(mse: np.ndarray) -> list[Optional[float]]:
+    """Median over queries of the halting statistic (MSE of consecutive actions) at each iteration
+    index; None at k = 1. Where it levels off is the tightest threshold that can still stop."""
+    return [None, *np.median(mse[:, 1:].astype(np.float64), axis=0).tolist()]
+
+
 def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[float]]:
     """Action error per iteration index (1..32) over all queries: worst and mean absolute difference."""
     d = np.abs(actions.astype(np.float64) - reference)
@@ -115,14 +152,12 @@ def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, gold
     """Everything the report says about one lower precision, with its gates applied."""
     halting = default_halting(bundle)
     actions, mse = trace(bundle, precision, data)
-    stops = stop_iterations(mse, halting)
-    drift = [a - b for a, b in zip(stops, reference_stops)]
     section: dict[str, Any] = {
         "graphs": graph_errors(bundle, precision, data),
         "per_iteration": depth_errors(actions, data.queries["trace_actions"]),
-        "iterations": {"histogram": _histogram(stops), "stops": stops, "drift": drift,
-                       "mean_abs_drift": float(np.mean(np.abs(drift))), "max_abs_drift": int(np.max(np.abs(drift))),
-                       "agreement": float(np.mean([d == 0 for d in drift]))},
+        "iterations": stop_drift(stop_iterations(mse, halting), reference_stops),
+        "iterations_by_threshold": threshold_sweep(bundle, mse, data.queries["trace_mse"]),
+        "halting_statistic": statistic_medians(mse),
     }
     gate = calibration_gate_for(precision)
     failures = []
@@ -166,7 +201,8 @@ def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str],
         "golden_cases": len(golden),
         "halting": {"rule": "mse", "threshold": halting.threshold, "min_iterations": halting.min_iterations,
                     "max_iterations": halting.max_iterations},
-        "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops}},
+        "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops},
+                 "halting_statistic": statistic_medians(data.queries["trace_mse"])},
         "orin_floor": weight_floors(bundle, int(np.median(data.meta["prompt_lengths"]))),
         **(extra or {}),
     }
@@ -187,19 +223,19 @@ def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]
     """
     import onnx
 
-    from export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
+    from export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats, streamed_matrices
 
     out: dict[str, dict[str, float]] = {}
     for graph in names.GRAPHS:
         fp32 = bundle.path(bundle.graph(graph).file)
         stats = graph_stats(fp32, {"prompt_len": prompt_len})
-        row = {"weight_params": stats.weight_params, "io_bytes": stats.io_bytes,
+        row: dict[str, float] = {"weight_params": stats.weight_params, "io_bytes": stats.io_bytes,
                "fp16_bytes": stats.weight_params * 2 + stats.io_bytes}
         int8 = graph_file(bundle, graph, "int8") if bundle.manifest.get("graphs_int8") else None
         if int8 is not None and int8 != bundle.graph(graph).file:
             model = onnx.load(str(bundle.path(int8)), load_external_data=False)
             quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-            matrices = [i for i in model.graph.initializer if len(i.dims) >= 2]
+            matrices = streamed_matrices(model)
             weight_bytes = sum(int(np.prod(i.dims)) * (1 if i.data_type == onnx.TensorProto.INT8 or i.name in quantized else 2)
                                for i in matrices)
             row["int8_bytes"] = weight_bytes + stats.io_bytes
@@ -227,6 +263,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"  adaptive halting mse < {h['threshold']:g} (min {h['min_iterations']}, max {h['max_iterations']}): "
         f"FP32 stops at {report['fp32']['iterations']['histogram']}",
     ]
+    depths = [k for k in SHOWN_DEPTHS if k > 1]
+    for precision in ("fp32", "fp16", "int8"):
+        medians = report.get(precision, {}).get("halting_statistic")
+        if medians:
+            lines.append(f"  {precision} consecutive-action MSE, median over queries, by iteration: "
+                         + ", ".join(f"{k}: {medians[k - 1]:.1e}" for k in depths if k <= len(medians)))
     floors = report.get("orin_floor", {})
     if floors:
         lines.append("  AGX Orin weight-streaming floor per run (204.8 GB/s): " + "; ".join(
@@ -259,6 +301,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         it = section["iterations"]
         lines.append(f"    halting stops at {it['histogram']}; drift vs FP32 mean |dk| {it['mean_abs_drift']:.2f}, "
                      f"max {it['max_abs_drift']}, same stop in {it['agreement']:.0%} of queries")
+        sweep = section.get("iterations_by_threshold", {})
+        if sweep:
+            lines.append("    drift by MSE threshold (mean |dk|, FP32 median stop): " + ", ".join(
+                f"{t}: {row['mean_abs_drift']:.2f} (k={row['fp32_median_stop']:g})"
+                for t, row in sweep.items()))
         if "golden" in section:
             worst_mode = max(section["golden"].items(), key=lambda kv: kv[1]["max_abs"])
             lines.append(f"    golden cases: worst actions max abs {worst_mode[1]['max_abs']:.2e} ({worst_mode[0]})")

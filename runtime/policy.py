@@ -10,6 +10,7 @@ until the halting policy stops it. Only the halting scalars come back to the hos
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,22 @@ from runtime.prompt import PromptTokenizer
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingPolicy) -> Optional[str]:
+    """Why `halting` cannot stop early at `precision`, or None. `rdvla calibrate` records, per precision,
+    the median of the consecutive-action MSE at each iteration index; a lower precision's levels off
+    (INT8 near 4e-5 at full size), and an MSE threshold at or below that level is never met."""
+    report = (bundle.manifest.get("calibration") or {}).get("report")
+    if precision == "fp32" or not isinstance(halting, AdjacentMSE) or not report:
+        return None
+    medians = (json.loads(bundle.path(report).read_text()).get(precision) or {}).get("halting_statistic") or []
+    floor = medians[-1] if medians else None
+    if floor is None or halting.threshold > floor:
+        return None
+    return (f"halting mse:{halting.threshold:g} is at or below where {precision}'s consecutive-action MSE levels off "
+            f"({floor:.2g} at iteration {len(medians)}, `rdvla verify {bundle.root}`): most queries will run to "
+            f"{halting.max_iterations} iterations; choose a threshold above {floor:.2g}")
 
 
 def truncated_normal_state(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -59,11 +76,14 @@ class Policy:
     iterations (fewer host synchronisations; the loop may then run up to check_every - 1 iterations
     past the point where the rule was first met)."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, check_every: int = 1, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, check_every: int = 1, clock: Callable[[], float] = time.perf_counter,
+                 precision: str = "fp32") -> None:
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.bundle = bundle
         self.backend = backend
+        self.precision = precision
+        self._checked_rules: set[HaltingPolicy] = set()
         self.check_every = check_every
         self.clock = clock
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
@@ -76,7 +96,7 @@ class Policy:
     def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,
              **options: object) -> "Policy":
         opened = Bundle.open(Path(bundle))
-        return cls(opened, load_backend(opened, backend, precision, **options), check_every)
+        return cls(opened, load_backend(opened, backend, precision, **options), check_every, precision=precision)
 
     def initial_state(self, seed: Optional[int] = None) -> np.ndarray:
         return truncated_normal_state(self.bundle.dims.state_shape, self.bundle.dims.init_sigma, np.random.default_rng(seed))
@@ -99,6 +119,11 @@ class Policy:
         last iterate; at least one iteration always runs. It composes with any halting rule.
         """
         halting = halting or self.default_halting
+        if halting not in self._checked_rules:
+            self._checked_rules.add(halting)
+            warning = halting_below_floor(self.bundle, self.precision, halting)
+            if warning:
+                log.warning(warning)
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline must be a positive number of seconds, got {deadline_s}")
         times: dict[str, float] = {}

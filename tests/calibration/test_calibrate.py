@@ -17,7 +17,8 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import Bundle, BundleError
 from runtime.gates import calibration_gate_for, gate_for
 from runtime.golden import TRACE_DEPTH, GoldenCase
-from runtime.policy import Policy
+from runtime.halting import AdjacentMSE, CosineSimilarity
+from runtime.policy import Policy, halting_below_floor
 from runtime.verify import gate_failures, verify_actions
 
 from .conftest import INSTRUCTION
@@ -138,6 +139,9 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
     report = calibrated["report"]
     assert report["queries"] == 6 and report["passed"]
     assert sum(report["fp32"]["iterations"]["histogram"].values()) == 6
+    statistic = report["fp32"]["halting_statistic"]
+    assert len(statistic) == TRACE_DEPTH and statistic[0] is None
+    assert statistic[-1] < statistic[1]  # consecutive actions converge with depth
     for precision in ("int8", "fp16"):
         section = report[precision]
         gate = calibration_gate_for(precision)
@@ -149,6 +153,12 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
         assert len(it["stops"]) == len(it["drift"]) == 6 and sum(it["histogram"].values()) == 6
         assert it["drift"] == [a - b for a, b in zip(it["stops"], report["fp32"]["iterations"]["stops"])]
         assert it["mean_abs_drift"] <= gate.mean_abs_drift
+        sweep = section["iterations_by_threshold"]
+        default = f"{report['halting']['threshold']:g}"
+        assert sweep[default]["stops"] == it["stops"] and len(sweep) == 4
+        assert len(section["halting_statistic"]) == TRACE_DEPTH and all(v > 0 for v in section["halting_statistic"][1:])
+        medians = [row["fp32_median_stop"] for row in sweep.values()]  # loosest threshold first
+        assert medians == sorted(medians) and medians[0] < medians[-1]  # a tighter threshold stops later
         assert set(section["graphs"]) == set(names.GRAPHS)
         assert all(e["nonfinite"] == 0 for outputs in section["graphs"].values() for e in outputs.values())
     # INT8 is the coarser of the two.
@@ -167,7 +177,9 @@ def test_int8_and_fp16_pass_their_gates_on_the_golden_cases(calibrated: dict[str
         assert worst > gate_for("fp32").actions_max_abs  # really the lower-precision graphs, not the FP32 ones
     assert cli(["verify", str(calibrated["bundle"]), "--precision", "int8"]) == 0
     out = capsys.readouterr().out
-    assert "actions vs FP32 by iteration" in out and "drift vs FP32" in out and "all gates passed" in out
+    assert "actions vs FP32 by iteration" in out and "drift vs FP32" in out and "drift by MSE threshold" in out
+    assert "int8 consecutive-action MSE" in out
+    assert "all gates passed" in out
 
 
 def test_backend_refuses_a_precision_the_bundle_lacks(tiny_bundle: Path) -> None:
@@ -198,3 +210,24 @@ def test_recalibrating_one_precision_keeps_the_other_and_cleans_up(calibrated: d
     assert on_disk == {f for f in after["files"] if f.startswith("calibration/")}  # nothing unlisted left behind
     assert not (root / before["graphs_fp16"][names.VLM_PRELUDE]["file"]).exists() and not stale.exists()
     assert (root / before["graphs_int8"][names.VLM_PRELUDE]["file"]).exists()
+
+
+def test_policy_warns_once_when_its_mse_threshold_is_below_the_precisions_floor(
+        calibrated: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    floor = calibrated["report"]["int8"]["halting_statistic"][-1]
+    policy = Policy.load(calibrated["bundle"], precision="int8")
+    try:
+        bundle = policy.bundle
+        assert halting_below_floor(bundle, "int8", AdjacentMSE(floor * 10)) is None
+        assert halting_below_floor(bundle, "fp32", AdjacentMSE(floor / 10)) is None  # FP32 is what the floors are measured against
+        assert halting_below_floor(bundle, "int8", CosineSimilarity(0.999)) is None
+        tight = AdjacentMSE(floor / 10, max_iterations=6)
+        assert "choose a threshold above" in (halting_below_floor(bundle, "int8", tight) or "")
+        pixels = np.zeros((1, 6 * bundle.dims.num_images, 224, 224), np.float32)
+        with caplog.at_level("WARNING", logger="runtime.policy"):
+            for _ in range(2):
+                policy.act(INSTRUCTION, np.zeros(8), pixel_values=pixels, halting=tight, seed=0)
+        warnings = [r for r in caplog.records if "levels off" in r.getMessage()]
+        assert len(warnings) == 1 and "6 iterations" in warnings[0].getMessage()
+    finally:
+        policy.close()

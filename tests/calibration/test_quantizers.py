@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 import types
 from pathlib import Path
@@ -14,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from calibration.data import CalibrationSet
-from calibration.quantize import QuantizationError, quantize_graph, weight_matmuls
+from calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
+                                  weight_matmuls)
 from runtime.backends import base as names
 from runtime.backends.tensorrt import TensorRTUnavailable
 from runtime.bundle import Bundle
@@ -38,6 +40,44 @@ def test_modelopt_max_and_ort_minmax_make_the_same_graph(calibrated: dict[str, A
         a, b = (sessions[q].run(None, feed)[0] for q in ("ort", "modelopt"))
         assert np.abs(a - ref).max() > 1e-4  # really quantised
         np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(ref).max())  # same scales, same placement
+    # ModelOpt rebinds parts of ONNX Runtime's quantiser while it runs; ours works the same afterwards.
+    again = quantize_graph(source, tmp_path / "ort_again.onnx", data.samples(names.CORE_STEP), "ort")
+    assert onnx.load(str(again.path)).graph == onnx.load(str(graphs["ort"].path)).graph
+
+
+def test_ort_quantiser_keeps_its_preprocessing_advice_out_of_our_logs(calibrated: dict[str, Any], tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    bundle, data = _dataset(calibrated)
+    source = bundle.path(bundle.graph(names.DECODE).file)
+    with caplog.at_level("INFO"):
+        quantize_graph(source, tmp_path / "decode.onnx", data.samples(names.DECODE), "ort")
+    assert any("weight MatMuls quantised" in r.getMessage() for r in caplog.records)
+    assert not any("pre-processing" in r.getMessage() for r in caplog.records)
+    logging.warning("Please consider the filter gone")  # only for the duration of the call
+    assert caplog.records[-1].getMessage() == "Please consider the filter gone"
+
+
+def test_weights_behind_a_transpose_are_folded_and_quantised_like_the_others(calibrated: dict[str, Any], tmp_path: Path) -> None:
+    bundle, data = _dataset(calibrated)
+    source = bundle.path(bundle.graph(names.VLM_PRELUDE).file)
+    original = onnx.load(str(source))
+    transposes = constant_transposes(original)
+    assert transposes  # the exporter leaves them in front of the vision towers' shared linear weights
+    behind = sum(n.op_type in ("MatMul", "Gemm") and n.input[1] in {t.output[0] for t in transposes} for n in original.graph.node)
+    assert fold_weight_transposes(source, tmp_path / "folded.onnx") == len(transposes)
+    folded = onnx.load(str(tmp_path / "folded.onnx"))
+    assert not constant_transposes(folded)
+    assert len(weight_matmuls(folded)) == len(weight_matmuls(original)) + behind
+    feed = next(iter(data.samples(names.VLM_PRELUDE)))
+    before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)
+                     for p in (source, tmp_path / "folded.onnx"))
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)  # a layout change only
+
+    result = quantize_graph(source, tmp_path / "int8" / "vlm_prelude.onnx", data.samples(names.VLM_PRELUDE), "ort")
+    assert result.quantized_nodes == len(weight_matmuls(folded))
+    assert not constant_transposes(onnx.load(str(result.path)))
+    assert [p.name for p in (tmp_path / "int8").iterdir()] == ["vlm_prelude.onnx"]  # the folded copy is gone
 
 
 def test_unknown_quantizer_or_method_is_refused(tmp_path: Path) -> None:
