@@ -14,9 +14,11 @@ stopping iteration under the bundle's halting rule and the threshold sweep. Prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
+import sys
 import tempfile
 import time
 from copy import deepcopy
@@ -96,7 +98,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rdvla-bench-quantizers-") as tmp:
         for quantizer, method in args.combos:
             logging.getLogger("bench").warning("quantising %s with %s:%s", ",".join(graphs), quantizer, method)
-            results[f"{quantizer}:{method}"] = measure(bundle, data, graphs, quantizer, method, Path(tmp))
+            with contextlib.redirect_stdout(sys.stderr):  # ONNX Runtime's histogram calibrators print progress
+                results[f"{quantizer}:{method}"] = measure(bundle, data, graphs, quantizer, method, Path(tmp))
     print(json.dumps({
         "bundle": str(args.bundle), "data": str(data_dir), "graphs": graphs, "queries": len(data.meta["queries"]),
         "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
