@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from calibration.probe import data_dependent, tensor_peaks
+from calibration.quantize import save_graph
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ FP16_LIMIT = FP16_MAX / HEADROOM
 MAX_ROUNDS = 4
 # Attention masks fill with float32's lowest value; the converter clamps such constants to FP16's.
 MASK_SENTINEL = 1e38
-EXTERNAL_DATA_BYTES = 1_800_000_000
 FP32_OPS = {
     "LayerNormalization": "normalisation", "Softmax": "softmax", "ReduceMean": "reduction", "ReduceSum": "reduction",
     "ReduceL2": "reduction", "ReduceMax": "reduction", "Pow": "power (decomposed norm)",
@@ -206,8 +206,7 @@ def convert(source: Path, target: Path, fp32_nodes: Iterable[str]) -> None:
     _fold_cast_pairs(converted)
     _sort_topologically(converted.graph)
     target.parent.mkdir(parents=True, exist_ok=True)
-    external = sum(i.ByteSize() for i in converted.graph.initializer) > EXTERNAL_DATA_BYTES
-    onnx.save(converted, str(target), save_as_external_data=external, location=target.name + ".data" if external else None)
+    save_graph(converted, target)
 
 
 def make_fp16(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray]], naive_check: bool = True,

@@ -101,7 +101,7 @@ def fold_weight_transposes(source: Path, target: Path) -> int:
     used = {name for node in model.graph.node for name in node.input}
     for weight in {n.input[0] for n in folds} - used:
         model.graph.initializer.remove(initializers[weight])
-    _save(model, target)
+    save_graph(model, target)
     return len(folds)
 
 
@@ -257,10 +257,11 @@ def quantize_modelopt(source: Path, target: Path, samples: Iterable[dict[str, np
         )
         produced = Path(tmp) / target.name
         model = onnx.load(str(produced))
-        _save(model, target)
+        save_graph(model, target)
 
 
-def _save(model: onnx.ModelProto, target: Path) -> None:
+def save_graph(model: onnx.ModelProto, target: Path) -> None:
+    """Save `model`, its weights in `<target>.data` when they would pass protobuf's 2 GB limit."""
     external = sum(i.ByteSize() for i in model.graph.initializer) > EXTERNAL_DATA_BYTES
     onnx.save(model, str(target), save_as_external_data=external, location=target.name + ".data" if external else None)
 
