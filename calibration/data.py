@@ -33,15 +33,15 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import Bundle, sha256_file
-from runtime.control.episode import EPISODE_FILE, read_episode
-from runtime.golden import TRACE_DEPTH
-from runtime.normalization import normalize_proprio
-from runtime.policy import truncated_normal_state
-from runtime.preprocess import to_pixel_values
-from runtime.prompt import PromptTokenizer
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.bundle import Bundle, sha256_file
+from rdvla.runtime.control.episode import EPISODE_FILE, read_episode
+from rdvla.runtime.golden import TRACE_DEPTH
+from rdvla.runtime.normalization import normalize_proprio
+from rdvla.runtime.policy import truncated_normal_state
+from rdvla.runtime.preprocess import to_pixel_values
+from rdvla.runtime.prompt import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def episode_steps(directory: Path) -> tuple[list[Path], list[dict[str, Any]]]:
 
 
 def _count_frames(path: Path) -> int:
-    from devices.cameras.recording import describe_recording
+    from rdvla.devices.cameras.recording import describe_recording
 
     return describe_recording(path).frame_count
 
@@ -141,8 +141,8 @@ def open_source(spec: str, bundle: Bundle, instruction: Optional[str]) -> Source
 def _read_frames(recording: Path, wanted: Sequence[int], numbers: Optional[Sequence[int]]) -> dict[int, np.ndarray]:
     """Colour images of the `wanted` steps: the step's logged frame number when `numbers` is given,
     else the step's position in playback order."""
-    from devices.cameras.base import CameraEndedError
-    from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+    from rdvla.devices.cameras.base import CameraEndedError
+    from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
 
     by_key = {(numbers[i] if numbers is not None else i): i for i in wanted}
     found: dict[int, np.ndarray] = {}

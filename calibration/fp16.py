@@ -31,8 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from calibration.probe import data_dependent, tensor_peaks
-from calibration.quantize import save_graph
+from rdvla.calibration.probe import data_dependent, tensor_peaks
+from rdvla.calibration.quantize import save_graph
 
 log = logging.getLogger(__name__)
 

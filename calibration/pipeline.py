@@ -28,15 +28,15 @@ from typing import Any, Optional, Sequence
 
 import onnx
 
-from calibration.data import CalibrationSet, capture, fingerprint, observations, open_source
-from calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
-from calibration.probe import beside
-from calibration.quantize import quantize_graph
-from calibration.report import accuracy_report, summary_lines, with_manifest
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import GRAPH_SECTIONS
-from runtime.bundle import MANIFEST, Bundle, sha256_file
-from runtime.golden import GoldenCase
+from rdvla.calibration.data import CalibrationSet, capture, fingerprint, observations, open_source
+from rdvla.calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
+from rdvla.calibration.probe import beside
+from rdvla.calibration.quantize import quantize_graph
+from rdvla.calibration.report import accuracy_report, summary_lines, with_manifest
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
+from rdvla.runtime.bundle import MANIFEST, Bundle, sha256_file
+from rdvla.runtime.golden import GoldenCase, load_cases
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def calibrate_bundle(
         for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it
             staged[GRAPH_SECTIONS["fp16"]][graph] = {**staged[GRAPH_SECTIONS["fp16"]][graph], "file": path}
         present = [p for p in PRECISIONS if staged.get(GRAPH_SECTIONS[p])]
-        golden = [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest.get("golden", [])]
+        golden = load_cases(bundle)
         report = accuracy_report(with_manifest(bundle, staged), dataset, present, golden, extra={"run": run, "calibration": record})
     report["summary"] = summary_lines(report)
     report_rel = f"{run_dir}/report.json"

@@ -26,13 +26,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from calibration.probe import tensor_peaks
+from rdvla.calibration.methods import DEFAULT_METHOD, METHODS, QUANTIZERS
+from rdvla.calibration.probe import tensor_peaks
 
 log = logging.getLogger(__name__)
 
-QUANTIZERS = ("ort", "modelopt")
-METHODS = {"ort": ("minmax", "percentile", "entropy"), "modelopt": ("max", "entropy")}
-DEFAULT_METHOD = {"ort": "minmax", "modelopt": "max"}
 MIN_DIM = 16  # TensorRT's INT8 tensor-core kernels need K and N of at least 16 (ModelOpt applies the same rule)
 # Graphs over protobuf's 2 GB limit keep their weights next to the .onnx file (as export does).
 EXTERNAL_DATA_BYTES = 1_800_000_000

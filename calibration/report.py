@@ -23,15 +23,15 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from calibration.data import CalibrationSet
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
-from runtime.bundle import Bundle
-from runtime.gates import calibration_gate_for, gate_for
-from runtime.golden import TRACE_DEPTH, GoldenCase
-from runtime.halting import AdjacentMSE, HaltingPolicy
-from runtime.policy import Policy
-from runtime.verify import gate_failures, verify_actions
+from rdvla.calibration.data import CalibrationSet
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.gates import calibration_gate_for, gate_for
+from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
+from rdvla.runtime.halting import AdjacentMSE, HaltingPolicy
+from rdvla.runtime.policy import Policy
+from rdvla.runtime.verify import gate_failures, verify_actions
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]
     """
     import onnx
 
-    from export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats, streamed_matrices
+    from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats, streamed_matrices
 
     out: dict[str, dict[str, float]] = {}
     for graph in names.GRAPHS:

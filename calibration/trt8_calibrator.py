@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from runtime.backends.tensorrt import TensorRTUnavailable, make_trt_logger, require_pycuda, require_tensorrt
-from runtime.bundle import Bundle, BundleError
+from rdvla.runtime.backends.tensorrt import TensorRTUnavailable, make_trt_logger, require_pycuda, require_tensorrt
+from rdvla.runtime.bundle import Bundle, BundleError
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -16,10 +16,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from devices.cameras.base import ROLE_ORDER, Clock
-from devices.cameras.multi import MultiCamera
-from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from devices.robots.base import SCALAR_LIMIT_FIELDS, Robot, RobotLimits
+from rdvla.devices.cameras.base import ROLE_ORDER, Clock
+from rdvla.devices.cameras.multi import MultiCamera
+from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+from rdvla.devices.robots.base import SCALAR_LIMIT_FIELDS, Robot, RobotLimits
 
 SCHEMA_VERSION = 1
 ROBOT_TYPES = ("sim", "bridge")
@@ -277,10 +277,10 @@ def build_robot(setup: SetupConfig, *, clock: Clock = time.monotonic) -> Robot:
     """The setup's robot, not yet connected."""
     robot = setup.robot
     if robot.type == "sim":
-        from devices.robots.sim import SimRobot
+        from rdvla.devices.robots.sim import SimRobot
 
         return SimRobot(setup.limits, action_scale=robot.action_scale, clock=clock)
-    from devices.robots.bridge import BridgeRobot
+    from rdvla.devices.robots.bridge import BridgeRobot
 
     assert robot.address is not None
     return BridgeRobot(

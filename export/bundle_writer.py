@@ -18,22 +18,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.checkpoint import LoadedCheckpoint, load_checkpoint
-from export.model import RDVLA
-from export.onnx_export import OPSET, export_graph, graph_files, graph_plans
-from export.split import VLMPrelude
+from rdvla.export.checkpoint import LoadedCheckpoint, load_checkpoint
+from rdvla.export.model import RDVLA
+from rdvla.export.onnx_export import OPSET, export_graph, graph_files, graph_plans
+from rdvla.export.split import VLMPrelude
 from rdvla import __version__
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, GraphSpec, sha256_file
-from runtime.gates import gate_for
-from runtime.halting import FixedDepth
-from runtime.normalization import NormStats, normalize_proprio
-from runtime.policy import Policy, truncated_normal_state
-from runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
-from runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
-from runtime.golden import TRACE_DEPTH, GoldenCase
-from runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, GraphSpec, sha256_file
+from rdvla.runtime.gates import gate_for
+from rdvla.runtime.halting import FixedDepth
+from rdvla.runtime.normalization import NormStats, normalize_proprio
+from rdvla.runtime.policy import Policy, truncated_normal_state
+from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
+from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
+from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
+from rdvla.runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
 
 log = logging.getLogger(__name__)
 

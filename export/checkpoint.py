@@ -21,10 +21,10 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import Qwen2Config
 
-from export.head import HeadConfig
-from export.model import RDVLA
-from export.vision import tower_config
-from export.vlm import VLMConfig
+from rdvla.export.head import HeadConfig
+from rdvla.export.model import RDVLA
+from rdvla.export.vision import tower_config
+from rdvla.export.vlm import VLMConfig
 
 log = logging.getLogger(__name__)
 

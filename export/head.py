@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.halting import FixedDepth, HaltingPolicy
+from rdvla.runtime.halting import FixedDepth, HaltingPolicy
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.head import ActionHead, HeadConfig, HeadContext, HeadOutput
-from export.vlm import PrismaticVLM, ProprioProjector, VLMConfig
-from runtime.halting import HaltingPolicy
+from rdvla.export.head import ActionHead, HeadConfig, HeadContext, HeadOutput
+from rdvla.export.vlm import PrismaticVLM, ProprioProjector, VLMConfig
+from rdvla.runtime.halting import HaltingPolicy
 
 
 class RDVLA(nn.Module):

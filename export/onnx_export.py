@@ -16,10 +16,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.model import RDVLA
-from export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
-from runtime.backends import base as names
-from runtime.bundle import GraphSpec, TensorSpec
+from rdvla.export.model import RDVLA
+from rdvla.export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.bundle import GraphSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from export.checkpoint import save_checkpoint, vlm_config_from_json
-from export.head import HeadConfig
-from export.model import RDVLA
-from export.tokenizer_files import write_tokenizer_files
-from runtime.preprocess import DEFAULT_CONFIG as PREPROCESS
+from rdvla.export.checkpoint import save_checkpoint, vlm_config_from_json
+from rdvla.export.head import HeadConfig
+from rdvla.export.model import RDVLA
+from rdvla.export.tokenizer_files import write_tokenizer_files
+from rdvla.runtime.preprocess import DEFAULT_CONFIG as PREPROCESS
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.head import ContextKV, HeadContext, RecurrentDepthModel, adjacent_statistic_tensors
-from export.model import RDVLA
+from rdvla.export.head import ContextKV, HeadContext, RecurrentDepthModel, adjacent_statistic_tensors
+from rdvla.export.model import RDVLA
 
 
 def _pairs(flat: tuple[torch.Tensor, ...]) -> list[ContextKV]:

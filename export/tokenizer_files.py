@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from runtime.prompt import CHAT_SPECIAL_TOKENS, PROMPT_TEMPLATE
+from rdvla.runtime.prompt import CHAT_SPECIAL_TOKENS, PROMPT_TEMPLATE
 
 _TASK_PHRASES = (
     "pick up the black bowl between the plate and the ramekin and place it on the plate",

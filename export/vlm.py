@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from export.vision import NUM_PATCHES, DinoSigLIPBackbone, TowerConfig
+from rdvla.export.vision import NUM_PATCHES, DinoSigLIPBackbone, TowerConfig
 
 NUM_ACTION_QUERIES = 64
 # Ids appended after the prompt: 64 placeholders (overwritten by the learned queries) and a stop id.

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.normalization import NormStats
-from runtime.preprocess import PreprocessConfig
+from rdvla.runtime.normalization import NormStats
+from rdvla.runtime.preprocess import PreprocessConfig
 
 SCHEMA = "rdvla.bundle"
 SCHEMA_VERSION = 1

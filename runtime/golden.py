@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.halting import HaltingPolicy
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.halting import HaltingPolicy
 
 TRACE_DEPTH = 32
 
@@ -46,3 +47,8 @@ class GoldenCase:
         with np.load(path, allow_pickle=False) as z:
             return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_state"],
                        z["trace_actions"], z["trace_mse"], z["trace_cosine"])
+
+
+def load_cases(bundle: Bundle) -> list[GoldenCase]:
+    """Every golden case the bundle's manifest lists, in order."""
+    return [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest.get("golden", [])]

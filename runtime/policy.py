@@ -19,13 +19,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from runtime.backends import load_backend
-from runtime.backends.base import Backend
-from runtime.bundle import Bundle
-from runtime.halting import AdjacentMSE, HaltingPolicy
-from runtime.normalization import normalize_proprio, unnormalize_actions
-from runtime.preprocess import to_pixel_values
-from runtime.prompt import PromptTokenizer
+from rdvla.runtime.backends import load_backend
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.halting import AdjacentMSE, HaltingPolicy
+from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
+from rdvla.runtime.preprocess import to_pixel_values
+from rdvla.runtime.prompt import PromptTokenizer
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from runtime.golden import GoldenCase
-from runtime.halting import AdjacentMSE, FixedDepth
-from runtime.policy import Policy
+from rdvla.runtime.golden import GoldenCase
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime.gates import Gate
-from runtime.golden import GoldenCase
-from runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
-from runtime.policy import Policy
+from rdvla.runtime.gates import Gate
+from rdvla.runtime.golden import GoldenCase
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from rdvla.runtime.policy import Policy
 
 FIXED_DEPTHS = (1, 4, 12, 32)
 MSE_THRESHOLDS = (1e-3, 1e-4)

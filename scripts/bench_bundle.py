@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.checkpoint import load_checkpoint
-from export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
-from export.onnx_export import graph_files
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import Bundle, GraphSpec
-from runtime.normalization import normalize_proprio
-from runtime.halting import AdjacentMSE, FixedDepth
-from runtime.policy import Policy
+from rdvla.export.checkpoint import load_checkpoint
+from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
+from rdvla.export.onnx_export import graph_files
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.bundle import Bundle, GraphSpec
+from rdvla.runtime.normalization import normalize_proprio
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.policy import Policy
 
 
 def median_ms(fn, repeats: int) -> float:

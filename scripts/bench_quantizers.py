@@ -25,13 +25,14 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-from calibration.data import CalibrationSet
-from calibration.quantize import METHODS, quantize_graph
-from calibration.report import (default_halting, depth_errors, graph_errors, stop_drift, stop_iterations,
+from rdvla.calibration.data import CalibrationSet
+from rdvla.calibration.methods import METHODS
+from rdvla.calibration.quantize import quantize_graph
+from rdvla.calibration.report import (default_halting, depth_errors, graph_errors, stop_drift, stop_iterations,
                                 threshold_sweep, trace, with_manifest)
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import GRAPH_SECTIONS
-from runtime.bundle import Bundle
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
+from rdvla.runtime.bundle import Bundle
 
 CORE_GRAPHS = f"{names.CORE_STEP},{names.CORE_STEP_DECODE},{names.DECODE}"
 ALL_COMBOS = ",".join(f"{q}:{m}" for q, methods in METHODS.items() for m in methods)

@@ -28,11 +28,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runtime.backends.torch_split import TorchBackend
-from runtime.bundle import Bundle
-from runtime.normalization import normalize_proprio
-from runtime.policy import truncated_normal_state
-from runtime.prompt import PromptTokenizer
+from rdvla.runtime.backends.torch_split import TorchBackend
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.normalization import normalize_proprio
+from rdvla.runtime.policy import truncated_normal_state
+from rdvla.runtime.prompt import PromptTokenizer
 
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 

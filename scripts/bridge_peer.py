@@ -28,9 +28,9 @@ import zmq
 # Run from a checkout without installing rdvla.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devices.robots.base import RobotLimits  # noqa: E402
-from devices.robots.bridge import BridgePeer  # noqa: E402
-from devices.robots.sim import SimRobot  # noqa: E402
+from rdvla.devices.robots.base import RobotLimits  # noqa: E402
+from rdvla.devices.robots.bridge import BridgePeer  # noqa: E402
+from rdvla.devices.robots.sim import SimRobot  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     limits = RobotLimits()
     if args.setup is not None:
-        from devices.config import ConfigError, load_setup
+        from rdvla.devices.config import ConfigError, load_setup
 
         try:
             limits = load_setup(args.setup).limits

@@ -18,10 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from namespace_view import build_view
+
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / ".mypy_cache" / "tensorrt-stubs"
 PACKAGES = ("tensorrt", "tensorrt_bindings")
-CHECKED = ("export/tensorrt_build.py", "runtime/backends/tensorrt.py")
+CHECKED = ("rdvla/export/tensorrt_build.py", "rdvla/runtime/backends/tensorrt.py")  # inside the namespace view
 
 _DEF = re.compile(r"^(?P<head>\s*def \w+)\((?P<params>.*)\)(?P<tail>\s*(->.*)?:\s*)$")
 
@@ -61,7 +63,9 @@ def write_stubs(target: Path = STUBS) -> Path:
 
 def main() -> int:
     write_stubs()
-    return subprocess.run([sys.executable, "-m", "mypy", *CHECKED], cwd=ROOT).returncode
+    # mypy does not follow setuptools' package-dir mapping: it checks the modules where the installed package has them.
+    view = build_view()
+    return subprocess.run([sys.executable, "-m", "mypy", *(str(view / c) for c in CHECKED)], cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.presets import init_checkpoint
+    from rdvla.export.presets import init_checkpoint
 
     return init_checkpoint("tiny", tmp_path_factory.mktemp("ckpt") / "tiny_100", seed=0)
 
@@ -23,7 +23,7 @@ def tiny_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.bundle_writer import export_bundle
+    from rdvla.export.bundle_writer import export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(tiny_checkpoint, out, cases=2)

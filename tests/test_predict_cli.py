@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from export.checkpoint import load_checkpoint
+from rdvla.export.checkpoint import load_checkpoint
 from rdvla.cli import main
-from runtime.halting import AdjacentMSE
-from runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
-from runtime.prompt import PromptTokenizer
+from rdvla.runtime.halting import AdjacentMSE
+from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
+from rdvla.runtime.prompt import PromptTokenizer
 
 PROPRIO = "0.1,-0.2,0.3,0.0,0.5,-0.5,0.03,-0.03"
 

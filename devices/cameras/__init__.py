@@ -3,7 +3,7 @@
 Nothing here imports pyrealsense2 at import time; it is loaded when a camera is opened.
 """
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     Camera,
     CameraDisconnectedError,
     CameraEndedError,
@@ -18,9 +18,9 @@ from devices.cameras.base import (
     StaleFrameError,
     UnsupportedProfileError,
 )
-from devices.cameras.multi import MultiCamera, Observation, SkewError
-from devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras
-from devices.cameras.recording import RecordingInfo, describe_recording
+from rdvla.devices.cameras.multi import MultiCamera, Observation, SkewError
+from rdvla.devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras
+from rdvla.devices.cameras.recording import RecordingInfo, describe_recording
 
 __all__ = [
     "Camera",

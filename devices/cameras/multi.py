@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     HOST_COMPARABLE_DOMAINS,
     Camera,
     CameraError,

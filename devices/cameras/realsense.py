@@ -27,7 +27,7 @@ from typing import Any, Callable, Deque, Optional
 
 import numpy as np
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     Camera,
     CameraDisconnectedError,
     CameraEndedError,
@@ -41,7 +41,7 @@ from devices.cameras.base import (
     StaleFrameError,
     UnsupportedProfileError,
 )
-from devices.cameras.sdk import camera_info, check_record_path, import_rs, load_recording, one_line
+from rdvla.devices.cameras.sdk import camera_info, check_record_path, import_rs, load_recording, one_line
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from devices.cameras.base import RealSenseUnavailableError, RecordingError
+from rdvla.devices.cameras.base import RealSenseUnavailableError, RecordingError
 
 # librealsense 2.58 switched its recorder to ROS 2 sqlite files; older SDKs write ROS 1 bags.
 DB3_SINCE = (2, 58)

@@ -8,15 +8,17 @@ exercised on a machine without a camera, and demos can make recordings without h
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from devices.cameras.base import CameraNotFoundError
-from devices.cameras.sdk import import_rs
+from rdvla.devices.cameras.base import CameraNotFoundError
+from rdvla.devices.cameras.sdk import import_rs
 
 DEPTH_UNITS_M = 0.001
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 64, 48, 30
+SCENE_WIDTH, SCENE_HEIGHT, SCENE_FPS = 128, 96, 30  # the demo's recordings
 GLOBAL_TIME_START_MS = 1.7e12  # host-synchronised device timestamps are milliseconds since the epoch
 
 
@@ -143,7 +145,7 @@ def write_synthetic_recording(
     depth: bool = True,
 ) -> int:
     """Record (colour, depth, timestamp_ms) triples with the SDK recorder through RealSenseCamera; returns the count."""
-    from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+    from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
 
     camera = SyntheticRealSense(serial, width=width, height=height, fps=fps, with_depth=depth)
     config = RealSenseCameraConfig(serial=serial, width=width, height=height, fps=fps, depth=depth, record_to=str(path))
@@ -156,3 +158,23 @@ def write_synthetic_recording(
     finally:
         recorder.disconnect()
     return count
+
+
+def scene(role: str, count: int, width: int = SCENE_WIDTH, height: int = SCENE_HEIGHT) -> Iterator[np.ndarray]:
+    """Frames of a coloured disc moving over a gradient: something for the vision towers to see change."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    tint = (1.0, 0.6, 0.3) if role == "third_person" else (0.3, 0.7, 1.0)
+    background = np.stack([80 + 60 * t * (x / width + y / height) for t in tint], -1)
+    radius = 0.15 * min(width, height)
+    for n in range(count):
+        phase = 2 * np.pi * n / 120
+        cx = width * (0.5 + 0.3 * np.cos(phase))
+        cy = height * (0.5 + 0.3 * np.sin(2 * phase))
+        disc = ((x - cx) ** 2 + (y - cy) ** 2 <= radius**2)[..., None]
+        yield np.where(disc, np.array([230.0, 40.0, 40.0]), background).astype(np.uint8)
+
+
+def record_scene(path: Path, role: str, count: int) -> int:
+    """A colour-only recording of `count` frames of the scene of `role` (third_person or wrist); returns the count."""
+    frames = ((image, None, synthetic_timestamp_ms(n, SCENE_FPS)) for n, image in enumerate(scene(role, count)))
+    return write_synthetic_recording(path, frames, width=SCENE_WIDTH, height=SCENE_HEIGHT, fps=SCENE_FPS, depth=False)

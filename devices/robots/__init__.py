@@ -1,7 +1,7 @@
 """Robots: the Robot interface (8-d proprio state, 7-d delta action), a kinematic simulation, and a
 ZeroMQ bridge to an external controller process."""
 
-from devices.robots.base import (
+from rdvla.devices.robots.base import (
     InvalidActionError,
     Robot,
     RobotConnectionError,
@@ -12,7 +12,7 @@ from devices.robots.base import (
     RobotStoppedError,
     RobotTimeoutError,
 )
-from devices.robots.sim import SimRobot
+from rdvla.devices.robots.sim import SimRobot
 
 __all__ = [
     "InvalidActionError",

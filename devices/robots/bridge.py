@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 import zmq
 
-from devices.robots.base import (
+from rdvla.devices.robots.base import (
     Clock,
     Robot,
     RobotConnectionError,
@@ -38,7 +38,7 @@ from devices.robots.base import (
     RobotTimeoutError,
     limit_action,
 )
-from devices.robots.protocol import (
+from rdvla.devices.robots.protocol import (
     Message,
     MessageKind,
     ProtocolError,

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 import numpy as np
 
-from devices.robots.base import ACTION_DIM, STATE_DIM, RobotState, RobotStatus
+from rdvla.devices.robots.base import ACTION_DIM, STATE_DIM, RobotState, RobotStatus
 
 MAGIC = b"RDVB"
 VERSION = 1

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from devices.robots.base import (
+from rdvla.devices.robots.base import (
     Clock,
     Robot,
     RobotConnectionError,
@@ -19,7 +19,7 @@ from devices.robots.base import (
     RobotStoppedError,
     limit_action,
 )
-from devices.robots.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from rdvla.devices.robots.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 log = logging.getLogger(__name__)
 

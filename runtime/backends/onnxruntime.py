@@ -13,9 +13,9 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.backends import base as names
-from runtime.backends.base import Backend
-from runtime.bundle import Bundle, BundleError, TensorSpec
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
 
 log = logging.getLogger(__name__)
 

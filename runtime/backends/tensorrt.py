@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from runtime.backends import base as names
-from runtime.backends.base import Backend
-from runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec, TensorSpec, sha256_file
-from runtime.halting import MAX_SUPPORTED_ITERATIONS
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, GraphSpec, TensorSpec, sha256_file
+from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:
     import tensorrt as trt

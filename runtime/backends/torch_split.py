@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
 
 import numpy as np
 
-from runtime.backends import base as names
-from runtime.backends.base import Backend
-from runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
-from runtime.halting import MAX_SUPPORTED_ITERATIONS
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
+from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -73,7 +73,7 @@ def source_checkpoint(bundle: Bundle, checkpoint: str | Path | None = None) -> P
     `checkpoint` overrides the path recorded at export; either way the directory must hold exactly
     the files listed in `manifest["source"]["files"]` with the same SHA-256.
     """
-    from export.checkpoint import CheckpointError, CheckpointFiles
+    from rdvla.export.checkpoint import CheckpointError, CheckpointFiles
 
     source = bundle.manifest.get("source") or {}
     recorded = source.get("checkpoint")
@@ -173,8 +173,8 @@ class TorchBackend(Backend):
     # -- load ------------------------------------------------------------------------------------
 
     def _load(self, cuda_graphs: bool) -> None:
-        from export.checkpoint import load_checkpoint
-        from export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
+        from rdvla.export.checkpoint import load_checkpoint
+        from rdvla.export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
 
         torch, device, dtype = self._torch, self.device, self._dtype
         model = load_checkpoint(self.checkpoint).model

@@ -51,7 +51,7 @@ from typing import IO, Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from runtime.control.pacing import STATS_WINDOW, RollingStats
+from rdvla.runtime.control.pacing import STATS_WINDOW, RollingStats
 
 EPISODE_FORMAT = "rdvla-episode"
 EPISODE_VERSION = 1

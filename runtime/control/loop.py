@@ -36,22 +36,22 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, TypeVa
 
 import numpy as np
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     CameraDisconnectedError,
     CameraEndedError,
     CameraError,
     StaleFrameError,
 )
-from devices.cameras.multi import Observation, SkewError
-from devices.robots.base import Robot, RobotError, RobotState, RobotTimeoutError
-from runtime.control.action_queue import BLENDS, ActionQueue, Chunk
-from runtime.control.episode import RunStats, StepLog, floats, matrix
-from runtime.control.pacing import Clock, CycleTimer, Sleep
-from runtime.control.safety import Fault, FaultMonitor, SafetyConfig, SafetyFilter
-from runtime.halting import HaltingPolicy
-from runtime.horizon import AnyHorizon, FixedHorizon
-from runtime.normalization import libero_gripper
-from runtime.policy import PolicyResult
+from rdvla.devices.cameras.multi import Observation, SkewError
+from rdvla.devices.robots.base import Robot, RobotError, RobotState, RobotTimeoutError
+from rdvla.runtime.control.action_queue import BLENDS, ActionQueue, Chunk
+from rdvla.runtime.control.episode import RunStats, StepLog, floats, matrix
+from rdvla.runtime.control.pacing import Clock, CycleTimer, Sleep
+from rdvla.runtime.control.safety import Fault, FaultMonitor, SafetyConfig, SafetyFilter
+from rdvla.runtime.halting import HaltingPolicy
+from rdvla.runtime.horizon import AnyHorizon, FixedHorizon
+from rdvla.runtime.normalization import libero_gripper
+from rdvla.runtime.policy import PolicyResult
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from devices.robots.base import RobotLimits, clip_norm
+from rdvla.devices.robots.base import RobotLimits, clip_norm
 
 
 class Fault(str, enum.Enum):

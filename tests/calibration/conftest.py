@@ -9,8 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from devices.cameras.sdk import recording_extension, sdk_version
-from devices.cameras.synthetic import synthetic_timestamp_ms, write_synthetic_recording
+from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms, write_synthetic_recording
 
 FRAMES = 12
 WIDTH, HEIGHT = 96, 72
@@ -43,20 +43,9 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cli() -> Callable[[list[str]], int]:
-    """`rdvla` with the calibrate command, whether or not rdvla/cli.py registers it yet."""
-    from calibration import commands
-    from rdvla import cli as rdvla_cli
+    from rdvla.cli import main
 
-    def run(argv: list[str]) -> int:
-        registrars = rdvla_cli._registrars
-        if "calibrate" not in rdvla_cli.build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
-            rdvla_cli._registrars = lambda: [*registrars(), commands.register]  # type: ignore[assignment]
-        try:
-            return rdvla_cli.main(argv)
-        finally:
-            rdvla_cli._registrars = registrars  # type: ignore[assignment]
-
-    return run
+    return main
 
 
 @pytest.fixture(scope="session")

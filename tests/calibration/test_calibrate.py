@@ -11,15 +11,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from calibration.data import CalibrationSet, fingerprint
-from runtime.backends import base as names
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import Bundle, BundleError
-from runtime.gates import calibration_gate_for, gate_for
-from runtime.golden import TRACE_DEPTH, GoldenCase
-from runtime.halting import AdjacentMSE, CosineSimilarity
-from runtime.policy import Policy, halting_below_floor
-from runtime.verify import gate_failures, verify_actions
+from rdvla.calibration.data import CalibrationSet, fingerprint
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.gates import calibration_gate_for, gate_for
+from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase, load_cases
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity
+from rdvla.runtime.policy import Policy, halting_below_floor
+from rdvla.runtime.verify import gate_failures, verify_actions
 
 from .conftest import INSTRUCTION
 
@@ -168,7 +168,7 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
 def test_int8_and_fp16_pass_their_gates_on_the_golden_cases(calibrated: dict[str, Any], cli: Callable[[list[str]], int],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     bundle = Bundle.open(calibrated["bundle"])
-    cases = [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest["golden"]]
+    cases = load_cases(bundle)
     for precision in ("int8", "fp16"):
         policy = Policy(bundle, OnnxRuntimeBackend(bundle, precision))
         results = verify_actions(policy, cases)
@@ -224,7 +224,7 @@ def test_policy_warns_once_when_its_mse_threshold_is_below_the_precisions_floor(
         tight = AdjacentMSE(floor / 10, max_iterations=6)
         assert "choose a threshold above" in (halting_below_floor(bundle, "int8", tight) or "")
         pixels = np.zeros((1, 6 * bundle.dims.num_images, 224, 224), np.float32)
-        with caplog.at_level("WARNING", logger="runtime.policy"):
+        with caplog.at_level("WARNING", logger="rdvla.runtime.policy"):
             for _ in range(2):
                 policy.act(INSTRUCTION, np.zeros(8), pixel_values=pixels, halting=tight, seed=0)
         warnings = [r for r in caplog.records if "levels off" in r.getMessage()]

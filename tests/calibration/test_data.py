@@ -8,10 +8,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from calibration.data import CalibrationDataError, iteration_indices, observations, open_source, select_steps
-from devices.cameras.sdk import recording_extension, sdk_version
-from runtime.bundle import Bundle
-from runtime.golden import TRACE_DEPTH
+from rdvla.calibration.data import CalibrationDataError, iteration_indices, observations, open_source, select_steps
+from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.golden import TRACE_DEPTH
 
 from .conftest import FRAMES, INSTRUCTION, record, scene
 
@@ -35,7 +35,7 @@ def test_steps_are_spread_over_all_sources() -> None:
 
 
 def test_episode_directory_gives_logged_proprio_instruction_and_frames(tiny_bundle: Path, tmp_path: Path) -> None:
-    from runtime.control.episode import StepLog, write_episode_header
+    from rdvla.runtime.control.episode import StepLog, write_episode_header
 
     bundle = Bundle.open(tiny_bundle)
     episode = tmp_path / "episode"

@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.fp16 import FP16_LIMIT, emulation, float_tensors, make_fp16, policy_fp32_nodes
-from calibration.probe import tensor_peaks
+from rdvla.calibration.fp16 import FP16_LIMIT, emulation, float_tensors, make_fp16, policy_fp32_nodes
+from rdvla.calibration.probe import tensor_peaks
 
 D = 16
 

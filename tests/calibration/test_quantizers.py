@@ -14,12 +14,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from calibration.data import CalibrationSet
-from calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
+from rdvla.calibration.data import CalibrationSet
+from rdvla.calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
                                   weight_matmuls)
-from runtime.backends import base as names
-from runtime.backends.tensorrt import TensorRTUnavailable
-from runtime.bundle import Bundle
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.tensorrt import TensorRTUnavailable
+from rdvla.runtime.bundle import Bundle
 
 
 def _dataset(calibrated: dict[str, Any]) -> tuple[Bundle, CalibrationSet]:
@@ -116,7 +116,7 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch) -> dict[int, np.ndarray]:
 
 def test_trt8_calibrator_replays_every_sample_then_stops(calibrated: dict[str, Any], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from calibration.trt8_calibrator import calibration_batches, make_calibrator
+    from rdvla.calibration.trt8_calibrator import calibration_batches, make_calibrator
 
     bundle, data = _dataset(calibrated)
     spec = bundle.graph(names.CORE_STEP)
@@ -139,11 +139,11 @@ def test_trt8_calibrator_replays_every_sample_then_stops(calibrated: dict[str, A
 
 
 def test_trt8_cache_needs_tensorrt(calibrated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from calibration.trt8_calibrator import main
+    from rdvla.calibration.trt8_calibrator import main
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(TensorRTUnavailable):
-        from calibration.trt8_calibrator import write_cache
+        from rdvla.calibration.trt8_calibrator import write_cache
 
         write_cache(Bundle.open(calibrated["bundle"]), names.CORE_STEP, tmp_path / "c.cache")
     assert main([str(calibrated["bundle"]), "--graph", "core_step", "--cache", str(tmp_path / "c.cache")]) == 2

@@ -16,15 +16,15 @@ from typing import Any, Callable, Deque, Optional
 import numpy as np
 import pytest
 
-from devices.cameras.base import Frame
-from devices.cameras.multi import Observation
-from devices.robots.base import RobotLimits, RobotState
-from devices.robots.sim import SimRobot
-from devices.testing import FakeClock
-from runtime.control.episode import StepLog, read_log
-from runtime.control.loop import ControlLoop, LoopConfig
-from runtime.horizon import FixedHorizon
-from runtime.policy import PolicyResult
+from rdvla.devices.cameras.base import Frame
+from rdvla.devices.cameras.multi import Observation
+from rdvla.devices.robots.base import RobotLimits, RobotState
+from rdvla.devices.robots.sim import SimRobot
+from rdvla.devices.testing import FakeClock
+from rdvla.runtime.control.episode import StepLog, read_log
+from rdvla.runtime.control.loop import ControlLoop, LoopConfig
+from rdvla.runtime.horizon import FixedHorizon
+from rdvla.runtime.policy import PolicyResult
 
 RATE_HZ = 10.0
 PERIOD = 1.0 / RATE_HZ

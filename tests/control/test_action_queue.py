@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.control.action_queue import ActionQueue, Chunk
+from rdvla.runtime.control.action_queue import ActionQueue, Chunk
 
 
 def chunk(value: float, obs_slot: int, executable: int, gripper: float = -1.0) -> Chunk:

@@ -3,19 +3,20 @@ the status line and the printed summary."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
+import rdvla.cli as cli
 from rdvla.cli import main
-from runtime.control import commands
-from runtime.control.commands import StatusLine, format_summary
-from runtime.control.demo import record_scene
-from runtime.control.episode import read_episode, read_log
+from rdvla.cli.run import StatusLine, format_summary
+from rdvla.devices.cameras.synthetic import record_scene
+from rdvla.runtime.control.episode import read_episode, read_log
 
 from .conftest import Rig
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
 
     folder = tmp_path_factory.mktemp("recordings")
     files = [folder / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]
@@ -101,19 +102,24 @@ def test_status_line_and_summary_text(rig: Rig) -> None:
 
 def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    real = commands.parse_and_run
+    real = cli._dispatcher
     seen: list[str] = []
 
-    def offline_stages_from_the_fixture(argv: Sequence[str]) -> int:
-        seen.append(argv[0])
-        if argv[0] == "init-checkpoint":  # the tiny checkpoint and its export have their own tests
-            return 0
-        if argv[0] == "export":
-            shutil.copytree(tiny_bundle, argv[argv.index("--out") + 1])
-            return 0
-        return real(argv)
+    def offline_stages_from_the_fixture(parser: argparse.ArgumentParser) -> Callable[[Sequence[str]], int]:
+        dispatch = real(parser)
 
-    monkeypatch.setattr(commands, "parse_and_run", offline_stages_from_the_fixture)
+        def stage(argv: Sequence[str]) -> int:
+            seen.append(argv[0])
+            if argv[0] == "init-checkpoint":  # the tiny checkpoint and its export have their own tests
+                return 0
+            if argv[0] == "export":
+                shutil.copytree(tiny_bundle, argv[argv.index("--out") + 1])
+                return 0
+            return dispatch(argv)
+
+        return stage
+
+    monkeypatch.setattr(cli, "_dispatcher", offline_stages_from_the_fixture)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--steps", "20"]) == 0
     printed = capsys.readouterr().out

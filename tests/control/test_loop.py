@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from devices.cameras.base import CameraDisconnectedError, CameraEndedError, StaleFrameError
-from devices.cameras.multi import SkewError
-from devices.robots.base import RobotConnectionError, RobotStatus, RobotTimeoutError
-from runtime.control.loop import ControlLoop, StartError, stop_on_signals
+from rdvla.devices.cameras.base import CameraDisconnectedError, CameraEndedError, StaleFrameError
+from rdvla.devices.cameras.multi import SkewError
+from rdvla.devices.robots.base import RobotConnectionError, RobotStatus, RobotTimeoutError
+from rdvla.runtime.control.loop import ControlLoop, StartError, stop_on_signals
 
 from .conftest import PERIOD, DeferredExecutor, Rig, decode
 
@@ -235,7 +235,7 @@ def test_a_second_signal_interrupts_at_once_and_halts_the_robot(rig: Rig) -> Non
 
 
 def test_ten_thousand_steps_in_constant_memory_with_exact_overrun_accounting(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="runtime.control.loop")  # captured warnings would be memory the test keeps
+    caplog.set_level(logging.ERROR, logger="rdvla.runtime.control.loop")  # captured warnings would be memory the test keeps
     rig.robot.slow_reads = {read: 0.15 for read in range(51, 10_001, 100)}  # steps 50, 150, ...: 100 overruns
     blocks: dict[int, int] = {}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.testing import FakeClock
-from runtime.control.pacing import COARSE_MARGIN_S, CycleTimer, RollingStats, sleep_until
+from rdvla.devices.testing import FakeClock
+from rdvla.runtime.control.pacing import COARSE_MARGIN_S, CycleTimer, RollingStats, sleep_until
 
 
 class RecordingSleep:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.cameras.sdk import recording_extension, sdk_version
-from devices.cameras.synthetic import pattern_frame, synthetic_timestamp_ms, write_synthetic_recording
-from devices.testing import FakeClock
+from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.synthetic import pattern_frame, synthetic_timestamp_ms, write_synthetic_recording
+from rdvla.devices.testing import FakeClock
 
 EPISODE_FRAMES = 30
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     CameraDisconnectedError,
     CameraNotFoundError,
     CameraState,
@@ -18,15 +18,15 @@ from devices.cameras.base import (
     StaleFrameError,
     UnsupportedProfileError,
 )
-from devices.cameras.realsense import Backoff, RawFrame, RealSenseCamera, RealSenseCameraConfig, pop_pair
-from devices.cameras.recording import describe_recording
-from devices.cameras.sdk import import_rs, recording_extension, sdk_version
-from devices.cameras.synthetic import SyntheticRealSense, pattern_frame
-from devices.cameras.synthetic import DEFAULT_FPS as FPS
-from devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from devices.cameras.synthetic import synthetic_timestamp_ms as stamp
-from devices.testing import FakeClock, wait_until
+from rdvla.devices.cameras.realsense import Backoff, RawFrame, RealSenseCamera, RealSenseCameraConfig, pop_pair
+from rdvla.devices.cameras.recording import describe_recording
+from rdvla.devices.cameras.sdk import import_rs, recording_extension, sdk_version
+from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame
+from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from devices.cameras.base import (
+from rdvla.devices.cameras.base import (
     Camera,
     CameraDisconnectedError,
     CameraState,
@@ -16,14 +16,14 @@ from devices.cameras.base import (
     Frame,
     StaleFrameError,
 )
-from devices.cameras.multi import MultiCamera, SkewError
-from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from devices.cameras.synthetic import SyntheticRealSense, pattern_frame
-from devices.cameras.synthetic import DEFAULT_FPS as FPS
-from devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from devices.cameras.synthetic import synthetic_timestamp_ms as stamp
-from devices.testing import FakeClock, wait_until
+from rdvla.devices.cameras.multi import MultiCamera, SkewError
+from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame
+from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

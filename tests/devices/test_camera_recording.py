@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.cameras.base import CameraEndedError, CameraState, Frame, RecordingError
-from devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from devices.cameras.recording import describe_recording
-from devices.cameras.sdk import recording_extension, sdk_version
-from devices.cameras.synthetic import SyntheticRealSense, pattern_frame, write_synthetic_recording
-from devices.cameras.synthetic import DEFAULT_FPS as FPS
-from devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from devices.cameras.synthetic import synthetic_timestamp_ms as stamp
-from devices.testing import wait_until
+from rdvla.devices.cameras.base import CameraEndedError, CameraState, Frame, RecordingError
+from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+from rdvla.devices.cameras.recording import describe_recording
+from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame, write_synthetic_recording
+from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.testing import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,7 +101,7 @@ def test_playback_read_latest_steps_one_frame_per_call(episode: Path) -> None:
 
 
 def test_playback_rejects_streams_it_does_not_hold(episode: Path) -> None:
-    from devices.cameras.base import UnsupportedProfileError
+    from rdvla.devices.cameras.base import UnsupportedProfileError
 
     camera = RealSenseCamera(RealSenseCameraConfig(recording=str(episode), width=640, height=480))
     with pytest.raises(UnsupportedProfileError, match="64x48@30 rgb8"):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devices import commands
-from devices.cameras.realsense import CameraInfo
+from rdvla.cli import cameras as commands
+from rdvla.devices.cameras.realsense import CameraInfo
 
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,8 +29,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_lists_cameras_or_says_there_are_none(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import devices.cameras.realsense as realsense
-
+    import rdvla.devices.cameras.realsense as realsense
     code, out, err = cli(capsys)  # the real SDK: the CI machine has no camera, a dev machine may have some
     assert code == 0 and err == ""
     assert "No RealSense camera found" in out or out.startswith("SERIAL")
@@ -92,10 +91,10 @@ def test_devices_import_without_pyrealsense2_or_torch() -> None:
     code = (
         "import sys\n"
         "sys.modules['pyrealsense2'] = None  # as if it were not installed\n"
-        "import devices, devices.cameras, devices.robots, devices.config, devices.commands\n"
-        "import devices.robots.bridge, devices.cameras.synthetic, devices.cameras.recording\n"
+        "import rdvla.devices, rdvla.devices.cameras, rdvla.devices.robots, rdvla.devices.config, rdvla.cli.cameras\n"
+        "import rdvla.devices.robots.bridge, rdvla.devices.cameras.synthetic, rdvla.devices.cameras.recording\n"
         "assert 'torch' not in sys.modules\n"
-        "from devices.cameras import RealSenseCamera, RealSenseCameraConfig, RealSenseUnavailableError\n"
+        "from rdvla.devices.cameras import RealSenseCamera, RealSenseCameraConfig, RealSenseUnavailableError\n"
         "try:\n"
         "    RealSenseCamera(RealSenseCameraConfig(serial='1')).connect()\n"
         "except RealSenseUnavailableError as exc:\n"

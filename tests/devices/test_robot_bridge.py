@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from devices.robots.base import (
+from rdvla.devices.robots.base import (
     RobotConnectionError,
     RobotError,
     RobotLimits,
@@ -22,8 +22,8 @@ from devices.robots.base import (
     RobotStatus,
     RobotTimeoutError,
 )
-from devices.robots.bridge import BridgePeer, BridgeRobot, LinkState
-from devices.robots.protocol import (
+from rdvla.devices.robots.bridge import BridgePeer, BridgeRobot, LinkState
+from rdvla.devices.robots.protocol import (
     HEADER,
     MAGIC,
     Message,
@@ -35,8 +35,8 @@ from devices.robots.protocol import (
     unpack_action,
     unpack_state,
 )
-from devices.robots.sim import SimRobot
-from devices.testing import FakeClock, wait_until
+from rdvla.devices.robots.sim import SimRobot
+from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from devices.robots.base import (
+from rdvla.devices.robots.base import (
     InvalidActionError,
     RobotConnectionError,
     RobotLimits,
@@ -15,9 +15,9 @@ from devices.robots.base import (
     RobotStoppedError,
     limit_action,
 )
-from devices.robots.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from devices.robots.sim import SimRobot
-from devices.testing import FakeClock
+from rdvla.devices.robots.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from rdvla.devices.robots.sim import SimRobot
+from rdvla.devices.testing import FakeClock
 
 LIMITS = RobotLimits(
     workspace_min=(0.0, -0.5, 0.0),

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from devices.cameras.multi import MultiCamera
-from devices.config import ConfigError, build_cameras, build_robot, load_setup, parse_setup
-from devices.robots.bridge import BridgeRobot
-from devices.robots.sim import SimRobot
+from rdvla.devices.cameras.multi import MultiCamera
+from rdvla.devices.config import ConfigError, build_cameras, build_robot, load_setup, parse_setup
+from rdvla.devices.robots.bridge import BridgeRobot
+from rdvla.devices.robots.sim import SimRobot
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "setup.yaml"
 

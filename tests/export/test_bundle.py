@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from rdvla.cli import main
-from runtime.bundle import Bundle, BundleError
-from runtime.policy import Policy
+from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.policy import Policy
 
 PROPRIO = "0.1,-0.2,0.3,0.0,0.5,-0.5,0.03,-0.03"
 
@@ -100,8 +100,8 @@ def test_vlm_graph_projects_the_context_once(tiny_bundle: Path) -> None:
 
 
 def test_policy_matches_golden_cases(tiny_bundle: Path) -> None:
-    from export.bundle_writer import GoldenCase
-    from runtime.halting import AdjacentMSE, FixedDepth
+    from rdvla.export.bundle_writer import GoldenCase
+    from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 
     policy = Policy.load(tiny_bundle)
     case = GoldenCase.load(tiny_bundle / "golden" / "case0.npz")

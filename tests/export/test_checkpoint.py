@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from export.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from runtime.halting import AdjacentMSE, FixedDepth
-from runtime.prompt import PromptTokenizer
+from rdvla.export.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.prompt import PromptTokenizer
 
 
 def _query(ckpt_dir: Path, halting=FixedDepth(4)):

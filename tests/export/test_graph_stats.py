@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.graph_stats import graph_stats
+from rdvla.export.graph_stats import graph_stats
 
 VOCAB, HIDDEN, OUT = 1000, 16, 8
 

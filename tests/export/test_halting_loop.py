@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from export.head import HeadConfig, HeadContext, RecurrentDepthModel
-from runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth, parse_halting
+from rdvla.export.head import HeadConfig, HeadContext, RecurrentDepthModel
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth, parse_halting
 
 CFG = HeadConfig(hidden_dim=16, num_heads=2, recurrent_vlm_layers=(0,))
 

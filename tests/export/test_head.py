@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.head import HeadConfig, RecurrentDepthModel, RecurrentLayer, apply_rope, rope_tables
+from rdvla.export.head import HeadConfig, RecurrentDepthModel, RecurrentLayer, apply_rope, rope_tables
 
 CFG = HeadConfig(hidden_dim=64, num_heads=4, prelude_vlm_layers=(1,), recurrent_vlm_layers=(2, 2), coda_vlm_layers=(2,))
 

@@ -6,7 +6,7 @@ import statistics
 
 import torch
 
-from export.head import ActionHead, HeadConfig, sample_iterations, truncated_bptt_forward
+from rdvla.export.head import ActionHead, HeadConfig, sample_iterations, truncated_bptt_forward
 
 
 def test_iteration_sampler_matches_the_log_normal_poisson_formula() -> None:

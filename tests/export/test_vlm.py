@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.checkpoint import load_checkpoint
-from export.vlm import NUM_ACTION_QUERIES, STOP_TOKEN_ID
+from rdvla.export.checkpoint import load_checkpoint
+from rdvla.export.vlm import NUM_ACTION_QUERIES, STOP_TOKEN_ID
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.horizon import (
+from rdvla.runtime.horizon import (
     BinaryHorizon, CodeLinearDecayHorizon, DynamicHorizon, FixedHorizon, LinearDecayHorizon, parse_horizon,
 )
 

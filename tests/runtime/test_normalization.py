@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.normalization import NormStats, libero_gripper, normalize_proprio, unnormalize_actions
+from rdvla.runtime.normalization import NormStats, libero_gripper, normalize_proprio, unnormalize_actions
 
 STATS = {
     "libero_goal_no_noops": {

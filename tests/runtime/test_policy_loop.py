@@ -11,11 +11,11 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from runtime.backends.base import Backend
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import Bundle
-from runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth
-from runtime.policy import Policy, truncated_normal_state
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth
+from rdvla.runtime.policy import Policy, truncated_normal_state
 
 PIXELS = np.zeros((1, 12, 224, 224), np.float32)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import preprocess as pp
+from rdvla.runtime import preprocess as pp
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
 CASES = sorted(FIXTURE_DIR.glob("*.npz"))

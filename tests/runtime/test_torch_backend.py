@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle_writer import GoldenCase
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.backends.torch_split import TorchBackend
-from runtime.bundle import Bundle, BundleError
-from runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
-from runtime.normalization import normalize_proprio
-from runtime.policy import Policy
-from runtime.preprocess import to_pixel_values
+from rdvla.runtime.golden import GoldenCase, load_cases
+from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from rdvla.runtime.backends.torch_split import TorchBackend
+from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from rdvla.runtime.normalization import normalize_proprio
+from rdvla.runtime.policy import Policy
+from rdvla.runtime.preprocess import to_pixel_values
 
 HALTING: list[HaltingPolicy] = [FixedDepth(1), FixedDepth(4), FixedDepth(12), AdjacentMSE(1e-4)]
 ACTIONS_MAX_ABS = 1e-5
@@ -36,7 +36,7 @@ def bundle(tiny_bundle: Path) -> Bundle:
 
 @pytest.fixture(scope="module")
 def cases(bundle: Bundle) -> list[GoldenCase]:
-    return [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest["golden"]]
+    return load_cases(bundle)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_failed_capture_falls_back_to_eager(bundle: Bundle, cases: list[GoldenCa
         raise RuntimeError("no graphs here")
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", no_graphs)
-    with caplog.at_level(logging.WARNING, logger="runtime.backends.torch_split"):
+    with caplog.at_level(logging.WARNING, logger="rdvla.runtime.backends.torch_split"):
         policy = Policy(bundle, TorchBackend(bundle, device="cuda"))
     assert set(policy.backend.execution_modes().values()) == {"eager: capture failed (RuntimeError: no graphs here)"}  # type: ignore[attr-defined]
     assert "core_step runs eagerly: capture failed" in caplog.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from rdvla.cli import main
-from runtime.bundle import sha256_file
+from rdvla.runtime.bundle import sha256_file
 
 
 def test_verify_passes_on_a_fresh_bundle(tiny_bundle: Path, capsys) -> None:

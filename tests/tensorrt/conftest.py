@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from runtime.backends import base as names
+from rdvla.runtime.backends import base as names
 
 HIDDEN, HEADS, CONTEXT = 32, 4, 577
 PROMPT = (8, 64)
@@ -125,8 +125,8 @@ ORIN = {
 
 def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Record placeholder engine files through the builder's own bookkeeping; returns the new manifest."""
-    from export.tensorrt_build import EngineRecord, record_engines, save_manifest
-    from runtime.backends.tensorrt import EngineEnvironment
+    from rdvla.export.tensorrt_build import EngineRecord, record_engines, save_manifest
+    from rdvla.runtime.backends.tensorrt import EngineEnvironment
 
     manifest = json.loads((root / "manifest.json").read_text())
     out = root / "engines" / precision

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.backends import base as names
-from runtime.backends import load_backend
-from runtime.backends.tensorrt import (
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends import load_backend
+from rdvla.runtime.backends.tensorrt import (
     EngineEnvironment,
     IOTensor,
     TensorRTBackend,
@@ -31,7 +31,7 @@ from runtime.backends.tensorrt import (
     require_pycuda,
     verify_engine_files,
 )
-from runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle, BundleError
 
 ROOT = Path("/robot/bundle")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from runtime.backends import base as names
-from runtime.backends.tensorrt import (
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.tensorrt import (
     DIRECTIONS,
     SCALAR_STRIDE,
     IOTensor,
@@ -21,7 +21,7 @@ from runtime.backends.tensorrt import (
     plan_buffers,
     slots,
 )
-from runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle, BundleError
 
 
 def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from export import tensorrt_build
-from export.tensorrt_build import BuildError, graph_sources, open_for_build, register, run
-from runtime.backends.tensorrt import TensorRTUnavailable, require_tensorrt
-from runtime.bundle import Bundle, BundleError
+from rdvla.export import tensorrt_build
+from rdvla.cli.build import register, run
+from rdvla.export.tensorrt_build import BuildError, graph_sources, open_for_build
+from rdvla.runtime.backends.tensorrt import TensorRTUnavailable, require_tensorrt
+from rdvla.runtime.bundle import Bundle, BundleError
 
 
 def parser() -> argparse.ArgumentParser:

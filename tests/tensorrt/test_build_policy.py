@@ -6,7 +6,7 @@ from typing import Optional
 
 import pytest
 
-from export.tensorrt_build import (
+from rdvla.export.tensorrt_build import (
     BuildError,
     GraphSource,
     LayerInfo,
@@ -17,7 +17,7 @@ from export.tensorrt_build import (
     precision_policy,
     profile_shapes,
 )
-from runtime.bundle import TensorSpec
+from rdvla.runtime.bundle import TensorSpec
 
 ORIN = (8, 7)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from export.tensorrt_build import BuildError, EngineRecord, record_engines, save_manifest
-from runtime.backends import base as names
-from runtime.backends.tensorrt import EngineEnvironment, IOTensor
-from runtime.bundle import Bundle, BundleError
+from rdvla.export.tensorrt_build import BuildError, EngineRecord, record_engines, save_manifest
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.tensorrt import EngineEnvironment, IOTensor
+from rdvla.runtime.bundle import Bundle, BundleError
 
 
 def test_engines_section_and_file_hashes(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

@@ -1,4 +1,4 @@
-"""CLI of the devices room: `rdvla cameras` (list cameras, describe or make a recording)."""
+"""`rdvla cameras`: list RealSense cameras, describe a recording, or record one."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from devices.cameras.base import CameraError
+    from rdvla.devices.cameras.base import CameraError
 
     try:
         if args.recording is not None:
@@ -58,7 +58,7 @@ def _print_json(value: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from devices.cameras.realsense import find_cameras
+    from rdvla.devices.cameras.realsense import find_cameras
 
     cameras = find_cameras()
     if args.json:
@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from devices.cameras.recording import describe_recording
+    from rdvla.devices.cameras.recording import describe_recording
 
     info = describe_recording(args.recording)
     if args.json:
@@ -92,7 +92,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from devices.cameras.realsense import FIRST_FRAME_TIMEOUT_S, RealSenseCamera, RealSenseCameraConfig
+    from rdvla.devices.cameras.realsense import FIRST_FRAME_TIMEOUT_S, RealSenseCamera, RealSenseCameraConfig
 
     if args.serial is None:
         raise ValueError("--record needs --serial (see `rdvla cameras` for the connected cameras)")

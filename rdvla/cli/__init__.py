@@ -1,4 +1,8 @@
-"""The `rdvla` command: each room registers its own subcommands; heavy imports happen inside them."""
+"""The `rdvla` command: one module per subcommand, each with `register(sub)` and `run(args)`.
+
+Library rooms never import this package. A subcommand imports what it needs inside `run`, so
+`rdvla --help` and every robot command work on an install without the workstation's libraries.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,24 @@ import sys
 from typing import Callable, Sequence
 
 from rdvla import __version__
+from rdvla.cli import (
+    build,
+    calibrate,
+    cameras,
+    checkpoint,
+    demo,
+    export,
+    predict,
+    profile,
+    run,
+    verify,
+)
 
 # Errors a user can cause (bad path, mismatched checkpoint, bad option): one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
-
-OWN_LOGGERS = ("rdvla", "export", "runtime", "devices", "calibration")
-
-
-def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from calibration import commands as calibration_commands
-    from devices import commands as device_commands
-    from export import commands as export_commands
-    from export import tensorrt_build
-    from rdvla import predict
-    from runtime import commands as runtime_commands
-    from runtime.control import commands as control_commands
-
-    return [export_commands.register, tensorrt_build.register, predict.register, runtime_commands.register,
-            device_commands.register, control_commands.register, calibration_commands.register]
+# In the order of the offline-to-robot flow; `rdvla --help` lists them so.
+COMMANDS = (checkpoint, predict, export, calibrate, build, verify, profile, cameras, run, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,23 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rdvla {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in _registrars():
-        register(sub)
+    for command in COMMANDS:
+        command.register(sub)
+    # A command that runs others (the demo) runs them through this parser, without importing this package.
+    parser.set_defaults(dispatch=_dispatcher(parser))
     return parser
 
 
+def _dispatcher(parser: argparse.ArgumentParser) -> Callable[[Sequence[str]], int]:
+    def dispatch(argv: Sequence[str]) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.run(args))
+
+    return dispatch
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # Progress from our own rooms at INFO; third-party libraries only when they warn.
+    args = build_parser().parse_args(argv)
+    # Progress from our own modules at INFO; third-party libraries only when they warn.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for room in OWN_LOGGERS:
-        logging.getLogger(room).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("rdvla").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args))
     except USER_ERRORS as exc:

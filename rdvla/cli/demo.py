@@ -13,12 +13,9 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterator
-
-import numpy as np
+from typing import Callable
 
 DEMO_INSTRUCTION = "put the black bowl on the plate"
-FRAME_WIDTH, FRAME_HEIGHT, FRAME_FPS = 128, 96, 30
 EXTRA_FRAMES = 20  # frames beyond one per step: the priming read, and any frame the SDK drops at the start
 OUTPUTS = ("checkpoint", "bundle", "recordings", "run", "profile")
 
@@ -38,30 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def scene(role: str, count: int, width: int = FRAME_WIDTH, height: int = FRAME_HEIGHT) -> Iterator[np.ndarray]:
-    """Frames of a coloured disc moving over a gradient: something for the vision towers to see change."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    tint = (1.0, 0.6, 0.3) if role == "third_person" else (0.3, 0.7, 1.0)
-    background = np.stack([80 + 60 * t * (x / width + y / height) for t in tint], -1)
-    radius = 0.15 * min(width, height)
-    for n in range(count):
-        phase = 2 * np.pi * n / 120
-        cx = width * (0.5 + 0.3 * np.cos(phase))
-        cy = height * (0.5 + 0.3 * np.sin(2 * phase))
-        disc = ((x - cx) ** 2 + (y - cy) ** 2 <= radius**2)[..., None]
-        yield np.where(disc, np.array([230.0, 40.0, 40.0]), background).astype(np.uint8)
-
-
-def record_scene(path: Path, role: str, count: int) -> int:
-    from devices.cameras.synthetic import synthetic_timestamp_ms, write_synthetic_recording
-
-    frames = ((image, None, synthetic_timestamp_ms(n, FRAME_FPS)) for n, image in enumerate(scene(role, count)))
-    return write_synthetic_recording(path, frames, width=FRAME_WIDTH, height=FRAME_HEIGHT, fps=FRAME_FPS, depth=False)
-
-
 def run(args: argparse.Namespace) -> int:
-    from runtime.control.commands import parse_and_run
-
     steps = args.steps if args.steps is not None else (60 if args.quick else 300)
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
@@ -80,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     def command(*argv: str) -> None:
         print("    $ " + shlex.join(["rdvla", *argv]), flush=True)
-        status = parse_and_run(argv)
+        status = args.dispatch(argv)
         if status != 0:
             raise RuntimeError(f"`rdvla {argv[0]}` exited with status {status}")
 
@@ -90,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     stage(2, "exporting the bundle: ONNX graphs, golden cases, parity against the reference (about a minute on 2 cores)",
           lambda: command("export", str(checkpoint), "--out", str(bundle), "--cases", "2"))
 
-    from devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.synthetic import SCENE_HEIGHT, SCENE_WIDTH, record_scene
 
     files = [recordings / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]
 
@@ -98,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
         recordings.mkdir(parents=True)
         for path in files:
             count = record_scene(path, path.stem, steps + EXTRA_FRAMES)
-            print(f"    {path}: {count} frames {FRAME_WIDTH}x{FRAME_HEIGHT}", flush=True)
+            print(f"    {path}: {count} frames {SCENE_WIDTH}x{SCENE_HEIGHT}", flush=True)
 
     stage(3, "recording a synthetic RealSense episode with the SDK's software device (third-person and wrist)", record)
     log_path = out / "run" / "steps.jsonl"
 
     def control() -> None:
-        from runtime.control.episode import read_log
-        from runtime.control.plots import plot_run
+        from rdvla.runtime.control.episode import read_log
+        from rdvla.runtime.control.plots import plot_run
 
         command("run", str(bundle), "--recording", str(files[0]), "--recording", str(files[1]), "--robot", "sim",
                 "--execute", "--instruction", DEMO_INSTRUCTION, "--steps", str(steps), "--rate", "10",

@@ -1,4 +1,4 @@
-"""CLI of the control loop: `rdvla run` (a policy driving a robot) and `rdvla demo` (all of it on a desk)."""
+"""`rdvla run`: the onboard control loop, cameras -> policy -> action queue -> safety filter -> robot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
-from runtime.commands import add_backend_options
+from rdvla.cli.arguments import add_backend_options, open_policy
 
 # A policy trained on LIBERO's operational-space controller: policy units -> metres and radians.
 LIBERO_ACTION_SCALE = (0.05, 0.5)
@@ -96,19 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--no-status", dest="status", action="store_false", help="never show the status line")
     p.set_defaults(run=run)
 
-    from runtime.control import demo
-
-    demo.register(sub)
-
-
-# ----- rdvla run ------------------------------------------------------------------------------------
-
 
 def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
-    from runtime.control.loop import LoopConfig
-    from runtime.control.safety import SafetyConfig
-    from runtime.halting import parse_halting
-    from runtime.horizon import parse_horizon
+    from rdvla.runtime.control.loop import LoopConfig
+    from rdvla.runtime.control.safety import SafetyConfig
+    from rdvla.runtime.halting import parse_halting
+    from rdvla.runtime.horizon import parse_horizon
 
     halting = None
     if args.halting is not None or args.iterations is not None:
@@ -136,8 +129,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
     """The cameras in policy order: the setup's, or recordings standing in for them."""
-    from devices.cameras.base import ROLE_ORDER
-    from devices.cameras.realsense import RealSenseCameraConfig
+    from rdvla.devices.cameras.base import ROLE_ORDER
+    from rdvla.devices.cameras.realsense import RealSenseCameraConfig
 
     if not args.recording:
         configs = list(setup.cameras)
@@ -157,8 +150,8 @@ def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[An
 
 def _record_cameras(directory: Path, configs: list[Any]) -> tuple[list[Any], list[dict[str, str]]]:
     """Live cameras record into the episode; recordings being replayed are copied there."""
-    from devices.cameras.sdk import recording_extension, sdk_version
-    from runtime.control.episode import copy_recordings
+    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.runtime.control.episode import copy_recordings
 
     replayed = [(c.role, Path(c.recording)) for c in configs if c.recording is not None]
     described = copy_recordings(directory, replayed)
@@ -174,9 +167,9 @@ def _record_cameras(directory: Path, configs: list[Any]) -> tuple[list[Any], lis
 
 
 def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
-    from devices.config import build_robot
-    from devices.robots.base import RobotLimits
-    from devices.robots.sim import SimRobot
+    from rdvla.devices.config import build_robot
+    from rdvla.devices.robots.base import RobotLimits
+    from rdvla.devices.robots.sim import SimRobot
 
     if args.robot == "sim":
         limits = setup.limits if setup is not None else RobotLimits()
@@ -186,9 +179,9 @@ def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from devices.cameras.base import CameraError
-    from devices.robots.base import RobotError
-    from runtime.control.loop import StartError
+    from rdvla.devices.cameras.base import CameraError
+    from rdvla.devices.robots.base import RobotError
+    from rdvla.runtime.control.loop import StartError
 
     try:
         return _run(args)
@@ -198,12 +191,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from devices.cameras.multi import MultiCamera
-    from devices.cameras.realsense import RealSenseCamera
-    from devices.config import load_setup
-    from runtime.commands import open_policy
-    from runtime.control import episode
-    from runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
+    from rdvla.devices.cameras.multi import MultiCamera
+    from rdvla.devices.cameras.realsense import RealSenseCamera
+    from rdvla.devices.config import load_setup
+    from rdvla.runtime.control import episode
+    from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
 
     _check_arguments(args)
     setup = load_setup(args.config) if args.config is not None else None
@@ -325,11 +317,3 @@ def format_summary(s: dict[str, Any]) -> list[str]:
     if s["robot_travel_m"] is not None:
         lines.append(f"end-effector travel {s['robot_travel_m'] * 100:.1f} cm")
     return lines
-
-
-def parse_and_run(argv: Sequence[str]) -> int:
-    """Run one `rdvla` subcommand in this process (the demo's stages are the documented commands)."""
-    from rdvla.cli import build_parser
-
-    args = build_parser().parse_args(list(argv))
-    return int(args.run(args))

@@ -1,4 +1,4 @@
-"""CLI of the calibration room: `rdvla calibrate`."""
+"""`rdvla calibrate`: INT8 (Q/DQ) and FP16 graphs and an accuracy report, from recorded robot data."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from calibration.quantize import METHODS, QUANTIZERS
-from rdvla.arguments import positive_int
-from runtime.backends import base as names
+from rdvla.calibration.methods import METHODS, QUANTIZERS
+from rdvla.cli.arguments import positive_int
+from rdvla.runtime.backends import base as names
 
 
 def _precisions(text: str) -> list[str]:
@@ -62,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.data import CalibrationDataError
-    from calibration.pipeline import calibrate_bundle
-    from calibration.quantize import QuantizationError
+    from rdvla.calibration.data import CalibrationDataError
+    from rdvla.calibration.pipeline import calibrate_bundle
+    from rdvla.calibration.quantize import QuantizationError
 
     start = time.perf_counter()
     try:

@@ -1,4 +1,4 @@
-"""CLI of the export room: `rdvla init-checkpoint`, `rdvla export`."""
+"""`rdvla export`: a checkpoint into a bundle (ONNX graphs, manifest, golden cases, parity report)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,6 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "init-checkpoint",
-        help="write a random-weight checkpoint in the released layout",
-        description="Write a random-weight RD-VLA checkpoint in the released directory layout "
-        "(config.json, model.safetensors, action_head--*, proprio_projector--*, dataset_statistics.json, "
-        "tokenizer files). 'tiny' is for tests and demos; 'full' has the released dimensions (about 2.7 GB).",
-    )
-    p.add_argument("--preset", choices=("tiny", "full"), required=True, help="model size")
-    p.add_argument("--out", type=Path, required=True, help="directory to create (must be empty or absent)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(run=_init_checkpoint)
-
     p = sub.add_parser(
         "export",
         help="export a checkpoint into a bundle (ONNX graphs, manifest, golden cases, parity report)",
@@ -33,17 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-len", default="24:128", metavar="MIN:MAX",
                    help="prompt lengths (tokens) the VLM graph accepts (default 24:128)")
     p.add_argument("--cases", type=int, default=3, help="golden cases to generate and check (default 3)")
-    p.set_defaults(run=_export)
-
-
-def _init_checkpoint(args: argparse.Namespace) -> int:
-    from export.presets import init_checkpoint
-
-    start = time.perf_counter()
-    out = init_checkpoint(args.preset, args.out, seed=args.seed)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote {args.preset} checkpoint to {out} ({size:.1f} MB) in {time.perf_counter() - start:.1f} s")
-    return 0
+    p.set_defaults(run=run)
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -56,8 +34,8 @@ def parse_range(text: str) -> tuple[int, int]:
         raise ValueError(f"--prompt-len must look like MIN:MAX (e.g. 24:128), got {text!r}") from None
 
 
-def _export(args: argparse.Namespace) -> int:
-    from export.bundle_writer import ParityError, export_bundle
+def run(args: argparse.Namespace) -> int:
+    from rdvla.export.bundle_writer import ParityError, export_bundle
 
     if args.cases < 1:
         raise ValueError("--cases must be at least 1")

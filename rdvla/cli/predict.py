@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BACKENDS
-from runtime.bundle import MANIFEST
-from runtime.halting import HaltingPolicy, parse_halting
-from runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
+from rdvla.runtime.backends import BACKENDS
+from rdvla.runtime.bundle import MANIFEST
+from rdvla.runtime.halting import HaltingPolicy, parse_halting
+from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
 
 PROPRIO_DIM = 8
 
@@ -117,9 +117,9 @@ def load_images(paths: list[Path], expected: int) -> list[np.ndarray]:
 def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
     import torch
 
-    from export.checkpoint import load_checkpoint
-    from runtime.preprocess import to_pixel_values
-    from runtime.prompt import PromptTokenizer
+    from rdvla.export.checkpoint import load_checkpoint
+    from rdvla.runtime.preprocess import to_pixel_values
+    from rdvla.runtime.prompt import PromptTokenizer
 
     ckpt = load_checkpoint(args.source)
     model = ckpt.model.to(getattr(torch, args.dtype or "float32"))
@@ -158,7 +158,7 @@ def halting_deltas(halting: HaltingPolicy, iterations: int, mse: list[float], co
 
 
 def predict_bundle(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
-    from runtime.policy import Policy
+    from rdvla.runtime.policy import Policy
 
     policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
     try:

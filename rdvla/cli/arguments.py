@@ -1,0 +1,39 @@
+"""Argument types and option groups shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rdvla.runtime.backends import BACKENDS
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1, or an argparse error naming the bad value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="onnxruntime (CPU stand-in, default), tensorrt (Jetson, after `rdvla build`) or torch (GPU workstation)")
+    p.add_argument("--precision", default=None, help="fp32, fp16 or int8 (default: fp16 for tensorrt, fp32 otherwise)")
+    p.add_argument("--checkpoint", type=Path, help="torch backend: the source checkpoint (default: the path the manifest records)")
+
+
+def open_policy(args: argparse.Namespace, check_every: int = 1) -> tuple[Any, str]:
+    """The `Policy` the backend options name, and the precision it runs."""
+    from rdvla.runtime.policy import Policy
+
+    precision = args.precision or ("fp16" if args.backend == "tensorrt" else "fp32")
+    options = {"checkpoint": args.checkpoint} if args.backend == "torch" and args.checkpoint else {}
+    if args.checkpoint and args.backend != "torch":
+        raise ValueError("--checkpoint applies to the torch backend only")
+    return Policy.load(args.bundle, backend=args.backend, precision=precision, check_every=check_every, **options), precision

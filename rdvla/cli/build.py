@@ -1,0 +1,75 @@
+"""`rdvla build`: TensorRT engines for a bundle, built on the device that will run them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rdvla.cli.arguments import positive_int
+from rdvla.export.tensorrt_build import BuildError, build_engines, check_precision, engine_dir, open_for_build
+from rdvla.runtime.backends import base as names
+from rdvla.runtime.backends.tensorrt import TensorRTUnavailable
+from rdvla.runtime.bundle import MANIFEST, BundleError
+
+
+def _graph_list(text: str) -> list[str]:
+    graphs = [g.strip() for g in text.split(",") if g.strip()]
+    if not graphs:
+        raise argparse.ArgumentTypeError("name at least one graph")
+    return graphs
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build TensorRT engines for a bundle (run it on the device that will use them)",
+        description=(
+            "Build TensorRT engines from a bundle's ONNX graphs into BUNDLE/engines/PRECISION/ and record them "
+            "(hashes, I/O, TensorRT/CUDA versions, GPU) in the bundle's manifest. An engine runs only with the "
+            "TensorRT version and on the GPU model it was built with, so run this on the Jetson itself. "
+            "fp16 keeps normalisations, softmax, reductions and the FP32 state/action outputs in FP32; int8 needs "
+            "the explicit Q/DQ graphs of a calibrated bundle; fp8/fp4 are refused (Orin, SM 8.7, has no FP8/FP4 "
+            "tensor cores). Building the VLM graph takes many minutes on Orin."
+        ),
+    )
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
+    p.add_argument(
+        "--precision", required=True, metavar="{fp16,int8,fp32}", help="engine precision (fp16 for deployment, fp32 as reference)"
+    )
+    p.add_argument(
+        "--workspace",
+        type=positive_int,
+        metavar="MB",
+        help="cap TensorRT's tactic workspace at MB MiB (default: no cap); lower it, e.g. 1024, if an 8/16 GB board runs out of memory",
+    )
+    p.add_argument(
+        "--timing-cache",
+        type=Path,
+        metavar="PATH",
+        help="read and update a TensorRT timing cache at PATH: rebuilds on the same device and TensorRT are much faster",
+    )
+    p.add_argument(
+        "--graphs",
+        type=_graph_list,
+        metavar="NAME,...",
+        help=f"build only these graphs (default: all of {', '.join(names.GRAPHS)})",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rdvla build`: one line on stderr and exit status 2 for anything the user can fix."""
+    try:
+        bundle = open_for_build(args.bundle)
+        records = build_engines(bundle, args.precision, args.workspace, args.timing_cache, args.graphs)
+    except (BuildError, BundleError, TensorRTUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    precision = check_precision(args.precision)
+    width = max(len(r.graph) for r in records)
+    print(f"built {len(records)} {precision} engines in {bundle.root / engine_dir(precision)}:")
+    for r in records:
+        print(f"  {r.graph:<{width}}  {r.bytes / 1e6:8.1f} MB  {r.build_seconds:6.0f} s  {r.fp32_layers} layers in FP32")
+    print(f"recorded in {bundle.root / MANIFEST} (engines.{precision}); log: {engine_dir(precision)}/build.log")
+    return 0

@@ -1,0 +1,56 @@
+"""`rdvla profile`: per-iteration and end-to-end latency of a bundle on a backend, with plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from rdvla.cli.arguments import add_backend_options, open_policy
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="measure per-iteration and end-to-end latency on a backend, with plots",
+        description="Measure a bundle on a backend: per-iteration latency (P50/P95/max per iteration index), VLM+Prelude "
+        "latency, end-to-end latency against depth, the iteration histogram under adaptive halting over the golden "
+        "cases, resident memory against depth, and the environment (on a Jetson: L4T release, power mode, clocks). "
+        "Lock the clocks first on a Jetson (sudo nvpmodel -m 0 && sudo jetson_clocks).",
+    )
+    add_backend_options(p)
+    p.add_argument("--iterations", default="1,2,4,8,12,16,24,32", help="depths to measure, comma-separated (default 1,2,4,8,12,16,24,32)")
+    p.add_argument("--repeats", type=int, default=10, help="queries per measurement (default 10)")
+    p.add_argument("--out", type=Path, default=Path("profile"), help="directory for profile.json and the PNG plots (default ./profile)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rdvla.runtime.golden import load_cases
+    from rdvla.runtime.profile import profile, write_report
+
+    try:
+        depths = sorted({int(v) for v in args.iterations.split(",")})
+    except ValueError:
+        raise ValueError(f"--iterations must be comma-separated integers, got {args.iterations!r}") from None
+    policy, precision = open_policy(args)
+    try:
+        cases = load_cases(policy.bundle)
+        report = profile(policy, depths, args.repeats, cases, progress=lambda m: print(f"  {m}", flush=True))
+    finally:
+        policy.close()
+    report["precision"] = precision
+    files = write_report(report, args.out)
+    step = report["per_iteration_ms"]["core_step"]
+    decode = report["per_iteration_ms"]["core_step_decode"]
+    print(f"VLM+Prelude p50 {report['stages_ms']['vlm_prelude']['p50']:.2f} ms; "
+          f"iteration p50 {np.median([r['p50'] for r in step]):.3f} ms (state only), "
+          f"{np.median([r['p50'] for r in decode]):.3f} ms (with decode)")
+    for depth, entry in report["end_to_end_ms"].items():
+        print(f"  depth {depth:>3s}: end to end p50 {entry['p50']:.2f} ms, p95 {entry['p95']:.2f} ms, resident {report['resident_mb'][depth]:.0f} MB")
+    for mode, counts in report["adaptive_iterations"].items():
+        print(f"  adaptive {mode}: iterations {dict(sorted(counts.items(), key=lambda kv: int(kv[0])))}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+

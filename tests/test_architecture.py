@@ -1,0 +1,86 @@
+"""The architecture contract (pyproject.toml [tool.importlinter]) holds, fails on violations, and the
+namespace is the only thing the project installs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from namespace_view import build_view, declared_packages, package_dirs  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+CONTRACTS = ("no-cycles", "rooms", "runtime-layers", "robot-light")
+WORKSTATION = ("torch", "transformers", "timm", "onnx", "onnxscript")
+
+
+def lint_imports(view: Path) -> subprocess.CompletedProcess[str]:
+    lint = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=view,
+                          env={"PYTHONPATH": str(view), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=100)
+
+
+def test_the_contracts_hold(tmp_path: Path) -> None:
+    result = lint_imports(build_view(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("halting.py", "import torch", "The robot side (runtime, devices) imports no workstation library"),
+        ("halting.py", "import onnx", "The robot side (runtime, devices) imports no workstation library"),
+        ("halting.py", "import rdvla.runtime.policy", "No import cycles between the modules of any package"),
+        ("bundle.py", "import rdvla.runtime.policy", "Runtime: control > verify, profile > policy"),
+        ("policy.py", "import rdvla.cli.run", "Rooms in the order the data flows"),
+    ],
+)
+def test_a_violation_breaks_the_contract(tmp_path: Path, module: str, line: str, broken: str) -> None:
+    view = build_view(tmp_path, copy=("runtime",))
+    target = view / "rdvla" / "runtime" / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    result = lint_imports(view)
+    assert result.returncode == 1, result.stdout
+    report = result.stdout.split("Broken contracts", 1)[-1]
+    assert broken in report, result.stdout
+
+
+def test_the_package_list_names_every_package_of_the_tree() -> None:
+    found = set()
+    for name, folder in package_dirs().items():
+        found |= {".".join([name, *init.parent.relative_to(folder).parts]) for init in folder.rglob("__init__.py")
+                  if "__pycache__" not in init.parts}
+    assert declared_packages() == found
+
+
+def test_only_the_namespace_is_importable_outside_the_checkout(tmp_path: Path) -> None:
+    for generic in ("runtime", "export", "devices", "calibration"):
+        result = subprocess.run([sys.executable, "-c", f"import {generic}"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode != 0 and f"No module named '{generic}'" in result.stderr
+    result = subprocess.run([sys.executable, "-c", "import rdvla.runtime.policy, rdvla.devices.cameras, rdvla.cli"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_robot_modules_import_with_the_workstation_libraries_absent(tmp_path: Path) -> None:
+    """Every module of runtime/, devices/ and the CLI imports where torch, onnx, ... cannot (the torch backend aside)."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        f"for name in {WORKSTATION!r}: sys.modules[name] = None\n"
+        "import rdvla.runtime, rdvla.devices, rdvla.cli\n"
+        "names = []\n"
+        "for package in (rdvla.runtime, rdvla.devices, rdvla.cli):\n"
+        "    names += [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + '.')]\n"
+        "names = [n for n in names if n != 'rdvla.runtime.backends.torch_split']\n"
+        "for name in names: importlib.import_module(name)\n"
+        "print(len(names))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 30
