@@ -12,12 +12,12 @@ Sources (`rdvla calibrate --data PATH`):
 The reference is the bundle's FP32 graphs on ONNX Runtime, which `rdvla export` gated against the
 PyTorch model at 1e-4. Every query runs the full 32-iteration trace; the core graphs' inputs are
 kept at a few iteration indices per query, rotated between queries so the set covers 1..32: the
-state at iteration 1 is the truncated-normal S0, at 20 it is nearly converged, and a quantiser
+latent at iteration 1 is the truncated-normal S0, at 20 it is nearly converged, and a quantiser
 calibrated on either alone misjudges the other's range.
 
 On disk (`<bundle>/calibration/data/`): `<graph>.npz` holds that graph's inputs keyed by its input
 names, stacked on a leading sample axis (ModelOpt's and Polygraphy's `.npz` layout); `queries.npz`
-the initial states and the FP32 trace of every query; `set.json` the sources and which query and
+the initial latents and the FP32 trace of every query; `set.json` the sources and which query and
 iteration each sample comes from. Prompts of different lengths are padded in `vlm_prelude.npz`
 and their lengths kept in `set.json`.
 """
@@ -39,7 +39,7 @@ from rdvla.runtime.bundle import Bundle, sha256_file
 from rdvla.runtime.control.episode import EPISODE_FILE, read_episode
 from rdvla.runtime.golden import TRACE_DEPTH
 from rdvla.runtime.normalization import normalize_proprio
-from rdvla.runtime.policy import truncated_normal_state
+from rdvla.runtime.policy import truncated_normal_latent
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.prompt import PromptTokenizer
 
@@ -205,7 +205,7 @@ class CalibrationSet:
     """Captured inputs per graph, the FP32 traces, and where every sample came from."""
 
     inputs: dict[str, dict[str, np.ndarray]]  # graph -> input name -> (N, *shape)
-    queries: dict[str, np.ndarray]  # init_state, trace_actions, trace_mse, trace_cosine: (Q, ...)
+    queries: dict[str, np.ndarray]  # init_latent, trace_actions, trace_mse, trace_cosine: (Q, ...)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def samples(self, graph: str) -> Iterator[dict[str, np.ndarray]]:
@@ -256,13 +256,13 @@ def fingerprint(files: dict[str, str], meta: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def capture(bundle: Bundle, observations_: Sequence[Observation], states_per_query: int, seed: int = 0,
+def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_query: int, seed: int = 0,
             sources: Sequence[Source] = ()) -> CalibrationSet:
     """Run every observation through the FP32 graphs for TRACE_DEPTH iterations and keep each graph's inputs."""
     if not observations_:
         raise CalibrationDataError("no observations to calibrate with")
-    if not 1 <= states_per_query <= TRACE_DEPTH:
-        raise CalibrationDataError(f"states per query must lie in 1..{TRACE_DEPTH}, got {states_per_query}")
+    if not 1 <= latents_per_query <= TRACE_DEPTH:
+        raise CalibrationDataError(f"latents per query must lie in 1..{TRACE_DEPTH}, got {latents_per_query}")
     tokenizer = PromptTokenizer(bundle.path("tokenizer.json"))
     backend = OnnxRuntimeBackend(bundle, "fp32")
     core_inputs = [t.name for t in bundle.graph(names.CORE_STEP).inputs]
@@ -270,7 +270,7 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], states_per_que
     step_decode_inputs = [t.name for t in bundle.graph(names.CORE_STEP_DECODE).inputs]
     rows: dict[str, list[dict[str, np.ndarray]]] = {g: [] for g in names.GRAPHS}
     origin: dict[str, list[tuple[int, int]]] = {g: [] for g in names.GRAPHS}
-    trace: dict[str, list[np.ndarray]] = {k: [] for k in ("init_state", "trace_actions", "trace_mse", "trace_cosine")}
+    trace: dict[str, list[np.ndarray]] = {k: [] for k in ("init_latent", "trace_actions", "trace_mse", "trace_cosine")}
     lengths = []
     for q, obs in enumerate(observations_):
         pixels = to_pixel_values(list(obs.images), config=bundle.preprocess)
@@ -282,14 +282,14 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], states_per_que
         lengths.append(int(ids.shape[1]))
         backend.run_context(pixels, ids, proprio)
         context = backend.context()
-        init = truncated_normal_state(bundle.dims.state_shape, bundle.dims.init_sigma, np.random.default_rng([seed, q]))
-        backend.reset_state(init)
-        keep = set(iteration_indices(q, states_per_query))
+        init = truncated_normal_latent(bundle.dims.latent_shape, bundle.dims.init_sigma, np.random.default_rng([seed, q]))
+        backend.reset_latent(init)
+        keep = set(iteration_indices(q, latents_per_query))
         actions, mse, cosine = [], [], []
         prev = np.zeros((1, bundle.dims.chunk_len, bundle.dims.action_dim), np.float32)
         for k in range(1, TRACE_DEPTH + 1):
-            state = backend.state()
-            values = {**context, names.STATE: state, names.PREV_ACTIONS: prev}
+            latent = backend.latent()
+            values = {**context, names.LATENT: latent, names.PREV_ACTIONS: prev}
             if k in keep:
                 rows[names.CORE_STEP].append({n: values[n] for n in core_inputs})
                 rows[names.CORE_STEP_DECODE].append({n: values[n] for n in step_decode_inputs})
@@ -302,9 +302,9 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], states_per_que
             mse.append(stats[0] if k > 1 else np.nan)
             cosine.append(stats[1] if k > 1 else np.nan)
             if k in keep:
-                rows[names.DECODE].append({n: {**context, names.STATE: backend.state()}[n] for n in decode_inputs})
+                rows[names.DECODE].append({n: {**context, names.LATENT: backend.latent()}[n] for n in decode_inputs})
                 origin[names.DECODE].append((q, k))
-        trace["init_state"].append(init)
+        trace["init_latent"].append(init)
         trace["trace_actions"].append(np.stack(actions))
         trace["trace_mse"].append(np.asarray(mse, np.float32))
         trace["trace_cosine"].append(np.asarray(cosine, np.float32))
@@ -318,8 +318,8 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], states_per_que
         "queries": [{"source": o.source, "step": o.step, "instruction": o.instruction} for o in observations_],
         "samples": {g: len(rows[g]) for g in names.GRAPHS},
         "origin": {g: [list(p) for p in origin[g]] for g in names.GRAPHS},
-        "iterations": sorted({k for q in range(len(observations_)) for k in iteration_indices(q, states_per_query)}),
-        "states_per_query": states_per_query,
+        "iterations": sorted({k for q in range(len(observations_)) for k in iteration_indices(q, latents_per_query)}),
+        "latents_per_query": latents_per_query,
         "prompt_lengths": lengths,
         "seed": seed,
         "reference": "FP32 graphs on ONNX Runtime (CPU)",

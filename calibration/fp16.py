@@ -13,7 +13,7 @@ with FP32 arithmetic inside each node as TensorRT's FP16 kernels accumulate; ove
 2. Policy: what TensorRT's FP16 build pins to FP32 too (`export.tensorrt_build.fp32_layers`), on
    ONNX nodes: normalisations, softmax, reductions, the power / square root / reciprocal of
    decomposed norms, element-wise nodes fed by FP32 values (the residual stream from the
-   recurrent state, the halting statistics) and nodes writing a graph output.
+   recurrent latent, the halting statistics) and nodes writing a graph output.
 3. Check: the emulation with the policy and the scan's nodes in FP32 runs on the samples with the
    probes; any node whose FP16 output is not finite joins the FP32 set, and again, until finite.
 4. Conversion: ONNX Runtime's float16 converter with those nodes blocked and FP32 graph I/O; the

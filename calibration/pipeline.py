@@ -106,7 +106,7 @@ def calibrate_bundle(
     precisions: Sequence[str] = ("int8",),
     instruction: Optional[str] = None,
     queries: int = 32,
-    states_per_query: int = 4,
+    latents_per_query: int = 4,
     quantizer: str = "ort",
     method: Optional[str] = None,
     graphs: Optional[Sequence[str]] = None,
@@ -128,8 +128,8 @@ def calibrate_bundle(
     run_dir = f"{ROOT}/{run}"
     shutil.rmtree(bundle.path(run_dir), ignore_errors=True)
     sources = [open_source(spec, bundle, instruction) for spec in data]
-    log.info("[1/4] capturing: %d queries from %d source(s), %d core states per query", queries, len(sources), states_per_query)
-    dataset = capture(bundle, list(observations(sources, queries)), states_per_query, seed, sources)
+    log.info("[1/4] capturing: %d queries from %d source(s), %d latents per query", queries, len(sources), latents_per_query)
+    dataset = capture(bundle, list(observations(sources, queries)), latents_per_query, seed, sources)
     data_files = dataset.save(bundle.path(f"{run_dir}/data"))
     data_record = {
         "dir": f"{run_dir}/data",
@@ -137,7 +137,7 @@ def calibrate_bundle(
         "queries": len(dataset.meta["queries"]),
         "samples": dataset.meta["samples"],
         "iterations": dataset.meta["iterations"],
-        "states_per_query": states_per_query,
+        "latents_per_query": latents_per_query,
         "sources": dataset.meta["sources"],
         "reference": dataset.meta["reference"],
         "files": sorted(data_files),

@@ -29,7 +29,7 @@ from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.gates import calibration_gate_for, gate_for
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
-from rdvla.runtime.halting import AdjacentMSE, HaltingPolicy
+from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.verify import gate_failures, verify_actions
 
@@ -78,7 +78,7 @@ def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndar
     try:
         for q, feed in enumerate(data.samples(names.VLM_PRELUDE)):
             backend.run_context(feed[names.PIXEL_VALUES], feed[names.INPUT_IDS], feed[names.PROPRIO])
-            backend.reset_state(data.queries["init_state"][q])
+            backend.reset_latent(data.queries["init_latent"][q])
             a, m = [], []
             for k in range(1, TRACE_DEPTH + 1):
                 stats = backend.step_decode(read=True)
@@ -92,7 +92,7 @@ def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndar
     return np.stack(actions), np.stack(mse)
 
 
-def stop_iterations(mse: np.ndarray, halting: HaltingPolicy) -> list[int]:
+def stop_iterations(mse: np.ndarray, halting: HaltingRule) -> list[int]:
     """Where `halting` stops on each (32,) MSE trace, as the runtime loop would."""
     stops = []
     for row in mse:
@@ -134,7 +134,7 @@ def threshold_sweep(bundle: Bundle, mse: np.ndarray, reference_mse: np.ndarray) 
     return out
 
 
-def statistic_medians(mse: np.ndarray) -> list[Optional[float]]:
+def delta_medians(mse: np.ndarray) -> list[Optional[float]]:
     """Median over queries of the halting statistic (MSE of consecutive actions) at each iteration
     index; None at k = 1. Where it levels off is the tightest threshold that can still stop."""
     return [None, *np.median(mse[:, 1:].astype(np.float64), axis=0).tolist()]
@@ -157,7 +157,7 @@ def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, gold
         "per_iteration": depth_errors(actions, data.queries["trace_actions"]),
         "iterations": stop_drift(stop_iterations(mse, halting), reference_stops),
         "iterations_by_threshold": threshold_sweep(bundle, mse, data.queries["trace_mse"]),
-        "halting_statistic": statistic_medians(mse),
+        "median_deltas": delta_medians(mse),
     }
     gate = calibration_gate_for(precision)
     failures = []
@@ -202,7 +202,7 @@ def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str],
         "halting": {"rule": "mse", "threshold": halting.threshold, "min_iterations": halting.min_iterations,
                     "max_iterations": halting.max_iterations},
         "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops},
-                 "halting_statistic": statistic_medians(data.queries["trace_mse"])},
+                 "median_deltas": delta_medians(data.queries["trace_mse"])},
         "orin_floor": weight_floors(bundle, int(np.median(data.meta["prompt_lengths"]))),
         **(extra or {}),
     }
@@ -265,7 +265,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     depths = [k for k in SHOWN_DEPTHS if k > 1]
     for precision in ("fp32", "fp16", "int8"):
-        medians = report.get(precision, {}).get("halting_statistic")
+        medians = report.get(precision, {}).get("median_deltas")
         if medians:
             lines.append(f"  {precision} consecutive-action MSE, median over queries, by iteration: "
                          + ", ".join(f"{k}: {medians[k - 1]:.1e}" for k in depths if k <= len(medians)))

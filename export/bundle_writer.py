@@ -29,7 +29,7 @@ from rdvla.runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, Graph
 from rdvla.runtime.gates import gate_for
 from rdvla.runtime.halting import FixedDepth
 from rdvla.runtime.normalization import NormStats, normalize_proprio
-from rdvla.runtime.policy import Policy, truncated_normal_state
+from rdvla.runtime.policy import Policy, truncated_normal_latent
 from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
 from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
@@ -68,14 +68,14 @@ def make_golden_cases(model: RDVLA, tokenizer: PromptTokenizer, stats: NormStats
         images = [synthetic_camera(rng) for _ in range(model.vlm.cfg.num_images)]
         instruction = GOLDEN_INSTRUCTIONS[i % len(GOLDEN_INSTRUCTIONS)]
         proprio = rng.uniform(stats.proprio_q01, stats.proprio_q99)
-        init_state = truncated_normal_state((1, model.action_head.cfg.action_chunk_len, model.action_head.cfg.hidden_dim), sigma, rng)
+        init_latent = truncated_normal_latent((1, model.action_head.cfg.action_chunk_len, model.action_head.cfg.hidden_dim), sigma, rng)
         out = model.predict(
             torch.from_numpy(to_pixel_values(images)), torch.from_numpy(np.array(tokenizer(instruction))),
             torch.from_numpy(normalize_proprio(proprio, stats)[None]), FixedDepth(TRACE_DEPTH),
-            init_state=torch.from_numpy(init_state), trace=True,
+            init_latent=torch.from_numpy(init_latent), trace=True,
         )
         cases.append(GoldenCase(
-            images, instruction, proprio.astype(np.float64), init_state,
+            images, instruction, proprio.astype(np.float64), init_latent,
             torch.cat(out.per_iteration_actions).float().numpy(),
             np.asarray(out.mse, np.float32), np.asarray(out.cosine, np.float32),
         ))

@@ -1,7 +1,7 @@
 """The RD-VLA action head (spec section 2), readable top to bottom.
 
 Prelude layers turn 8 learned chunk queries into `e`; a weight-tied recurrent core refines a latent
-state S that starts as truncated-normal noise, re-injecting `e` every iteration; the Coda decodes S
+latent S that starts as truncated-normal noise, re-injecting `e` every iteration; the Coda decodes S
 into an (8, 7) chunk of normalised actions. Every layer cross-attends to the VLM's hidden states
 at its bound index: [64 action-query latents; the proprio token] and the 512 task (vision) tokens.
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdvla.runtime.halting import FixedDepth, HaltingPolicy
+from rdvla.runtime.halting import FixedDepth, HaltingRule
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ HiddenStates = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class HeadOutput:
-    actions: torch.Tensor  # (B, T, A) normalised actions of the final state
+    actions: torch.Tensor  # (B, T, A) normalised actions of the final latent
     iterations: int
     mse: list[float] = field(default_factory=list)  # adjacent-action mean squared difference per iteration (NaN at 1)
     cosine: list[float] = field(default_factory=list)  # adjacent-action cosine similarity per iteration (NaN at 1)
@@ -273,27 +273,27 @@ class RecurrentDepthModel(nn.Module):
             coda_kv=[kv(layer, j) for layer, j in zip(self._layers("coda"), cfg.coda_vlm_layers)],
         )
 
-    def initial_state(self, batch: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def initial_latent(self, batch: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """S0 ~ TruncNormal(0, sigma0) cut at +-3 sigma0, sigma0 = gamma_init * init_std (spec 2.4)."""
         sigma = float(self.gamma_init.detach().float().abs()) * self.cfg.init_std
         s0 = torch.empty(batch, self.cfg.action_chunk_len, self.cfg.hidden_dim, dtype=torch.float32)
         nn.init.trunc_normal_(s0, mean=0.0, std=sigma, a=-3 * sigma, b=3 * sigma, generator=generator)
         return s0.to(dtype)
 
-    def iterate(self, state: torch.Tensor, ctx: HeadContext) -> torch.Tensor:
+    def iterate(self, latent: torch.Tensor, ctx: HeadContext) -> torch.Tensor:
         """One recurrent iteration: adapter with input injection, core layers, recurrent norm.
 
         adapter(concat(S, e)) = S W_s^T + e W_e^T; the second term is fixed per query (ctx.injection).
         """
-        z = F.linear(state, self.adapter.weight[:, : self.cfg.hidden_dim]) + ctx.injection
+        z = F.linear(latent, self.adapter.weight[:, : self.cfg.hidden_dim]) + ctx.injection
         z = self.adapter_norm(self.gamma_adapt * z)
         for layer, kv in zip(self.recurrent, ctx.core_kv):
             z = layer(z, kv, self.rope_cos, self.rope_sin)
         return self.recurrent_norm(z)
 
-    def decode(self, state: torch.Tensor, ctx: HeadContext) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, ctx: HeadContext) -> torch.Tensor:
         """Coda layers, output norm and projection -> (B, T, A) normalised actions."""
-        y = state
+        y = latent
         for layer, kv in zip(self._layers("coda"), ctx.coda_kv):
             y = layer(y, kv, self.rope_cos, self.rope_sin)
         return self.output_proj(self.output_norm(y))
@@ -301,35 +301,35 @@ class RecurrentDepthModel(nn.Module):
     def run(
         self,
         ctx: HeadContext,
-        state: torch.Tensor,
-        halting: HaltingPolicy,
+        latent: torch.Tensor,
+        halting: HaltingRule,
         trace: bool = False,
     ) -> HeadOutput:
-        """Iterate from `state` until `halting` stops; decode once per iteration only when needed.
+        """Iterate from `latent` until `halting` stops; decode once per iteration only when needed.
 
         With a fixed depth and no `trace`, the Coda runs once at the end, as upstream does. The
-        returned actions are the decode of the final state, which equals the last per-iteration
+        returned actions are the decode of the final latent, which equals the last per-iteration
         decode (the upstream loop's extra final decode recomputes the same value).
         """
         decode_each = trace or not isinstance(halting, FixedDepth)
         out = HeadOutput(actions=torch.empty(0), iterations=0)
         prev: torch.Tensor | None = None
         for k in range(1, halting.max_iterations + 1):
-            state = self.iterate(state, ctx)
+            latent = self.iterate(latent, ctx)
             out.iterations = k
             if not decode_each:
                 if halting.should_stop(k, None):
                     break
                 continue
-            actions = self.decode(state, ctx)
+            actions = self.decode(latent, ctx)
             mse, cos = adjacent_statistics(actions, prev)
             out.mse.append(mse)
             out.cosine.append(cos)
             out.per_iteration_actions.append(actions)
             prev = actions
-            if halting.should_stop(k, halting.statistic(mse, cos)):
+            if halting.should_stop(k, halting.delta(mse, cos)):
                 break
-        out.actions = out.per_iteration_actions[-1] if decode_each else self.decode(state, ctx)
+        out.actions = out.per_iteration_actions[-1] if decode_each else self.decode(latent, ctx)
         return out
 
 
@@ -390,15 +390,15 @@ def sample_iterations(mean_recurrence: int, generator: torch.Generator | None = 
 def truncated_bptt_forward(
     model: RecurrentDepthModel,
     ctx: HeadContext,
-    state: torch.Tensor,
+    latent: torch.Tensor,
     iterations: int,
     backprop_depth: int,
 ) -> torch.Tensor:
     """Training forward (spec 2.6): max(0, n-k) iterations without gradient, then min(k, n) with, then decode."""
     with torch.no_grad():
         for _ in range(max(0, iterations - backprop_depth)):
-            state = model.iterate(state, ctx)
-    state = state.detach()
+            latent = model.iterate(latent, ctx)
+    latent = latent.detach()
     for _ in range(min(backprop_depth, iterations)):
-        state = model.iterate(state, ctx)
-    return model.decode(state, ctx)
+        latent = model.iterate(latent, ctx)
+    return model.decode(latent, ctx)

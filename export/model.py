@@ -7,7 +7,7 @@ from torch import nn
 
 from rdvla.export.head import ActionHead, HeadConfig, HeadContext, HeadOutput
 from rdvla.export.vlm import PrismaticVLM, ProprioProjector, VLMConfig
-from rdvla.runtime.halting import HaltingPolicy
+from rdvla.runtime.halting import HaltingRule
 
 
 class RDVLA(nn.Module):
@@ -50,17 +50,17 @@ class RDVLA(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor,
         proprio: torch.Tensor,
-        halting: HaltingPolicy,
-        init_state: torch.Tensor | None = None,
+        halting: HaltingRule,
+        init_latent: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         trace: bool = False,
     ) -> HeadOutput:
-        """One policy query. Without `init_state`, S0 is drawn from `generator`."""
+        """One policy query. Without `init_latent`, S0 is drawn from `generator`."""
         ctx = self.context(pixel_values, input_ids, proprio)
         head = self.action_head.model
-        if init_state is None:
-            init_state = head.initial_state(input_ids.shape[0], generator)
+        if init_latent is None:
+            init_latent = head.initial_latent(input_ids.shape[0], generator)
         expected = (input_ids.shape[0], head.cfg.action_chunk_len, head.cfg.hidden_dim)
-        if tuple(init_state.shape) != expected:
-            raise ValueError(f"initial state has shape {tuple(init_state.shape)}, expected {expected}")
-        return head.run(ctx, init_state.to(self.dtype), halting, trace=trace)
+        if tuple(init_latent.shape) != expected:
+            raise ValueError(f"initial latent has shape {tuple(init_latent.shape)}, expected {expected}")
+        return head.run(ctx, init_latent.to(self.dtype), halting, trace=trace)

@@ -52,7 +52,7 @@ def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
     prelude = VLMPrelude(model).eval()
     with torch.no_grad():
         context = dict(zip([names.INJECTION, *core_names, *coda_names], prelude(*vlm_inputs.values())))
-    state = model.action_head.model.initial_state(1, g)
+    latent = model.action_head.model.initial_latent(1, g)
     prev = torch.zeros(1, cfg.action_chunk_len, cfg.action_dim)
     core_ctx = {k: context[k] for k in [names.INJECTION, *core_names]}
     coda_ctx = {k: context[k] for k in coda_names}
@@ -60,11 +60,11 @@ def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
     return [
         GraphPlan(names.VLM_PRELUDE, prelude, vlm_inputs, [names.INJECTION, *core_names, *coda_names],
                   {names.PIXEL_VALUES: None, names.INPUT_IDS: {1: prompt_dim}, names.PROPRIO: None}),
-        GraphPlan(names.CORE_STEP, CoreStep(model).eval(), {names.STATE: state, **core_ctx}, [names.NEXT_STATE], {}),
+        GraphPlan(names.CORE_STEP, CoreStep(model).eval(), {names.LATENT: latent, **core_ctx}, [names.NEXT_LATENT], {}),
         GraphPlan(names.CORE_STEP_DECODE, CoreStepDecode(model).eval(),
-                  {names.STATE: state, names.PREV_ACTIONS: prev, **core_ctx, **coda_ctx},
-                  [names.NEXT_STATE, names.ACTIONS, names.MSE, names.COSINE], {}),
-        GraphPlan(names.DECODE, Decode(model).eval(), {names.STATE: state, **coda_ctx}, [names.ACTIONS], {}),
+                  {names.LATENT: latent, names.PREV_ACTIONS: prev, **core_ctx, **coda_ctx},
+                  [names.NEXT_LATENT, names.ACTIONS, names.MSE, names.COSINE], {}),
+        GraphPlan(names.DECODE, Decode(model).eval(), {names.LATENT: latent, **coda_ctx}, [names.ACTIONS], {}),
     ]
 
 

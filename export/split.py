@@ -5,9 +5,9 @@ vlm_prelude       once per query: VLM hidden states (pruned to the indices the h
                   cross-attention keys/values (tanh(gate) and the softmax scale folded in)
 core_step         one recurrent iteration on the 8 chunk tokens (fixed depth: no decode)
 core_step_decode  one iteration + Coda decode + adjacent-action MSE and cosine (adaptive halting)
-decode            Coda decode of a state (the end of a fixed-depth query)
+decode            Coda decode of a latent (the end of a fixed-depth query)
 
-Tensors cross graph boundaries flat and named (runtime.backends.base), state and actions in FP32.
+Tensors cross graph boundaries flat and named (runtime.backends.base), latent and actions in FP32.
 """
 
 from __future__ import annotations
@@ -51,21 +51,21 @@ class _HeadGraph(nn.Module):
 
 
 class CoreStep(_HeadGraph):
-    def forward(self, state: torch.Tensor, injection: torch.Tensor, *core_kv: torch.Tensor) -> torch.Tensor:
-        return self.head.iterate(state, self.context(injection, core_kv, ()))
+    def forward(self, latent: torch.Tensor, injection: torch.Tensor, *core_kv: torch.Tensor) -> torch.Tensor:
+        return self.head.iterate(latent, self.context(injection, core_kv, ()))
 
 
 class CoreStepDecode(_HeadGraph):
     def forward(
-        self, state: torch.Tensor, prev_actions: torch.Tensor, injection: torch.Tensor, *kv: torch.Tensor
+        self, latent: torch.Tensor, prev_actions: torch.Tensor, injection: torch.Tensor, *kv: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx = self.context(injection, kv[: 2 * self.n_core], kv[2 * self.n_core :])
-        next_state = self.head.iterate(state, ctx)
-        actions = self.head.decode(next_state, ctx)
+        next_latent = self.head.iterate(latent, ctx)
+        actions = self.head.decode(next_latent, ctx)
         mse, cosine = adjacent_statistic_tensors(actions, prev_actions)
-        return next_state, actions, mse.reshape(1), cosine.reshape(1)
+        return next_latent, actions, mse.reshape(1), cosine.reshape(1)
 
 
 class Decode(_HeadGraph):
-    def forward(self, state: torch.Tensor, *coda_kv: torch.Tensor) -> torch.Tensor:
-        return self.head.decode(state, self.context(None, (), coda_kv))
+    def forward(self, latent: torch.Tensor, *coda_kv: torch.Tensor) -> torch.Tensor:
+        return self.head.decode(latent, self.context(None, (), coda_kv))

@@ -10,9 +10,9 @@ an fp16 (or int8) build parses them into a weakly typed network, enables FP16 (a
 explicit Q/DQ graphs), and pins to FP32, with OBEY_PRECISION_CONSTRAINTS, the layers that overflow
 or lose range in FP16: normalisations, softmax, reductions, the power/square-root steps of
 decomposed norms, the element-wise layers that work on FP32 values (the residual stream fed by the
-recurrent state, the halting statistics) and every layer that writes a network output, so state and
+recurrent latent, the halting statistics) and every layer that writes a network output, so latent and
 actions leave the engine as FP32 values, not up-cast FP16 ones: the recurrence accumulates in the
-state. MatMuls, convolutions and attention products run in FP16. A graph whose entry says `"strongly_typed": true` (its types
+latent. MatMuls, convolutions and attention products run in FP16. A graph whose entry says `"strongly_typed": true` (its types
 were already fixed, e.g. by ModelOpt AutoCast or Q/DQ with FP16 high precision) is parsed as a
 strongly typed network instead and built exactly as typed. INT8 needs the Q/DQ graphs the
 calibration step lists in `manifest["graphs_int8"]`; TensorRT's implicit INT8 calibrators are
@@ -185,7 +185,7 @@ def fp32_layers(layers: Sequence[LayerInfo], network_inputs: Collection[str], ne
     """Layer index -> why it must run in FP32 in an FP16 build.
 
     Layers arrive in topological order. Besides normalisations, softmax and reductions, FP32 spreads
-    through element-wise layers from FP32 values: the network inputs (the recurrent state, the
+    through element-wise layers from FP32 values: the network inputs (the recurrent latent, the
     previous actions, pixel values), reductions, powers and square roots (the rest of a decomposed
     RMSNorm, the halting statistics) and the layers that write network outputs. It stops at the first
     layer of another kind (typically a MatMul, which runs in FP16), so the residual stream and the

@@ -18,7 +18,7 @@ from rdvla.runtime.normalization import NormStats
 from rdvla.runtime.preprocess import PreprocessConfig
 
 SCHEMA = "rdvla.bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the recurrent tensors are named latent / next_latent
 MANIFEST = "manifest.json"
 
 
@@ -87,7 +87,7 @@ class ModelDims:
         return self.hidden_dim // self.num_heads
 
     @property
-    def state_shape(self) -> tuple[int, int, int]:
+    def latent_shape(self) -> tuple[int, int, int]:
         return (1, self.chunk_len, self.hidden_dim)
 
     @classmethod

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.halting import HaltingPolicy
+from rdvla.runtime.halting import HaltingRule
 
 TRACE_DEPTH = 32
 
@@ -22,15 +22,15 @@ class GoldenCase:
     images: list[np.ndarray]
     instruction: str
     proprio: np.ndarray  # raw, (8,)
-    init_state: np.ndarray  # (1, 8, D)
+    init_latent: np.ndarray  # (1, 8, D)
     trace_actions: np.ndarray  # (32, 8, 7): decode after iteration k = the fixed-depth-k answer
     trace_mse: np.ndarray  # (32,), NaN at k = 1
     trace_cosine: np.ndarray
 
-    def reference(self, halting: HaltingPolicy) -> tuple[np.ndarray, int]:
+    def reference(self, halting: HaltingRule) -> tuple[np.ndarray, int]:
         """The reference answer for `halting`, read off the 32-iteration trace."""
         for k in range(1, halting.max_iterations + 1):
-            stat = None if k == 1 else halting.statistic(float(self.trace_mse[k - 1]), float(self.trace_cosine[k - 1]))
+            stat = None if k == 1 else halting.delta(float(self.trace_mse[k - 1]), float(self.trace_cosine[k - 1]))
             if halting.should_stop(k, stat if halting.needs_decode else None):
                 return self.trace_actions[k - 1], k
         raise AssertionError("halting never stopped")
@@ -38,14 +38,14 @@ class GoldenCase:
     def save(self, path: Path) -> None:
         np.savez_compressed(
             path, images=np.stack(self.images), instruction=np.array(self.instruction), proprio=self.proprio,
-            init_state=self.init_state, trace_actions=self.trace_actions, trace_mse=self.trace_mse,
+            init_latent=self.init_latent, trace_actions=self.trace_actions, trace_mse=self.trace_mse,
             trace_cosine=self.trace_cosine,
         )
 
     @classmethod
     def load(cls, path: Path) -> "GoldenCase":
         with np.load(path, allow_pickle=False) as z:
-            return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_state"],
+            return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_latent"],
                        z["trace_actions"], z["trace_mse"], z["trace_cosine"])
 
 

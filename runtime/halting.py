@@ -1,7 +1,8 @@
 """When the recurrent loop stops (spec 3.1-3.3), shared by the reference and every backend.
 
-A policy sees the iteration index k (1-based) and the statistic of iteration k against k-1
-(None at k = 1, or when the loop did not decode). Statistics are in normalised action space.
+A rule sees the iteration index k (1-based) and the delta of iteration k: how much the decoded
+actions changed from iteration k-1, as the rule measures it (None at k = 1, or when the loop did
+not decode), in normalised action space.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class FixedDepth:
     def needs_decode(self) -> bool:
         return False
 
-    def statistic(self, mse: float, cosine: float) -> float:
+    def delta(self, mse: float, cosine: float) -> float:
         return mse
 
-    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+    def should_stop(self, k: int, delta: Optional[float]) -> bool:
         return k >= self.iterations
 
 
@@ -54,21 +55,21 @@ class AdjacentMSE:
     def needs_decode(self) -> bool:
         return True
 
-    def statistic(self, mse: float, cosine: float) -> float:
+    def delta(self, mse: float, cosine: float) -> float:
         return mse
 
-    def converged(self, statistic: float) -> bool:
-        return statistic < self.threshold
+    def converged(self, delta: float) -> bool:
+        return delta < self.threshold
 
-    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+    def should_stop(self, k: int, delta: Optional[float]) -> bool:
         if k >= self.max_iterations:
             return True
-        return k >= self.min_iterations and statistic is not None and self.converged(statistic)
+        return k >= self.min_iterations and delta is not None and self.converged(delta)
 
 
 @dataclass(frozen=True)
 class CosineSimilarity:
-    """Stop when cos(a_k, a_{k-1}) > threshold; the recorded statistic is 1 - cos, as upstream reports it."""
+    """Stop when cos(a_k, a_{k-1}) > threshold; the recorded delta is 1 - cos, as upstream reports it."""
 
     threshold: float = 0.999
     min_iterations: int = 2
@@ -83,20 +84,20 @@ class CosineSimilarity:
     def needs_decode(self) -> bool:
         return True
 
-    def statistic(self, mse: float, cosine: float) -> float:
+    def delta(self, mse: float, cosine: float) -> float:
         return 1.0 - cosine
 
-    def converged(self, statistic: float) -> bool:
-        # 1 - cos < 1 - threshold, written on the recorded statistic so every backend agrees exactly.
-        return statistic < 1.0 - self.threshold
+    def converged(self, delta: float) -> bool:
+        # 1 - cos < 1 - threshold, written on the recorded delta so every backend agrees exactly.
+        return delta < 1.0 - self.threshold
 
-    def should_stop(self, k: int, statistic: Optional[float]) -> bool:
+    def should_stop(self, k: int, delta: Optional[float]) -> bool:
         if k >= self.max_iterations:
             return True
-        return k >= self.min_iterations and statistic is not None and self.converged(statistic)
+        return k >= self.min_iterations and delta is not None and self.converged(delta)
 
 
-HaltingPolicy = Union[FixedDepth, AdjacentMSE, CosineSimilarity]
+HaltingRule = Union[FixedDepth, AdjacentMSE, CosineSimilarity]
 
 
 def parse_halting(
@@ -104,7 +105,7 @@ def parse_halting(
     iterations: Optional[int] = None,
     min_iterations: Optional[int] = None,
     max_iterations: Optional[int] = None,
-) -> HaltingPolicy:
+) -> HaltingRule:
     """Build a policy from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`."""
     if spec is not None and iterations is not None:
         raise ValueError("give either a fixed number of iterations or a halting rule, not both")

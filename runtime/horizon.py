@@ -14,7 +14,7 @@ from typing import Protocol, Union
 import numpy as np
 
 
-class HorizonPolicy(Protocol):
+class HorizonRule(Protocol):
     def actions_to_execute(self, iterations: int, chunk_len: int) -> int: ...
 
 

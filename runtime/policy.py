@@ -22,7 +22,7 @@ import numpy as np
 from rdvla.runtime.backends import load_backend
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.halting import AdjacentMSE, HaltingPolicy
+from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.prompt import PromptTokenizer
@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingPolicy) -> Optional[str]:
+def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingRule) -> Optional[str]:
     """Why `halting` cannot stop early at `precision`, or None. `rdvla calibrate` records, per precision,
     the median of the consecutive-action MSE at each iteration index; a lower precision's levels off
     (INT8 near 4e-5 at full size), and an MSE threshold at or below that level is never met."""
     report = (bundle.manifest.get("calibration") or {}).get("report")
     if precision == "fp32" or not isinstance(halting, AdjacentMSE) or not report:
         return None
-    medians = (json.loads(bundle.path(report).read_text()).get(precision) or {}).get("halting_statistic") or []
+    medians = (json.loads(bundle.path(report).read_text()).get(precision) or {}).get("median_deltas") or []
     floor = medians[-1] if medians else None
     if floor is None or halting.threshold > floor:
         return None
@@ -48,8 +48,8 @@ def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingPolicy) 
             f"{halting.max_iterations} iterations; choose a threshold above {floor:.2g}")
 
 
-def truncated_normal_state(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """N(0, sigma) cut at +-3 sigma by resampling: S0 when no state is given (spec 2.4)."""
+def truncated_normal_latent(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """N(0, sigma) cut at +-3 sigma by resampling: S0 when no latent is given (spec 2.4)."""
     out = rng.standard_normal(shape)
     bad = np.abs(out) > 3.0
     while bad.any():
@@ -65,7 +65,7 @@ class PolicyResult:
     iterations: int
     mse: list[float] = field(default_factory=list)  # per iteration; NaN where undefined
     cosine: list[float] = field(default_factory=list)
-    deltas: list[float] = field(default_factory=list)  # the halting statistic per iteration
+    deltas: list[float] = field(default_factory=list)  # the halting rule's delta per iteration
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage
     iteration_ms: list[float] = field(default_factory=list)  # time of each iteration (device time where the backend measures it)
     stopped_by: str = ""  # fixed | converged | max_iterations | deadline
@@ -83,12 +83,12 @@ class Policy:
         self.bundle = bundle
         self.backend = backend
         self.precision = precision
-        self._checked_rules: set[HaltingPolicy] = set()
+        self._checked_rules: set[HaltingRule] = set()
         self.check_every = check_every
         self.clock = clock
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
         defaults = bundle.halting_defaults
-        self.default_halting: HaltingPolicy = AdjacentMSE(
+        self.default_halting: HaltingRule = AdjacentMSE(
             defaults.get("threshold", 1e-3), defaults.get("min_iterations", 2), defaults.get("max_iterations", 32)
         )
 
@@ -98,8 +98,8 @@ class Policy:
         opened = Bundle.open(Path(bundle))
         return cls(opened, load_backend(opened, backend, precision, **options), check_every, precision=precision)
 
-    def initial_state(self, seed: Optional[int] = None) -> np.ndarray:
-        return truncated_normal_state(self.bundle.dims.state_shape, self.bundle.dims.init_sigma, np.random.default_rng(seed))
+    def initial_latent(self, seed: Optional[int] = None) -> np.ndarray:
+        return truncated_normal_latent(self.bundle.dims.latent_shape, self.bundle.dims.init_sigma, np.random.default_rng(seed))
 
     def act(
         self,
@@ -107,8 +107,8 @@ class Policy:
         proprio: Sequence[float] | np.ndarray,
         images: Optional[Sequence[np.ndarray]] = None,
         pixel_values: Optional[np.ndarray] = None,
-        halting: Optional[HaltingPolicy] = None,
-        init_state: Optional[np.ndarray] = None,
+        halting: Optional[HaltingRule] = None,
+        init_latent: Optional[np.ndarray] = None,
         seed: Optional[int] = None,
         deadline_s: Optional[float] = None,
     ) -> PolicyResult:
@@ -140,9 +140,9 @@ class Policy:
         input_ids = self.tokenizer(instruction)
         self.bundle.check_prompt(input_ids)
         t2 = self.clock()
-        state = self.initial_state(seed) if init_state is None else np.asarray(init_state, np.float32)
+        latent = self.initial_latent(seed) if init_latent is None else np.asarray(init_latent, np.float32)
         self.backend.run_context(pixel_values, input_ids, proprio_n)
-        self.backend.reset_state(state)
+        self.backend.reset_latent(latent)
         self.backend.synchronize()
         t3 = self.clock()
         result = self._iterate(halting, None if deadline_s is None else t0 + deadline_s)
@@ -155,7 +155,7 @@ class Policy:
         result.timings_ms = {k: 1e3 * v for k, v in times.items()}
         return result
 
-    def _iterate(self, halting: HaltingPolicy, deadline: Optional[float]) -> PolicyResult:
+    def _iterate(self, halting: HaltingRule, deadline: Optional[float]) -> PolicyResult:
         backend = self.backend
         result = PolicyResult(np.empty(0), np.empty(0), 0)
         clock = self.clock
@@ -174,14 +174,14 @@ class Policy:
                 mse, cosine = stats if (stats is not None and k > 1) else (float("nan"), float("nan"))
                 result.mse.append(mse)
                 result.cosine.append(cosine)
-                result.deltas.append(halting.statistic(mse, cosine))
+                result.deltas.append(halting.delta(mse, cosine))
             last = clock() - start
             result.iteration_ms.append(1e3 * last)
             result.iterations = k
             if adaptive:
-                statistic = None if np.isnan(result.deltas[-1]) else result.deltas[-1]
-                if halting.should_stop(k, statistic):
-                    met = statistic is not None and k >= halting.min_iterations and halting.converged(statistic)
+                delta = None if np.isnan(result.deltas[-1]) else result.deltas[-1]
+                if halting.should_stop(k, delta):
+                    met = delta is not None and k >= halting.min_iterations and halting.converged(delta)
                     result.stopped_by = "converged" if met else "max_iterations"
                     break
         if not adaptive:

@@ -131,7 +131,7 @@ def profile(
             counts: dict[str, int] = {}
             for case in cases:
                 k = policy.act(case.instruction, case.proprio, images=case.images, halting=AdjacentMSE(threshold),
-                               init_state=case.init_state).iterations
+                               init_latent=case.init_latent).iterations
                 counts[str(k)] = counts.get(str(k), 0) + 1
             histogram[f"mse_{threshold:g}"] = counts
 

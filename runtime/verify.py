@@ -13,15 +13,15 @@ import numpy as np
 
 from rdvla.runtime.gates import Gate
 from rdvla.runtime.golden import GoldenCase
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
 from rdvla.runtime.policy import Policy
 
 FIXED_DEPTHS = (1, 4, 12, 32)
 MSE_THRESHOLDS = (1e-3, 1e-4)
 
 
-def verification_modes() -> list[tuple[str, HaltingPolicy]]:
-    modes: list[tuple[str, HaltingPolicy]] = [(f"fixed_{k}", FixedDepth(k)) for k in FIXED_DEPTHS]
+def verification_modes() -> list[tuple[str, HaltingRule]]:
+    modes: list[tuple[str, HaltingRule]] = [(f"fixed_{k}", FixedDepth(k)) for k in FIXED_DEPTHS]
     return modes + [(f"mse_{t:g}", AdjacentMSE(t)) for t in MSE_THRESHOLDS]
 
 
@@ -52,7 +52,7 @@ def verify_actions(policy: Policy, cases: list[GoldenCase]) -> dict[str, ModeRes
     results: dict[str, ModeResult] = {}
     for case in cases:
         for mode, halting in verification_modes():
-            out = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_state=case.init_state)
+            out = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
             ref_actions, ref_k = case.reference(halting)
             err = error(out.normalized_actions, ref_actions)
             entry = results.setdefault(mode, ModeResult())

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_bundle.py CHECKPOINT BUNDLE [--iterations 50] [--repeats 5]
 
 Prints one JSON report: graph file sizes; VLM+Prelude latency; per-iteration latency of the core
-step (state only, and with decode + halting statistics) through bare ONNX Runtime sessions; the
+step (latent only, and with decode + halting statistics) through bare ONNX Runtime sessions; the
 reference head's per-iteration latency in PyTorch, with the context keys/values cached (as the
 bundle does) and recomputed every iteration (the authors' structure); MatMul FLOPs and bytes per
 iteration from the graph shapes; and the weight-streaming floor per iteration on an AGX Orin.
@@ -67,7 +67,7 @@ def main() -> None:
         files = graph_files(args.bundle / "graphs", GraphSpec(name, Path(spec.file).name, spec.inputs, spec.outputs))
         report["graph_mb"][name] = round(sum(f.stat().st_size for f in files) / 1e6, 2)
     report["vlm_prelude_ms"] = median_ms(lambda: backend.run_context(pixels, ids, proprio), args.repeats)
-    backend.reset_state(policy.initial_state(0))
+    backend.reset_latent(policy.initial_latent(0))
 
     def loop(call):
         def run():
@@ -102,14 +102,14 @@ def main() -> None:
     hidden = model.vlm.hidden_states(torch.from_numpy(pixels), torch.from_numpy(np.array(ids)), indices=head.cfg.vlm_indices)
     token = model.proprio_projector(torch.from_numpy(proprio))
     ctx = head.context(hidden, token)
-    state = head.initial_state(1, torch.Generator().manual_seed(0))
-    report["torch_head_iterate_cached_kv_ms"] = loop(lambda: head.iterate(state, ctx))
+    latent = head.initial_latent(1, torch.Generator().manual_seed(0))
+    report["torch_head_iterate_cached_kv_ms"] = loop(lambda: head.iterate(latent, ctx))
 
     def authors_iteration():
         # The authors' layers project [latents; proprio] and the 512 vision tokens inside every iteration.
         fresh = [layer.context_kv(hidden[j][1], hidden[j][0], token) for layer, j in zip(head.recurrent, head.cfg.recurrent_vlm_layers)]
         ctx.core_kv[:] = fresh
-        head.iterate(state, ctx)
+        head.iterate(latent, ctx)
 
     report["torch_head_iterate_recomputed_kv_ms"] = loop(authors_iteration)
 

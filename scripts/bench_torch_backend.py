@@ -31,7 +31,7 @@ import torch
 from rdvla.runtime.backends.torch_split import TorchBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.normalization import normalize_proprio
-from rdvla.runtime.policy import truncated_normal_state
+from rdvla.runtime.policy import truncated_normal_latent
 from rdvla.runtime.prompt import PromptTokenizer
 
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
@@ -41,11 +41,11 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
-def _loop(backend: TorchBackend, call: Callable[[], Any], iterations: int, queries: int, init_state: np.ndarray) -> dict[str, float]:
+def _loop(backend: TorchBackend, call: Callable[[], Any], iterations: int, queries: int, init_latent: np.ndarray) -> dict[str, float]:
     per_iteration: list[float] = []
     host: list[float] = []
     for q in range(queries + 1):  # the first query warms up
-        backend.reset_state(init_state)
+        backend.reset_latent(init_latent)
         backend.synchronize()
         start = time.perf_counter()
         for _ in range(iterations):
@@ -68,7 +68,7 @@ def bench(bundle: Bundle, args: argparse.Namespace, cuda_graphs: bool) -> dict[s
         ids = PromptTokenizer(bundle.path("tokenizer.json"))(INSTRUCTION)
         stats = bundle.norm_stats
         proprio = normalize_proprio(rng.uniform(stats.proprio_q01, stats.proprio_q99), stats)[None]
-        init_state = truncated_normal_state(bundle.dims.state_shape, bundle.dims.init_sigma, rng)
+        init_latent = truncated_normal_latent(bundle.dims.latent_shape, bundle.dims.init_sigma, rng)
         prelude = []
         for r in range(args.repeats + 1):
             start = time.perf_counter()
@@ -79,9 +79,9 @@ def bench(bundle: Bundle, args: argparse.Namespace, cuda_graphs: bool) -> dict[s
         return {
             "execution_modes": backend.execution_modes(),
             "vlm_prelude_ms": _median(prelude),
-            "step": _loop(backend, backend.step, args.iterations, args.queries, init_state),
-            "step_decode": _loop(backend, lambda: backend.step_decode(read=False), args.iterations, args.queries, init_state),
-            "step_decode_read": _loop(backend, backend.step_decode, args.iterations, args.queries, init_state),
+            "step": _loop(backend, backend.step, args.iterations, args.queries, init_latent),
+            "step_decode": _loop(backend, lambda: backend.step_decode(read=False), args.iterations, args.queries, init_latent),
+            "step_decode_read": _loop(backend, backend.step_decode, args.iterations, args.queries, init_latent),
         }
     finally:
         backend.close()

@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from namespace_view import build_view
-
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / ".mypy_cache" / "tensorrt-stubs"
 PACKAGES = ("tensorrt", "tensorrt_bindings")
@@ -64,6 +62,9 @@ def write_stubs(target: Path = STUBS) -> Path:
 def main() -> int:
     write_stubs()
     # mypy does not follow setuptools' package-dir mapping: it checks the modules where the installed package has them.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from namespace_view import build_view
+
     view = build_view()
     return subprocess.run([sys.executable, "-m", "mypy", *(str(view / c) for c in CHECKED)], cwd=ROOT).returncode
 

@@ -27,14 +27,14 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     for name in ("agent", "wrist"):
         Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(d / f"{name}.png")
     np.save(d / "pixels.npy", rng.standard_normal((1, 12, 224, 224)).astype(np.float32))
-    np.save(d / "state.npy", (0.6 * rng.standard_normal((1, 8, 64))).astype(np.float32))
-    return {"agent": d / "agent.png", "wrist": d / "wrist.png", "pixels": d / "pixels.npy", "state": d / "state.npy", "dir": d}
+    np.save(d / "latent.npy", (0.6 * rng.standard_normal((1, 8, 64))).astype(np.float32))
+    return {"agent": d / "agent.png", "wrist": d / "wrist.png", "pixels": d / "pixels.npy", "latent": d / "latent.npy", "dir": d}
 
 
 def test_predict_writes_the_documented_outputs(tiny_checkpoint: Path, inputs, tmp_path: Path, capsys) -> None:
     out = tmp_path / "a.npz"
     rc = main(["predict", str(tiny_checkpoint), "--pixel-values", str(inputs["pixels"]), "--instruction", "Open the drawer",
-               "--proprio", PROPRIO, "--init-state", str(inputs["state"]), "--halting", "mse:1e-4", "--out", str(out)])
+               "--proprio", PROPRIO, "--init-latent", str(inputs["latent"]), "--halting", "mse:1e-4", "--out", str(out)])
     assert rc == 0
     result = np.load(out)
     assert result["normalized_actions"].shape == (8, 7) and result["normalized_actions"].dtype == np.float32
@@ -49,7 +49,7 @@ def test_predict_writes_the_documented_outputs(tiny_checkpoint: Path, inputs, tm
     proprio = normalize_proprio(np.array([float(v) for v in PROPRIO.split(",")]), stats)[None]
     ids = PromptTokenizer(ckpt.files.tokenizer)("open the drawer")
     direct = ckpt.model.predict(torch.from_numpy(np.load(inputs["pixels"])), torch.from_numpy(ids.copy()),
-                                torch.from_numpy(proprio), AdjacentMSE(1e-4), init_state=torch.from_numpy(np.load(inputs["state"])))
+                                torch.from_numpy(proprio), AdjacentMSE(1e-4), init_latent=torch.from_numpy(np.load(inputs["latent"])))
     # Equal up to BLAS thread-scheduling noise (MKL may split reductions differently under load).
     np.testing.assert_allclose(result["normalized_actions"], direct.actions[0].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(result["actions"], unnormalize_actions(direct.actions[0].numpy(), stats), rtol=0, atol=1e-5)
@@ -75,7 +75,7 @@ def test_images_and_seed_are_deterministic(tiny_checkpoint: Path, inputs, tmp_pa
         (["--proprio", "1,2,3"], "8 finite numbers"),
         (["--proprio", PROPRIO, "--image", "{agent}"], "takes 2 images"),
         (["--proprio", PROPRIO, "--image", "{agent}", "--image", "{dir}/missing.png"], "image not found"),
-        (["--proprio", PROPRIO, "--pixel-values", "{state}"], "has shape (1, 8, 64), expected (1, 12, 224, 224)"),
+        (["--proprio", PROPRIO, "--pixel-values", "{latent}"], "has shape (1, 8, 64), expected (1, 12, 224, 224)"),
         (["--proprio", PROPRIO, "--pixel-values", "{pixels}", "--halting", "mse:1e-3", "--min-iterations", "9", "--max-iterations", "3"], "exceeds"),
         (["--proprio", PROPRIO, "--pixel-values", "{pixels}", "--unnorm-key", "bridge"], "not in dataset statistics"),
     ],

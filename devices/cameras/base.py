@@ -1,4 +1,4 @@
-"""What every camera offers the control loop: frames, a state, and reads with a freshness guarantee.
+"""What every camera offers the control loop: frames, a connection status, and reads with a freshness guarantee.
 
 Two kinds of time appear here and are never mixed:
 * ages and staleness use the camera's injectable ``clock`` (seconds, ``time.monotonic`` by default),
@@ -26,7 +26,7 @@ ROLE_ORDER: tuple[str, ...] = ("third_person", "wrist")
 HOST_COMPARABLE_DOMAINS = frozenset({"global_time", "system_time"})
 
 
-class CameraState(enum.Enum):
+class CameraConnection(enum.Enum):
     DISCONNECTED = "disconnected"  # not connected yet, or closed by the caller
     STREAMING = "streaming"  # sensors started; frames flow
     RECONNECTING = "reconnecting"  # frames stopped; trying to reopen the device with backoff
@@ -89,7 +89,7 @@ class Frame:
 
 @dataclass(frozen=True)
 class CameraStatus:
-    state: CameraState
+    connection: CameraConnection
     frames_received: int
     reconnect_attempts: int  # attempts since the stream was last healthy
     last_error: Optional[str]
@@ -105,7 +105,7 @@ class Camera(ABC):
 
     @property
     @abstractmethod
-    def state(self) -> CameraState: ...
+    def connection(self) -> CameraConnection: ...
 
     @abstractmethod
     def status(self) -> CameraStatus: ...

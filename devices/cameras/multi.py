@@ -12,7 +12,7 @@ from rdvla.devices.cameras.base import (
     HOST_COMPARABLE_DOMAINS,
     Camera,
     CameraError,
-    CameraState,
+    CameraConnection,
     CameraTimeoutError,
     Frame,
     role_rank,
@@ -70,8 +70,8 @@ class MultiCamera:
     def roles(self) -> tuple[str, ...]:
         return tuple(camera.role for camera in self.cameras)
 
-    def states(self) -> dict[str, CameraState]:
-        return {camera.role: camera.state for camera in self.cameras}
+    def connections(self) -> dict[str, CameraConnection]:
+        return {camera.role: camera.connection for camera in self.cameras}
 
     def connect(self) -> None:
         connected: list[Camera] = []

@@ -7,7 +7,7 @@ aligned to colour with rs.align.
 
 Three ways of running:
 * live: a capture thread keeps the newest frame; frame silence beyond ``frame_timeout_s`` means the
-  camera is gone, and it reopens the device by serial with exponential backoff (state RECONNECTING);
+  camera is gone, and it reopens the device by serial with exponential backoff (connection RECONNECTING);
 * recording, ``real_time=True``: the file plays at its recorded pace and behaves like a live camera;
 * recording, ``real_time=False``: frame by frame; every read returns the next recorded frame, so two
   runs over one file see the same frames. The file stays paused until every sensor has started
@@ -33,7 +33,7 @@ from rdvla.devices.cameras.base import (
     CameraEndedError,
     CameraError,
     CameraNotFoundError,
-    CameraState,
+    CameraConnection,
     CameraStatus,
     CameraTimeoutError,
     Clock,
@@ -322,7 +322,7 @@ class RealSenseCamera(Camera):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._session: Optional[_Session] = None
-        self._state = CameraState.DISCONNECTED
+        self._connection = CameraConnection.DISCONNECTED
         self._latest: Optional[Frame] = None
         self._latest_seq = 0
         self._returned_seq = 0
@@ -338,18 +338,18 @@ class RealSenseCamera(Camera):
         return self.config.recording is not None and not self.config.real_time
 
     @property
-    def state(self) -> CameraState:
-        return self._state
+    def connection(self) -> CameraConnection:
+        return self._connection
 
     def status(self) -> CameraStatus:
         with self._cond:
-            return CameraStatus(self._state, self._frames_received, self._attempts, self._last_error)
+            return CameraStatus(self._connection, self._frames_received, self._attempts, self._last_error)
 
-    def _set_state(self, state: CameraState, error: Optional[str] = None) -> None:
+    def _set_connection(self, connection: CameraConnection, error: Optional[str] = None) -> None:
         with self._cond:
-            if state != self._state:
-                log.info("camera %s: %s -> %s%s", self.name, self._state.value, state.value, f" ({error})" if error else "")
-            self._state = state
+            if connection != self._connection:
+                log.info("camera %s: %s -> %s%s", self.name, self._connection.value, connection.value, f" ({error})" if error else "")
+            self._connection = connection
             if error is not None:
                 self._last_error = error
             self._cond.notify_all()
@@ -513,9 +513,9 @@ class RealSenseCamera(Camera):
     # ----- public life cycle ----------------------------------------------------------------------
 
     def connect(self) -> None:
-        if self._state in (CameraState.STREAMING, CameraState.RECONNECTING):
+        if self._connection in (CameraConnection.STREAMING, CameraConnection.RECONNECTING):
             return
-        if self._state != CameraState.DISCONNECTED:  # ended or failed: start over
+        if self._connection != CameraConnection.DISCONNECTED:  # ended or failed: start over
             self.disconnect()
         self._rs = import_rs()
         self._context = self._context or self._rs.context()
@@ -529,7 +529,7 @@ class RealSenseCamera(Camera):
             self._attempts = 0
             self._last_error = None
         self._backoff.reset()
-        self._set_state(CameraState.STREAMING)
+        self._set_connection(CameraConnection.STREAMING)
         self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 
@@ -543,7 +543,7 @@ class RealSenseCamera(Camera):
                 log.error("camera %s: capture thread did not stop within 5 s", self.name)
             self._thread = None
         self._close_session()
-        self._set_state(CameraState.DISCONNECTED)
+        self._set_connection(CameraConnection.DISCONNECTED)
 
     # ----- background thread ----------------------------------------------------------------------
 
@@ -553,9 +553,9 @@ class RealSenseCamera(Camera):
                 self._flow_control()
             else:
                 self._capture()
-        except Exception as exc:  # a dead thread must show up as a state, not as silence
+        except Exception as exc:  # a dead thread must show up as a connection status, not as silence
             log.exception("camera %s: capture thread failed", self.name)
-            self._set_state(CameraState.FAILED, one_line(exc))
+            self._set_connection(CameraConnection.FAILED, one_line(exc))
 
     def _capture(self) -> None:
         while not self._stop.is_set():
@@ -583,7 +583,7 @@ class RealSenseCamera(Camera):
                     self._cond.notify_all()
             elif session.playback is not None:
                 if session.stopped:
-                    self._set_state(CameraState.ENDED, "the recording has no more frames")
+                    self._set_connection(CameraConnection.ENDED, "the recording has no more frames")
                     return
             else:
                 silent = self.clock() - self._last_activity
@@ -595,13 +595,13 @@ class RealSenseCamera(Camera):
         log.warning("camera %s: stream lost: %s", self.name, reason)
         if self.config.recording is not None:
             self._close_session()
-            self._set_state(CameraState.FAILED, reason)
+            self._set_connection(CameraConnection.FAILED, reason)
             self._stop.set()
             return
         self._close_session()
         with self._cond:
             self._attempts = 0
-        self._set_state(CameraState.RECONNECTING, reason)
+        self._set_connection(CameraConnection.RECONNECTING, reason)
 
     def _reopen(self) -> None:
         delay = self._backoff.next_delay()
@@ -626,7 +626,7 @@ class RealSenseCamera(Camera):
             self._last_activity = self.clock()
             self._attempts = 0
         self._backoff.reset()
-        self._set_state(CameraState.STREAMING)
+        self._set_connection(CameraConnection.STREAMING)
 
     def _flow_control(self) -> None:
         # Frame by frame: the file would otherwise be read into memory as fast as the disk allows.
@@ -672,23 +672,23 @@ class RealSenseCamera(Camera):
         )
 
     def _check_streaming(self) -> None:
-        state = self._state
-        if state == CameraState.STREAMING:
+        connection = self._connection
+        if connection == CameraConnection.STREAMING:
             return
-        if state == CameraState.ENDED:
+        if connection == CameraConnection.ENDED:
             raise CameraEndedError(f"camera {self.name}: the recording has no more frames")
         detail = f" ({self._last_error})" if self._last_error else ""
-        if state == CameraState.RECONNECTING:
+        if connection == CameraConnection.RECONNECTING:
             raise CameraDisconnectedError(
                 f"camera {self.name} is disconnected, reconnecting (attempt {self._attempts}){detail}"
             )
-        raise CameraDisconnectedError(f"camera {self.name} is {state.value}{detail}")
+        raise CameraDisconnectedError(f"camera {self.name} is {connection.value}{detail}")
 
     def read(self, timeout_s: float) -> Frame:
         if self.step_mode:
             return self._read_next_recorded(timeout_s)
         with self._cond:
-            self._cond.wait_for(lambda: self._latest_seq > self._returned_seq or self._state != CameraState.STREAMING, timeout_s)
+            self._cond.wait_for(lambda: self._latest_seq > self._returned_seq or self._connection != CameraConnection.STREAMING, timeout_s)
             self._check_streaming()
             if self._latest_seq == self._returned_seq or self._latest is None:
                 raise CameraTimeoutError(f"camera {self.name}: no new frame within {timeout_s * 1000:.0f} ms")
@@ -724,7 +724,7 @@ class RealSenseCamera(Camera):
                     self._cond.notify_all()  # the flow-control thread may resume the file
                     break
                 if session.stopped:
-                    self._set_state(CameraState.ENDED, f"the recording ended after {self._frames_received} frames")
+                    self._set_connection(CameraConnection.ENDED, f"the recording ended after {self._frames_received} frames")
                     raise CameraEndedError(f"camera {self.name}: the recording has no more frames")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Build TensorRT engines from a bundle's ONNX graphs into BUNDLE/engines/PRECISION/ and record them "
             "(hashes, I/O, TensorRT/CUDA versions, GPU) in the bundle's manifest. An engine runs only with the "
             "TensorRT version and on the GPU model it was built with, so run this on the Jetson itself. "
-            "fp16 keeps normalisations, softmax, reductions and the FP32 state/action outputs in FP32; int8 needs "
+            "fp16 keeps normalisations, softmax, reductions and the FP32 latent/action outputs in FP32; int8 needs "
             "the explicit Q/DQ graphs of a calibrated bundle; fp8/fp4 are refused (Orin, SM 8.7, has no FP8/FP4 "
             "tensor cores). Building the VLM graph takes many minutes on Orin."
         ),

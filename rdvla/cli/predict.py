@@ -18,7 +18,7 @@ import numpy as np
 
 from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.bundle import MANIFEST
-from rdvla.runtime.halting import HaltingPolicy, parse_halting
+from rdvla.runtime.halting import HaltingRule, parse_halting
 from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
 
 PROPRIO_DIM = 8
@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     images.add_argument("--pixel-values", type=Path, help="(1,12,224,224) float32 .npy; preprocessing is skipped")
     p.add_argument("--instruction", required=True, help="task instruction")
     p.add_argument("--proprio", required=True, help="raw proprio state: 8 comma-separated numbers (eef pos 3, axis-angle 3, gripper 2)")
-    state = p.add_mutually_exclusive_group()
-    state.add_argument("--init-state", type=Path, help="(1,8,D) float32 .npy initial latent state")
-    state.add_argument("--seed", type=int, default=0, help="seed of the truncated-normal initial state (default 0)")
+    latent = p.add_mutually_exclusive_group()
+    latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
+    latent.add_argument("--seed", type=int, default=0, help="seed of the truncated-normal initial latent (default 0)")
     depth = p.add_mutually_exclusive_group()
     depth.add_argument("--iterations", type=int, help="fixed number of recurrent iterations (default 12)")
     depth.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
@@ -114,7 +114,7 @@ def load_images(paths: list[Path], expected: int) -> list[np.ndarray]:
     return images
 
 
-def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
+def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
     import torch
 
     from rdvla.export.checkpoint import load_checkpoint
@@ -132,16 +132,16 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Pred
     input_ids = PromptTokenizer(ckpt.files.tokenizer)(args.instruction)
     proprio = normalize_proprio(parse_proprio(args.proprio), stats)[None]
     head_cfg = model.action_head.cfg
-    init_state = None
-    if args.init_state is not None:
-        init_state = torch.from_numpy(load_npy(args.init_state, (1, head_cfg.action_chunk_len, head_cfg.hidden_dim), "initial state"))
+    init_latent = None
+    if args.init_latent is not None:
+        init_latent = torch.from_numpy(load_npy(args.init_latent, (1, head_cfg.action_chunk_len, head_cfg.hidden_dim), "initial latent"))
     start = time.perf_counter()
     out = model.predict(
         torch.from_numpy(pixels),
         torch.from_numpy(np.array(input_ids)),
         torch.from_numpy(proprio),
         halting,
-        init_state=init_state,
+        init_latent=init_latent,
         generator=torch.Generator().manual_seed(args.seed),
     )
     seconds = time.perf_counter() - start
@@ -150,14 +150,14 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingPolicy) -> Pred
     return Prediction(normalized, unnormalize_actions(normalized, stats), out.iterations, deltas, seconds)
 
 
-def halting_deltas(halting: HaltingPolicy, iterations: int, mse: list[float], cosine: list[float]) -> np.ndarray:
+def halting_deltas(halting: HaltingRule, iterations: int, mse: list[float], cosine: list[float]) -> np.ndarray:
     """The halting statistic per iteration; all NaN under a fixed depth, which decodes only once."""
     if not halting.needs_decode:
         return np.full(iterations, np.nan, np.float32)
-    return np.asarray([halting.statistic(m, c) for m, c in zip(mse, cosine)], np.float32)
+    return np.asarray([halting.delta(m, c) for m, c in zip(mse, cosine)], np.float32)
 
 
-def predict_bundle(args: argparse.Namespace, halting: HaltingPolicy) -> Prediction:
+def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
     from rdvla.runtime.policy import Policy
 
     policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
@@ -168,9 +168,9 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingPolicy) -> Predicti
             pixels = load_npy(args.pixel_values, (1, 6 * dims.num_images, 224, 224), "pixel values")
         else:
             images = load_images(args.image, dims.num_images)
-        init_state = load_npy(args.init_state, dims.state_shape, "initial state") if args.init_state is not None else None
+        init_latent = load_npy(args.init_latent, dims.latent_shape, "initial latent") if args.init_latent is not None else None
         result = policy.act(args.instruction, parse_proprio(args.proprio), images=images, pixel_values=pixels,
-                            halting=halting, init_state=init_state, seed=args.seed)
+                            halting=halting, init_latent=init_latent, seed=args.seed)
     finally:
         policy.close()
     deltas = halting_deltas(halting, result.iterations, result.mse, result.cosine)

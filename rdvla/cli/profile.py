@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     step = report["per_iteration_ms"]["core_step"]
     decode = report["per_iteration_ms"]["core_step_decode"]
     print(f"VLM+Prelude p50 {report['stages_ms']['vlm_prelude']['p50']:.2f} ms; "
-          f"iteration p50 {np.median([r['p50'] for r in step]):.3f} ms (state only), "
+          f"iteration p50 {np.median([r['p50'] for r in step]):.3f} ms (latent only), "
           f"{np.median([r['p50'] for r in decode]):.3f} ms (with decode)")
     for depth, entry in report["end_to_end_ms"].items():
         print(f"  depth {depth:>3s}: end to end p50 {entry['p50']:.2f} ms, p95 {entry['p95']:.2f} ms, resident {report['resident_mb'][depth]:.0f} MB")

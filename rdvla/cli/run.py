@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     depth.add_argument("--iterations", type=int, metavar="N", help="fixed recurrent depth instead of adaptive halting")
     loop.add_argument("--min-iterations", type=int, metavar="N", help="adaptive halting: fewest iterations")
     loop.add_argument("--max-iterations", type=int, metavar="N", help="adaptive halting: most iterations")
-    loop.add_argument("--budget-ms", type=float, metavar="MS",
+    loop.add_argument("--deadline-ms", type=float, metavar="MS",
                       help="query deadline (default: derived from the period: what is left of it in sync mode, the "
                       "time until the queue runs dry in async mode)")
     loop.add_argument("--gripper", choices=("libero", "raw"), default="libero",
@@ -111,7 +111,7 @@ def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
     return LoopConfig(
         instruction=args.instruction, rate_hz=rate_hz, mode=args.mode, refill_at=args.refill_at, blend=args.blend,
         horizon=parse_horizon(args.horizon), halting=halting,
-        budget_s=None if args.budget_ms is None else args.budget_ms / 1e3, execute=args.execute, max_steps=args.steps,
+        deadline_s=None if args.deadline_ms is None else args.deadline_ms / 1e3, execute=args.execute, max_steps=args.steps,
         gripper=args.gripper, seed=args.seed,
         safety=SafetyConfig(max_linear_accel_mps2=args.max_linear_accel, max_angular_accel_radps2=args.max_angular_accel,
                             max_consecutive_faults=args.max_faults, max_reconnect_s=args.max_reconnect_s),

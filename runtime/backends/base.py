@@ -2,7 +2,7 @@
 
 A backend owns every buffer of one bundle's graphs. `run_context` runs the VLM+Prelude graph once
 per query and keeps its outputs where the core graphs read them (device memory for TensorRT);
-the loop then calls `step` / `step_decode` k times. State and previous-action buffers ping-pong
+the loop then calls `step` / `step_decode` k times. Latent and previous-action buffers ping-pong
 inside the backend: nothing is allocated, copied to the host or synchronised per iteration except
 the two halting scalars `step_decode` returns when asked to read them.
 """
@@ -16,14 +16,14 @@ import numpy as np
 
 # Graph and tensor names of the bundle contract (manifest.json lists shapes and dtypes).
 VLM_PRELUDE = "vlm_prelude"
-CORE_STEP = "core_step"  # state -> next_state
-CORE_STEP_DECODE = "core_step_decode"  # state, prev_actions -> next_state, actions, mse, cosine
-DECODE = "decode"  # state -> actions
+CORE_STEP = "core_step"  # latent -> next_latent
+CORE_STEP_DECODE = "core_step_decode"  # latent, prev_actions -> next_latent, actions, mse, cosine
+DECODE = "decode"  # latent -> actions
 GRAPHS = (VLM_PRELUDE, CORE_STEP, CORE_STEP_DECODE, DECODE)
 
 PIXEL_VALUES, INPUT_IDS, PROPRIO = "pixel_values", "input_ids", "proprio"
 INJECTION = "injection"
-STATE, NEXT_STATE = "state", "next_state"
+LATENT, NEXT_LATENT = "latent", "next_latent"
 PREV_ACTIONS, ACTIONS = "prev_actions", "actions"
 MSE, COSINE = "mse", "cosine"
 
@@ -43,12 +43,12 @@ class Backend(ABC):
         """Run VLM+Prelude on (1,12,224,224) f32, (1,P) i64, (1,8) f32 normalised proprio."""
 
     @abstractmethod
-    def reset_state(self, init_state: np.ndarray) -> None:
+    def reset_latent(self, init_latent: np.ndarray) -> None:
         """Load S0 (1,8,D) f32 and clear the previous-action buffer."""
 
     @abstractmethod
     def step(self) -> None:
-        """One state-only iteration (fixed depth: no Coda decode)."""
+        """One latent-only iteration (fixed depth: no Coda decode)."""
 
     @abstractmethod
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
@@ -59,15 +59,15 @@ class Backend(ABC):
 
     @abstractmethod
     def decode(self) -> None:
-        """Decode the current state into the action buffer (the end of a fixed-depth query)."""
+        """Decode the current latent into the action buffer (the end of a fixed-depth query)."""
 
     @abstractmethod
     def actions(self) -> np.ndarray:
         """The action buffer copied to the host: (8, 7) float32 normalised actions."""
 
     @abstractmethod
-    def state(self) -> np.ndarray:
-        """The current state copied to the host: (1, 8, D) float32."""
+    def latent(self) -> np.ndarray:
+        """The current latent copied to the host: (1, 8, D) float32."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op for host backends)."""

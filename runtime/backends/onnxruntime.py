@@ -70,11 +70,11 @@ class OnnxRuntimeBackend(Backend):
         prelude_out = {t.name: t for t in bundle.graph(names.VLM_PRELUDE).outputs}
         self._context = {n: self._array(prelude_out[n]) for n in self._core_names + self._coda_names}
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
-        self._states = [np.zeros(self.dims.state_shape, np.float32) for _ in range(2)]
+        self._latents = [np.zeros(self.dims.latent_shape, np.float32) for _ in range(2)]
         self._actions = [np.zeros(chunk, np.float32) for _ in range(2)]
         self._mse = np.zeros(1, np.float32)
         self._cosine = np.zeros(1, np.float32)
-        self._s = 0  # which state buffer holds the current state
+        self._s = 0  # which latent buffer holds the current latent
         self._a = 0  # which action buffer holds the latest decode
         self._bind_loop()
 
@@ -99,20 +99,20 @@ class OnnxRuntimeBackend(Backend):
         core = {n: self._context[n] for n in self._core_names}
         coda = {n: self._context[n] for n in self._coda_names}
         self._step = [
-            self._binding(names.CORE_STEP, {names.STATE: self._states[s], **core}, {names.NEXT_STATE: self._states[1 - s]})
+            self._binding(names.CORE_STEP, {names.LATENT: self._latents[s], **core}, {names.NEXT_LATENT: self._latents[1 - s]})
             for s in (0, 1)
         ]
         self._step_decode = {
             (s, a): self._binding(
                 names.CORE_STEP_DECODE,
-                {names.STATE: self._states[s], names.PREV_ACTIONS: self._actions[a], **core, **coda},
-                {names.NEXT_STATE: self._states[1 - s], names.ACTIONS: self._actions[1 - a],
+                {names.LATENT: self._latents[s], names.PREV_ACTIONS: self._actions[a], **core, **coda},
+                {names.NEXT_LATENT: self._latents[1 - s], names.ACTIONS: self._actions[1 - a],
                  names.MSE: self._mse, names.COSINE: self._cosine},
             )
             for s in (0, 1) for a in (0, 1)
         }
         self._decode = {
-            (s, a): self._binding(names.DECODE, {names.STATE: self._states[s], **coda}, {names.ACTIONS: self._actions[1 - a]})
+            (s, a): self._binding(names.DECODE, {names.LATENT: self._latents[s], **coda}, {names.ACTIONS: self._actions[1 - a]})
             for s in (0, 1) for a in (0, 1)
         }
         self._prelude_outputs = {n: self._value(self._context[n]) for n in self._core_names + self._coda_names}
@@ -127,11 +127,11 @@ class OnnxRuntimeBackend(Backend):
             binding.bind_ortvalue_output(name, value)
         session.run_with_iobinding(binding)
 
-    def reset_state(self, init_state: np.ndarray) -> None:
-        if init_state.shape != self.dims.state_shape:
-            raise ValueError(f"initial state has shape {init_state.shape}, expected {self.dims.state_shape}")
+    def reset_latent(self, init_latent: np.ndarray) -> None:
+        if init_latent.shape != self.dims.latent_shape:
+            raise ValueError(f"initial latent has shape {init_latent.shape}, expected {self.dims.latent_shape}")
         self._s, self._a = 0, 0
-        self._states[0][...] = init_state
+        self._latents[0][...] = init_latent
         self._actions[0].fill(0.0)
 
     def step(self) -> None:
@@ -150,8 +150,8 @@ class OnnxRuntimeBackend(Backend):
     def actions(self) -> np.ndarray:
         return self._actions[self._a][0].copy()
 
-    def state(self) -> np.ndarray:
-        return self._states[self._s].copy()
+    def latent(self) -> np.ndarray:
+        return self._latents[self._s].copy()
 
     def context(self) -> dict[str, np.ndarray]:
         """The VLM+Prelude outputs of the last query (parity checks compare them per output)."""

@@ -6,7 +6,7 @@ pinned staging buffer, bind the addresses that never change, and capture the cor
 graphs, one per ping-pong direction.
 
 Per query: `run_context` stages the host inputs through pinned memory and enqueues the VLM+Prelude
-engine; `reset_state` loads S0. Per iteration: one graph launch (or `execute_async_v3` where capture
+engine; `reset_latent` loads S0. Per iteration: one graph launch (or `execute_async_v3` where capture
 was not possible), one event record, and, only when the loop asks for it, a 260-byte readback of
 the halting scalars followed by an event wait.
 
@@ -318,14 +318,14 @@ class BufferPlan:
 
     host_inputs  VLM+Prelude inputs at their largest shape: a pinned staging buffer and a device buffer each
     context      VLM+Prelude outputs, written once per query and read by every core iteration
-    state        two device buffers (ping-pong), plus pinned buffers to load S0 and read the state back
+    latent        two device buffers (ping-pong), plus pinned buffers to load S0 and read the latent back
     actions      two device buffers (ping-pong), plus pinned zeros and a pinned readback buffer
     scalars      mse and cosine, one device block of 2 x SCALAR_STRIDE bytes and its pinned mirror
     """
 
     host_inputs: tuple[BufferSpec, ...]
     context: tuple[BufferSpec, ...]
-    state: BufferSpec
+    latent: BufferSpec
     actions: BufferSpec
     scalars: tuple[BufferSpec, BufferSpec]
     dynamic: Mapping[str, tuple[int, int]]
@@ -333,11 +333,11 @@ class BufferPlan:
     @property
     def device_bytes(self) -> int:
         once = sum(b.nbytes for b in (*self.host_inputs, *self.context))
-        return once + 2 * (self.state.nbytes + self.actions.nbytes) + 2 * SCALAR_STRIDE
+        return once + 2 * (self.latent.nbytes + self.actions.nbytes) + 2 * SCALAR_STRIDE
 
     @property
     def pinned_bytes(self) -> int:
-        return sum(b.nbytes for b in self.host_inputs) + 2 * (self.state.nbytes + self.actions.nbytes) + 4 * _SCALAR_FLOATS
+        return sum(b.nbytes for b in self.host_inputs) + 2 * (self.latent.nbytes + self.actions.nbytes) + 4 * _SCALAR_FLOATS
 
 
 def _fail(graph: str, problem: str) -> BundleError:
@@ -355,10 +355,10 @@ def plan_buffers(bundle: Bundle) -> BufferPlan:
 
     vlm = graphs[names.VLM_PRELUDE]
     context = {t.name: buffer(t) for t in vlm.outputs}
-    loop_inputs = {names.STATE, names.PREV_ACTIONS}
+    loop_inputs = {names.LATENT, names.PREV_ACTIONS}
     expected_outputs = {
-        names.CORE_STEP: {names.NEXT_STATE},
-        names.CORE_STEP_DECODE: {names.NEXT_STATE, names.ACTIONS, names.MSE, names.COSINE},
+        names.CORE_STEP: {names.NEXT_LATENT},
+        names.CORE_STEP_DECODE: {names.NEXT_LATENT, names.ACTIONS, names.MSE, names.COSINE},
         names.DECODE: {names.ACTIONS},
     }
     specs: dict[str, TensorSpec] = {t.name: t for t in vlm.outputs}
@@ -366,9 +366,9 @@ def plan_buffers(bundle: Bundle) -> BufferPlan:
         spec = graphs[graph]
         unknown = [t.name for t in spec.inputs if t.name not in context and t.name not in loop_inputs]
         if unknown:
-            raise _fail(graph, f"inputs {', '.join(unknown)} are neither loop state nor outputs of {names.VLM_PRELUDE}")
-        if names.STATE not in {t.name for t in spec.inputs}:
-            raise _fail(graph, f"no {names.STATE} input")
+            raise _fail(graph, f"inputs {', '.join(unknown)} are neither loop latent nor outputs of {names.VLM_PRELUDE}")
+        if names.LATENT not in {t.name for t in spec.inputs}:
+            raise _fail(graph, f"no {names.LATENT} input")
         got = {t.name for t in spec.outputs}
         if got != outputs:
             raise _fail(graph, f"outputs {sorted(got)}, expected {sorted(outputs)}")
@@ -378,21 +378,21 @@ def plan_buffers(bundle: Bundle) -> BufferPlan:
                 raise _fail(graph, f"{t.name} is {t.dtype} {list(t.shape)} here but {seen.dtype} {list(seen.shape)} elsewhere")
     if names.PREV_ACTIONS not in {t.name for t in graphs[names.CORE_STEP_DECODE].inputs}:
         raise _fail(names.CORE_STEP_DECODE, f"no {names.PREV_ACTIONS} input")
-    pairs = ((names.STATE, names.NEXT_STATE), (names.PREV_ACTIONS, names.ACTIONS))
+    pairs = ((names.LATENT, names.NEXT_LATENT), (names.PREV_ACTIONS, names.ACTIONS))
     for a, b in pairs:
         if buffer(specs[a]) != replace(buffer(specs[b]), name=a):
             raise _fail(names.CORE_STEP_DECODE, f"{a} and {b} differ in shape or dtype; they share ping-pong buffers")
-    loop = [specs[n] for n in (names.STATE, names.PREV_ACTIONS, names.MSE, names.COSINE)]
+    loop = [specs[n] for n in (names.LATENT, names.PREV_ACTIONS, names.MSE, names.COSINE)]
     for t in loop:
         if t.dtype != "float32":
-            raise _fail(names.CORE_STEP_DECODE, f"{t.name} is {t.dtype}; state, actions and halting scalars cross engines in float32")
+            raise _fail(names.CORE_STEP_DECODE, f"{t.name} is {t.dtype}; latent, actions and halting scalars cross engines in float32")
     for t in loop[2:]:
         if buffer(t).nbytes != 4:
             raise _fail(names.CORE_STEP_DECODE, f"{t.name} has shape {list(t.shape)}; a halting scalar is one float32")
     return BufferPlan(
         host_inputs=tuple(buffer(t) for t in vlm.inputs),
         context=tuple(context.values()),
-        state=buffer(specs[names.STATE]),
+        latent=buffer(specs[names.LATENT]),
         actions=buffer(specs[names.PREV_ACTIONS]),
         scalars=(buffer(specs[names.MSE]), buffer(specs[names.COSINE])),
         dynamic=dims,
@@ -424,9 +424,9 @@ def check_engine_io(spec: GraphSpec, io: Sequence[IOTensor], root: Path, precisi
 
 
 # Every (graph, direction) the loop can ask for. A direction is the pair of ping-pong indices current
-# before the call: (state,) for core_step, (state, actions) for the graphs that write actions. Each call
+# before the call: (latent,) for core_step, (latent, actions) for the graphs that write actions. Each call
 # writes the other buffer of each pair it advances (as the ONNX Runtime backend does); the two indices
-# move independently because `step` advances the state without decoding.
+# move independently because `step` advances the latent without decoding.
 DIRECTIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     names.CORE_STEP: ((0,), (1,)),
     names.CORE_STEP_DECODE: ((0, 0), (0, 1), (1, 0), (1, 1)),
@@ -438,43 +438,43 @@ def slots(graph: str, direction: tuple[int, ...]) -> dict[str, tuple[str, int]]:
     """Tensor name -> (buffer pair, index) that one direction of `graph` binds."""
     if graph == names.CORE_STEP:
         (s,) = direction
-        return {names.STATE: ("state", s), names.NEXT_STATE: ("state", 1 - s)}
+        return {names.LATENT: ("latent", s), names.NEXT_LATENT: ("latent", 1 - s)}
     s, a = direction
     if graph == names.CORE_STEP_DECODE:
         return {
-            names.STATE: ("state", s),
-            names.NEXT_STATE: ("state", 1 - s),
+            names.LATENT: ("latent", s),
+            names.NEXT_LATENT: ("latent", 1 - s),
             names.PREV_ACTIONS: ("actions", a),
             names.ACTIONS: ("actions", 1 - a),
         }
     if graph == names.DECODE:
-        return {names.STATE: ("state", s), names.ACTIONS: ("actions", 1 - a)}
+        return {names.LATENT: ("latent", s), names.ACTIONS: ("actions", 1 - a)}
     raise ValueError(f"{graph} has no ping-pong buffers")
 
 
 @dataclass
 class PingPong:
-    """Which of the two state / action buffers holds the current state and the latest actions."""
+    """Which of the two latent / action buffers holds the current latent and the latest actions."""
 
-    state: int = 0
+    latent: int = 0
     actions: int = 0
 
     def reset(self) -> None:
-        self.state = self.actions = 0
+        self.latent = self.actions = 0
 
     def step(self) -> tuple[int]:
-        direction = (self.state,)
-        self.state ^= 1
+        direction = (self.latent,)
+        self.latent ^= 1
         return direction
 
     def step_decode(self) -> tuple[int, int]:
-        direction = (self.state, self.actions)
-        self.state ^= 1
+        direction = (self.latent, self.actions)
+        self.latent ^= 1
         self.actions ^= 1
         return direction
 
     def decode(self) -> tuple[int, int]:
-        direction = (self.state, self.actions)
+        direction = (self.latent, self.actions)
         self.actions ^= 1
         return direction
 
@@ -528,7 +528,7 @@ class TensorRTBackend(Backend):
     """The bundle's TensorRT engines with the recurrent core iterated on device buffers.
 
     `iteration_times_ms()` returns the device-side time of each iteration of the last query, measured
-    with CUDA events recorded around every `step` / `step_decode` since the last `reset_state`.
+    with CUDA events recorded around every `step` / `step_decode` since the last `reset_latent`.
     `execution_modes()` tells, per core graph, whether it replays CUDA graphs or runs
     `execute_async_v3` (and why).
     """
@@ -628,14 +628,14 @@ class TensorRTBackend(Backend):
             self._host_inputs[spec.name] = self._device_buffer(staged.nbytes)
         self._context_buffers = {spec.name: self._device_buffer(spec.nbytes) for spec in plan.context}
         self._buffers = {
-            "state": [self._device_buffer(plan.state.nbytes) for _ in range(2)],
+            "latent": [self._device_buffer(plan.latent.nbytes) for _ in range(2)],
             "actions": [self._device_buffer(plan.actions.nbytes) for _ in range(2)],
         }
         scalars = self._device_buffer(2 * SCALAR_STRIDE)
         self._scalars = scalars
         self._scalar_addresses = {plan.scalars[0].name: scalars, plan.scalars[1].name: scalars + SCALAR_STRIDE}
-        self._pinned["init_state"] = cuda.pagelocked_empty(plan.state.shape, plan.state.dtype)
-        self._pinned["state"] = cuda.pagelocked_empty(plan.state.shape, plan.state.dtype)
+        self._pinned["init_latent"] = cuda.pagelocked_empty(plan.latent.shape, plan.latent.dtype)
+        self._pinned["latent"] = cuda.pagelocked_empty(plan.latent.shape, plan.latent.dtype)
         self._pinned["zero_actions"] = cuda.pagelocked_zeros(plan.actions.shape, plan.actions.dtype)
         self._pinned["actions"] = cuda.pagelocked_empty(plan.actions.shape, plan.actions.dtype)
         self._pinned["scalars"] = cuda.pagelocked_empty((_SCALAR_FLOATS,), np.float32)
@@ -731,14 +731,14 @@ class TensorRTBackend(Backend):
         self._sync["staged"].record(self._stream)
         self._enqueue(names.VLM_PRELUDE)
 
-    def reset_state(self, init_state: np.ndarray) -> None:
-        state = np.asarray(init_state)
-        if state.shape != self.plan.state.shape:
-            raise ValueError(f"init_state has shape {state.shape}, expected {self.plan.state.shape}")
+    def reset_latent(self, init_latent: np.ndarray) -> None:
+        latent = np.asarray(init_latent)
+        if latent.shape != self.plan.latent.shape:
+            raise ValueError(f"init_latent has shape {latent.shape}, expected {self.plan.latent.shape}")
         self._sync["loaded"].synchronize()
-        np.copyto(self._pinned["init_state"], state, casting="same_kind")
+        np.copyto(self._pinned["init_latent"], latent, casting="same_kind")
         self._schedule.reset()
-        self._cuda.memcpy_htod_async(self._buffers["state"][0], self._pinned["init_state"], self._stream)
+        self._cuda.memcpy_htod_async(self._buffers["latent"][0], self._pinned["init_latent"], self._stream)
         self._cuda.memcpy_htod_async(self._buffers["actions"][0], self._pinned["zero_actions"], self._stream)
         self._sync["loaded"].record(self._stream)
         self._iterations = 0
@@ -787,11 +787,11 @@ class TensorRTBackend(Backend):
     def actions(self) -> np.ndarray:
         return self._read("actions", self._schedule.actions).reshape(self.plan.actions.shape[-2:])
 
-    def state(self) -> np.ndarray:
-        return self._read("state", self._schedule.state)
+    def latent(self) -> np.ndarray:
+        return self._read("latent", self._schedule.latent)
 
     def iteration_times_ms(self) -> list[float]:
-        """Device time of each iteration since the last `reset_state`, in milliseconds.
+        """Device time of each iteration since the last `reset_latent`, in milliseconds.
 
         Waits for the last iteration to finish. Iterations beyond MAX_SUPPORTED_ITERATIONS are not timed.
         """

@@ -5,7 +5,7 @@ exported from (`manifest["source"]`) after checking every file's SHA-256 against
 the same weights, the same split modules (`export.split`), no second implementation of the math.
 
 Load, once: verify and load the checkpoint, cast it to the compute dtype, allocate every buffer
-on the device (prelude inputs, context tensors, two state and two action buffers in FP32, the
+on the device (prelude inputs, context tensors, two latent and two action buffers in FP32, the
 halting scalars), build one closure per (core graph, ping-pong direction) that reads its input
 buffers and `copy_`s its results into the opposite buffers, then, on CUDA, warm the closures up on
 the backend's own stream and capture each as a CUDA graph replaying into the same buffers.
@@ -16,7 +16,7 @@ Per iteration: one graph replay (or the eager closure), two timing marks, and on
 fp32 computes in the FP32 math torch is configured for: torch's defaults keep matmuls in IEEE FP32
 but let cuDNN run convolutions (the towers' patch embeddings) in TF32; set
 `torch.backends.cudnn.allow_tf32 = False` before loading for reference-exact FP32. bf16 and fp16
-cast the weights and context; state and actions cross the backend's boundary in FP32 regardless.
+cast the weights and context; latent and actions cross the backend's boundary in FP32 regardless.
 
 torch and export.* are imported inside the constructor only: runtime/ must import without torch.
 """
@@ -49,7 +49,7 @@ PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 WARMUP_RUNS = 3
 
 Runner = Callable[[], None]
-Direction = tuple[int, ...]  # (state buffer,) or (state buffer, action buffer) an iteration reads
+Direction = tuple[int, ...]  # (latent buffer,) or (latent buffer, action buffer) an iteration reads
 
 
 def _import_torch() -> Any:
@@ -112,7 +112,7 @@ def source_checkpoint(bundle: Bundle, checkpoint: str | Path | None = None) -> P
 class TorchBackend(Backend):
     """The bundle's source checkpoint run through the split modules, on preallocated device buffers.
 
-    `iteration_times_ms()` returns the time of each iteration since the last `reset_state`: CUDA
+    `iteration_times_ms()` returns the time of each iteration since the last `reset_latent`: CUDA
     events around each `step` / `step_decode` on a GPU, host `perf_counter` on the CPU.
     `execution_modes()` tells, per core graph, whether it replays CUDA graphs or runs eagerly (and why).
     """
@@ -152,7 +152,7 @@ class TorchBackend(Backend):
         self._dtype = getattr(torch, PRECISIONS[precision])
         self._modes: dict[str, str] = {}
         self._iterations = 0
-        self._s = 0  # which state buffer holds the current state
+        self._s = 0  # which latent buffer holds the current latent
         self._a = 0  # which action buffer holds the latest decode
         start = time.perf_counter()
         self.checkpoint = source_checkpoint(bundle, checkpoint)
@@ -200,7 +200,7 @@ class TorchBackend(Backend):
         self._input_ids = torch.zeros((1, self.bundle.prompt_len[1]), dtype=torch.int64, device=device)
 
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
-        self._states = [torch.zeros(self.dims.state_shape, dtype=torch.float32, device=device) for _ in range(2)]
+        self._latents = [torch.zeros(self.dims.latent_shape, dtype=torch.float32, device=device) for _ in range(2)]
         self._actions = [torch.zeros(chunk, dtype=torch.float32, device=device) for _ in range(2)]
         # mse and cosine share one allocation so one copy reads both.
         self._scalars = torch.zeros(2, dtype=torch.float32, device=device)
@@ -226,19 +226,19 @@ class TorchBackend(Backend):
 
     def _step_closure(self, s: int) -> Runner:
         core, dtype, inference = self._core_step, self._dtype, self._torch.inference_mode
-        state, target = self._states[s], self._states[1 - s]
+        latent, target = self._latents[s], self._latents[1 - s]
         context = tuple(self._context[n] for n in self._core_names)
 
         def run() -> None:
             # inference_mode skips autograd dispatch altogether: ~15% of an eager iteration of the tiny model.
             with inference():
-                target.copy_(core(state.to(dtype), *context))
+                target.copy_(core(latent.to(dtype), *context))
 
         return run
 
     def _step_decode_closure(self, s: int, a: int) -> Runner:
         core, dtype, inference = self._core_step_decode, self._dtype, self._torch.inference_mode
-        state, next_state = self._states[s], self._states[1 - s]
+        latent, next_latent = self._latents[s], self._latents[1 - s]
         # prev_actions stays FP32: the module only reads it for the statistics, which it computes in FP32.
         prev_actions, actions = self._actions[a], self._actions[1 - a]
         mse, cosine = self._scalars[0:1], self._scalars[1:2]
@@ -246,8 +246,8 @@ class TorchBackend(Backend):
 
         def run() -> None:
             with inference():
-                new_state, new_actions, new_mse, new_cosine = core(state.to(dtype), prev_actions, *context)
-                next_state.copy_(new_state)
+                new_latent, new_actions, new_mse, new_cosine = core(latent.to(dtype), prev_actions, *context)
+                next_latent.copy_(new_latent)
                 actions.copy_(new_actions)
                 mse.copy_(new_mse)
                 cosine.copy_(new_cosine)
@@ -304,13 +304,13 @@ class TorchBackend(Backend):
             for name, value in zip(self._core_names + self._coda_names, outputs):
                 self._context[name].copy_(value)
 
-    def reset_state(self, init_state: np.ndarray) -> None:
-        if init_state.shape != self.dims.state_shape:
-            raise ValueError(f"initial state has shape {init_state.shape}, expected {self.dims.state_shape}")
+    def reset_latent(self, init_latent: np.ndarray) -> None:
+        if init_latent.shape != self.dims.latent_shape:
+            raise ValueError(f"initial latent has shape {init_latent.shape}, expected {self.dims.latent_shape}")
         self._s, self._a = 0, 0
         self._iterations = 0
         with self._on_stream():
-            self._states[0].copy_(_tensor(self._torch, init_state, np.float32))
+            self._latents[0].copy_(_tensor(self._torch, init_latent, np.float32))
             self._actions[0].zero_()
 
     # -- per iteration: no allocation, no synchronisation ----------------------------------------
@@ -351,7 +351,7 @@ class TorchBackend(Backend):
     def decode(self) -> None:
         with self._on_stream(), self._torch.inference_mode():
             coda = (self._context[n] for n in self._coda_names)
-            self._actions[1 - self._a].copy_(self._decode(self._states[self._s].to(self._dtype), *coda))
+            self._actions[1 - self._a].copy_(self._decode(self._latents[self._s].to(self._dtype), *coda))
         self._a ^= 1
 
     # -- readback ----------------------------------------------------------------------------------
@@ -364,15 +364,15 @@ class TorchBackend(Backend):
     def actions(self) -> np.ndarray:
         return self._host(self._actions[self._a][0])
 
-    def state(self) -> np.ndarray:
-        return self._host(self._states[self._s])
+    def latent(self) -> np.ndarray:
+        return self._host(self._latents[self._s])
 
     def context(self) -> dict[str, np.ndarray]:
         """The VLM+Prelude outputs of the last query in FP32 (parity checks compare them per output)."""
         return {name: self._host(value) for name, value in self._context.items()}
 
     def iteration_times_ms(self) -> list[float]:
-        """Time of each iteration since the last `reset_state`, in milliseconds.
+        """Time of each iteration since the last `reset_latent`, in milliseconds.
 
         On CUDA this is device time between events around each iteration and waits for the last
         one; iterations beyond MAX_SUPPORTED_ITERATIONS are not timed.
@@ -394,11 +394,11 @@ class TorchBackend(Backend):
             self._stream.synchronize()
 
     def close(self) -> None:
-        if not hasattr(self, "_states"):
+        if not hasattr(self, "_latents"):
             return
         self.synchronize()
         # The graphs (held by their replay methods) write into the buffers: drop them first.
         del self._step, self._step_decode
-        for attr in ("_states", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
+        for attr in ("_latents", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
                      "_input_ids", "_prelude", "_core_step", "_core_step_decode", "_decode"):
             delattr(self, attr)

@@ -8,7 +8,7 @@ Each cycle runs on the grid of a `CycleTimer`, in four timed sections:
   from the worker, and starts the next one from this cycle's observation once at most
   ``refill_at`` actions remain queued, with the slot where the queue runs dry as its deadline
   (either deadline moves to a later slot boundary when the query's fixed part, VLM+Prelude,
-  cannot meet it: see ``_budget``);
+  cannot meet it: see ``_query_deadline_s``);
 * act: this slot's action leaves the queue; the faults decide act, hold or stop; the safety filter
   limits the action;
 * send: the action (or a hold) goes to the robot, unless this is a dry run.
@@ -48,7 +48,7 @@ from rdvla.runtime.control.action_queue import BLENDS, ActionQueue, Chunk
 from rdvla.runtime.control.episode import RunStats, StepLog, floats, matrix
 from rdvla.runtime.control.pacing import Clock, CycleTimer, Sleep
 from rdvla.runtime.control.safety import Fault, FaultMonitor, SafetyConfig, SafetyFilter
-from rdvla.runtime.halting import HaltingPolicy
+from rdvla.runtime.halting import HaltingRule
 from rdvla.runtime.horizon import AnyHorizon, FixedHorizon
 from rdvla.runtime.normalization import libero_gripper
 from rdvla.runtime.policy import PolicyResult
@@ -69,7 +69,7 @@ T = TypeVar("T")
 
 class PolicyLike(Protocol):
     def act(self, instruction: str, proprio: Sequence[float] | np.ndarray, images: Optional[Sequence[np.ndarray]] = None,
-            pixel_values: Optional[np.ndarray] = None, halting: Optional[HaltingPolicy] = None,
+            pixel_values: Optional[np.ndarray] = None, halting: Optional[HaltingRule] = None,
             init_state: Optional[np.ndarray] = None, seed: Optional[int] = None,
             deadline_s: Optional[float] = None) -> PolicyResult: ...
 
@@ -90,12 +90,12 @@ class LoopConfig:
     refill_at: int = 2  # async: start the next query once at most this many actions remain queued
     blend: str = "replace"
     horizon: AnyHorizon = field(default_factory=lambda: FixedHorizon(5))
-    halting: Optional[HaltingPolicy] = None  # None: the bundle's default
-    budget_s: Optional[float] = None  # query deadline; None: derived from the period
+    halting: Optional[HaltingRule] = None  # None: the bundle's default
+    deadline_s: Optional[float] = None  # query deadline; None: derived from the period
     execute: bool = False  # False: a dry run, nothing is sent to the robot
     max_steps: Optional[int] = None
     gripper: str = "libero"  # libero: binarise and invert the gripper dimension (spec 3.6); raw: as predicted
-    seed: int = 0  # query n starts from the initial state of seed + n
+    seed: int = 0  # query n starts from the initial latent of seed + n
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -111,8 +111,8 @@ class LoopConfig:
             raise ValueError(f"unknown blend {self.blend!r}; choose one of {', '.join(BLENDS)}")
         if self.gripper not in GRIPPERS:
             raise ValueError(f"unknown gripper post-processing {self.gripper!r}; choose libero or raw")
-        if self.budget_s is not None and not (self.budget_s > 0 and math.isfinite(self.budget_s)):
-            raise ValueError(f"the query budget must be a positive number of seconds, got {self.budget_s}")
+        if self.deadline_s is not None and not (self.deadline_s > 0 and math.isfinite(self.deadline_s)):
+            raise ValueError(f"the query deadline must be a positive number of seconds, got {self.deadline_s}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
 
@@ -247,7 +247,7 @@ class ControlLoop:
         return {
             "instruction": c.instruction, "rate_hz": c.rate_hz, "mode": c.mode, "refill_at": c.refill_at,
             "blend": c.blend, "horizon": repr(c.horizon), "halting": repr(c.halting) if c.halting else "bundle default",
-            "budget_ms": None if c.budget_s is None else c.budget_s * 1e3, "dry_run": not c.execute,
+            "deadline_ms": None if c.deadline_s is None else c.deadline_s * 1e3, "dry_run": not c.execute,
             "gripper": c.gripper, "seed": c.seed, "action_scale": list(self.robot.action_scale),
             "safety": {
                 "max_translation_m": self.safety.max_translation, "max_rotation_rad": self.safety.max_rotation,
@@ -279,18 +279,18 @@ class ControlLoop:
                     raise StartError(f"no usable observation within {PRIME_TIMEOUT_S:.0f} s: {one_line(exc)}") from exc
                 self.sleep(min(0.05, self.period))
         observed_at = self.clock()
-        state = self.robot.read_state()
+        robot_state = self.robot.read_state()
         query_id = self._take_query_id()
         start = self.clock()
         try:
-            result = load_on(self.executor, lambda: self._infer(observation.images, state.proprio, None, query_id))
+            result = load_on(self.executor, lambda: self._infer(observation.images, robot_state.proprio, None, query_id))
         except Exception as exc:
             raise StartError(f"the first query failed: {one_line(exc)}") from exc
         query, faults = self._arrive(result, query_id, 0, 0, start, None)
         if query is None:
             raise StartError(f"the first query failed: {faults[0][1]}")
         log.info("queue primed: %d iterations, %.0f ms (includes the backend's warm-up)", query["iterations"], query["latency_ms"])
-        return {"query": query, "frames": self._frames(observation, observed_at), "proprio": floats(state.proprio, 7)}
+        return {"query": query, "frames": self._frames(observation, observed_at), "proprio": floats(robot_state.proprio, 7)}
 
     def _cycle(self) -> None:
         slot = self.timer.slot
@@ -299,14 +299,14 @@ class ControlLoop:
         with self.timer.section("observe"):
             observation = self._observe(faults)
             observed_at = self.clock()
-            state = self._read_state(faults)
+            robot_state = self._read_robot_state(faults)
         with self.timer.section("infer"):
-            query, proposed, submitted = self._plan(slot, observation, state, faults)
+            query, proposed, submitted = self._plan(slot, observation, robot_state, faults)
         with self.timer.section("act"):
-            decision, executed, limits = self._decide(proposed, state if observation is not None else None, faults)
+            decision, executed, limits = self._decide(proposed, robot_state if observation is not None else None, faults)
         with self.timer.section("send"):
             decision = self._send(decision, executed, faults)
-        record = self._record(slot, started, observation, observed_at, state, query, submitted, proposed, executed,
+        record = self._record(slot, started, observation, observed_at, robot_state, query, submitted, proposed, executed,
                               limits, decision, faults)
         self._write(record)
         self.stats.add_step(record)
@@ -332,21 +332,21 @@ class ControlLoop:
             faults.append((Fault.CAMERA_ERROR, one_line(exc)))
         return None
 
-    def _read_state(self, faults: Faults) -> Optional[RobotState]:
+    def _read_robot_state(self, faults: Faults) -> Optional[RobotState]:
         try:
-            state = self.robot.read_state()
+            robot_state = self.robot.read_state()
         except RobotError as exc:
             faults.append((Fault.ROBOT_TIMEOUT if isinstance(exc, RobotTimeoutError) else Fault.ROBOT_ERROR, one_line(exc)))
             return None
-        position = state.proprio[:3]
+        position = robot_state.proprio[:3]
         if self._last_position is not None:
             self._travel += float(np.linalg.norm(position - self._last_position))
         self._last_position = position.copy()
-        return state
+        return robot_state
 
     # ----- infer -----------------------------------------------------------------------------------
 
-    def _plan(self, slot: int, observation: Optional[Observation], state: Optional[RobotState],
+    def _plan(self, slot: int, observation: Optional[Observation], robot_state: Optional[RobotState],
               faults: Faults) -> tuple[Optional[dict[str, Any]], Optional[np.ndarray], Optional[int]]:
         """Bring the queue up to date for this slot and take the slot's action.
 
@@ -355,15 +355,15 @@ class ControlLoop:
         """
         if self.config.mode == "sync":
             query = None
-            if observation is not None and state is not None and not self.queue.has(slot):
-                query = self._query_now(observation, state, slot, faults)
+            if observation is not None and robot_state is not None and not self.queue.has(slot):
+                query = self._query_now(observation, robot_state, slot, faults)
             return query, self.queue.pop(slot), None
         query = self._collect(slot, faults)
         proposed = self.queue.pop(slot)
         submitted = None
-        if observation is not None and state is not None and self._inflight is None \
+        if observation is not None and robot_state is not None and self._inflight is None \
                 and self.queue.remaining(slot) <= self.config.refill_at:
-            submitted = self._submit(observation, state, slot)
+            submitted = self._submit(observation, robot_state, slot)
         return query, proposed, submitted
 
     def _take_query_id(self) -> int:
@@ -375,27 +375,27 @@ class ControlLoop:
         return self.policy.act(self.config.instruction, proprio, images=images, halting=self.config.halting,
                                seed=self.config.seed + query_id, deadline_s=deadline_s)
 
-    def _budget(self, slots_ahead: int) -> float:
+    def _query_deadline_s(self, slots_ahead: int) -> float:
         """The query's deadline: the end of the slot ``slots_ahead`` from this one, less a reserve.
 
         A chunk is only collected at a slot boundary, so a deadline the query's fixed part
         (preprocessing, VLM+Prelude) cannot meet anyway would cut the recurrent iterations for
         nothing: the deadline then moves to the first boundary the fixed part can meet.
         """
-        if self.config.budget_s is not None:
-            return self.config.budget_s
+        if self.config.deadline_s is not None:
+            return self.config.deadline_s
         base = self.timer.elapsed() + RESERVE_FRACTION * self.period
         slots = max(1, slots_ahead)
         while slots * self.period - base <= (self._fixed_cost_s or 0.0):
             slots += 1
         return slots * self.period - base
 
-    def _query_now(self, observation: Observation, state: RobotState, slot: int, faults: Faults) -> Optional[dict[str, Any]]:
+    def _query_now(self, observation: Observation, robot_state: RobotState, slot: int, faults: Faults) -> Optional[dict[str, Any]]:
         query_id = self._take_query_id()
-        deadline = self._budget(1)
+        deadline = self._query_deadline_s(1)
         start = self.clock()
         try:
-            result = self._infer(observation.images, state.proprio, deadline, query_id)
+            result = self._infer(observation.images, robot_state.proprio, deadline, query_id)
         except Exception as exc:  # any failure of a query is a fault of this step, not of the loop
             faults.append((Fault.INFERENCE_ERROR, f"query {query_id}: {one_line(exc)}"))
             return None
@@ -403,11 +403,11 @@ class ControlLoop:
         faults.extend(arrival_faults)
         return query
 
-    def _submit(self, observation: Observation, state: RobotState, slot: int) -> int:
+    def _submit(self, observation: Observation, robot_state: RobotState, slot: int) -> int:
         assert self.executor is not None
         query_id = self._take_query_id()
-        deadline = self._budget(self.queue.remaining(slot) + 1)
-        future = self.executor.submit(self._infer, observation.images, state.proprio.copy(), deadline, query_id)
+        deadline = self._query_deadline_s(self.queue.remaining(slot) + 1)
+        future = self.executor.submit(self._infer, observation.images, robot_state.proprio.copy(), deadline, query_id)
         self._inflight = _Inflight(future, query_id, slot, self.clock(), deadline)
         return query_id
 
@@ -450,16 +450,16 @@ class ControlLoop:
 
     # ----- act and send ----------------------------------------------------------------------------
 
-    def _decide(self, proposed: Optional[np.ndarray], state: Optional[RobotState],
+    def _decide(self, proposed: Optional[np.ndarray], robot_state: Optional[RobotState],
                 faults: Faults) -> tuple[str, Optional[np.ndarray], tuple[str, ...]]:
         if any(fault in (Fault.ROBOT_TIMEOUT, Fault.ROBOT_ERROR) for fault, _ in faults):
             return "stop", None, ()
-        if faults or state is None:  # no state here also means no observation (a recording that ended)
+        if faults or robot_state is None:  # no robot state here also means no observation (a recording that ended)
             return "hold", None, ()
         if proposed is None:
             faults.append((Fault.STARVED, "no action queued for this slot (inference slower than the queue drains)"))
             return "hold", None, ()
-        filtered = self.safety.apply(proposed, state.proprio[:3])
+        filtered = self.safety.apply(proposed, robot_state.proprio[:3])
         if filtered.action is None:
             faults.append((Fault.NONFINITE_ACTION, filtered.rejected or "action rejected"))
             return "hold", None, ()
@@ -507,14 +507,14 @@ class ControlLoop:
             self.faulted = True
 
     def _record(self, slot: int, started: float, observation: Optional[Observation], observed_at: float,
-                state: Optional[RobotState], query: Optional[dict[str, Any]], submitted: Optional[int], proposed: Optional[np.ndarray],
+                robot_state: Optional[RobotState], query: Optional[dict[str, Any]], submitted: Optional[int], proposed: Optional[np.ndarray],
                 executed: Optional[np.ndarray], limits: tuple[str, ...], decision: str, faults: Faults) -> dict[str, Any]:
         self._last_t = started - self.timer.due(0)
         return {
             "type": "step", "step": self.steps, "slot": slot, "t": round(self._last_t, 6),
             "missed_slots": self._missed_before, "frames": [] if observation is None else self._frames(observation, observed_at),
             "skew_ms": None if observation is None else round(observation.skew_s * 1e3, 3),
-            "proprio": None if state is None else floats(state.proprio, 7), "instruction": self.config.instruction,
+            "proprio": None if robot_state is None else floats(robot_state.proprio, 7), "instruction": self.config.instruction,
             "query": query, "submitted": submitted, "iterations": None if query is None else query["iterations"],
             "queue": self.queue.remaining(slot), "inflight": self._inflight is not None,
             "proposed": None if proposed is None else floats(proposed),

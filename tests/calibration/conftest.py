@@ -61,7 +61,7 @@ def calibrated(tiny_bundle: Path, recordings: Path, tmp_path_factory: pytest.Tem
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = cli(["calibrate", str(bundle), "--data", str(recordings), "--instruction", INSTRUCTION,
-                      "--precision", "int8,fp16", "--queries", "6", "--states-per-query", "8"])
+                      "--precision", "int8,fp16", "--queries", "6", "--latents-per-query", "8"])
     manifest = json.loads((bundle / "manifest.json").read_text())
     report = json.loads((bundle / manifest["calibration"]["report"]).read_text())
     return {"bundle": bundle, "status": status, "stdout": out.getvalue(), "manifest": manifest, "report": report}

@@ -132,14 +132,14 @@ def test_capture_keeps_each_graphs_inputs_at_iterations_1_to_32(calibrated: dict
         np.testing.assert_allclose(actions, dataset.queries["trace_actions"][q, k - 1], atol=1e-5)
         if k == 1:  # S0: truncated normal noise, no previous decode
             assert not feed[names.PREV_ACTIONS].any()
-            assert np.abs(feed[names.STATE]).max() <= 3 * bundle.dims.init_sigma + 1e-6
+            assert np.abs(feed[names.LATENT]).max() <= 3 * bundle.dims.init_sigma + 1e-6
 
 
 def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[str, Any]) -> None:
     report = calibrated["report"]
     assert report["queries"] == 6 and report["passed"]
     assert sum(report["fp32"]["iterations"]["histogram"].values()) == 6
-    statistic = report["fp32"]["halting_statistic"]
+    statistic = report["fp32"]["median_deltas"]
     assert len(statistic) == TRACE_DEPTH and statistic[0] is None
     assert statistic[-1] < statistic[1]  # consecutive actions converge with depth
     for precision in ("int8", "fp16"):
@@ -156,7 +156,7 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
         sweep = section["iterations_by_threshold"]
         default = f"{report['halting']['threshold']:g}"
         assert sweep[default]["stops"] == it["stops"] and len(sweep) == 4
-        assert len(section["halting_statistic"]) == TRACE_DEPTH and all(v > 0 for v in section["halting_statistic"][1:])
+        assert len(section["median_deltas"]) == TRACE_DEPTH and all(v > 0 for v in section["median_deltas"][1:])
         medians = [row["fp32_median_stop"] for row in sweep.values()]  # loosest threshold first
         assert medians == sorted(medians) and medians[0] < medians[-1]  # a tighter threshold stops later
         assert set(section["graphs"]) == set(names.GRAPHS)
@@ -214,7 +214,7 @@ def test_recalibrating_one_precision_keeps_the_other_and_cleans_up(calibrated: d
 
 def test_policy_warns_once_when_its_mse_threshold_is_below_the_precisions_floor(
         calibrated: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
-    floor = calibrated["report"]["int8"]["halting_statistic"][-1]
+    floor = calibrated["report"]["int8"]["median_deltas"][-1]
     policy = Policy.load(calibrated["bundle"], precision="int8")
     try:
         bundle = policy.bundle

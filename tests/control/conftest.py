@@ -84,7 +84,7 @@ class FakePolicy:
         self.nonfinite: set[int] = set()
 
     def act(self, instruction: str, proprio: Any, images: Any = None, pixel_values: Any = None, halting: Any = None,
-            init_state: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None) -> PolicyResult:
+            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None) -> PolicyResult:
         index = self.count
         self.count += 1
         self.calls.append({"instruction": instruction, "seed": seed, "deadline_s": deadline_s, "images": len(images)})

@@ -102,8 +102,8 @@ def test_sync_queries_longer_than_the_period_overrun_and_their_chunks_stay_align
     assert summary["overruns"] == summary["missed_slots"] == len(query_steps)
 
 
-def test_query_budget_can_be_set_instead_of_derived(rig: Rig) -> None:
-    rig.loop(budget_s=0.05).run()
+def test_query_deadline_can_be_set_instead_of_derived(rig: Rig) -> None:
+    rig.loop(deadline_s=0.05).run()
     assert [c["deadline_s"] for c in rig.policy.calls][1:] == [0.05, 0.05, 0.05]
 
 

@@ -13,7 +13,7 @@ import pytest
 from rdvla.devices.cameras.base import (
     CameraDisconnectedError,
     CameraNotFoundError,
-    CameraState,
+    CameraConnection,
     CameraTimeoutError,
     StaleFrameError,
     UnsupportedProfileError,
@@ -41,7 +41,7 @@ def test_frames_round_trip_with_values_and_timestamps(fake_clock: FakeClock) -> 
     synthetic = SyntheticRealSense("100000000001")
     camera = RealSenseCamera(live_config("100000000001"), clock=fake_clock, device_finder=synthetic.find)
     with camera:
-        assert camera.state == CameraState.STREAMING
+        assert camera.connection == CameraConnection.STREAMING
         for number in range(5):
             color, depth = pattern_frame(WIDTH, HEIGHT, number)
             synthetic.inject(color, depth, number, stamp(number))
@@ -57,7 +57,7 @@ def test_frames_round_trip_with_values_and_timestamps(fake_clock: FakeClock) -> 
             assert frame.camera == "100000000001"
             fake_clock.advance(1.0 / FPS)
         assert camera.status().frames_received == 5
-    assert camera.state == CameraState.DISCONNECTED
+    assert camera.connection == CameraConnection.DISCONNECTED
 
 
 def test_depth_is_aligned_to_colour() -> None:
@@ -108,7 +108,7 @@ def test_unsupported_resolution_lists_the_offered_profiles() -> None:
         camera.connect()
     assert "1280x720@30" in str(error.value)
     assert "64x48@15/30 rgb8" in str(error.value)
-    assert camera.state == CameraState.DISCONNECTED
+    assert camera.connection == CameraConnection.DISCONNECTED
 
 
 def test_unsupported_frame_rate_and_missing_depth() -> None:
@@ -156,7 +156,7 @@ def test_disconnect_is_a_state_and_reconnection_backs_off(fake_clock: FakeClock)
 
         synthetic.connected = False  # unplugged: frames stop and the serial is gone
         fake_clock.advance(0.6)
-        assert wait_until(lambda: camera.state == CameraState.RECONNECTING)
+        assert wait_until(lambda: camera.connection == CameraConnection.RECONNECTING)
         assert wait_until(lambda: len(delays) >= 4)
         # The last frame is young enough for any limit, yet a disconnected camera never hands it out.
         with pytest.raises(CameraDisconnectedError, match="disconnected, reconnecting"):
@@ -169,7 +169,7 @@ def test_disconnect_is_a_state_and_reconnection_backs_off(fake_clock: FakeClock)
         assert status.last_error is not None and "no RealSense camera with serial 100000000008" in status.last_error
 
         synthetic.connected = True  # plugged back in
-        assert wait_until(lambda: camera.state == CameraState.STREAMING)
+        assert wait_until(lambda: camera.connection == CameraConnection.STREAMING)
         color, depth = pattern_frame(WIDTH, HEIGHT, 1)
         synthetic.inject(color, depth, 1, stamp(1))
         frame = camera.read(timeout_s=2.0)
@@ -180,7 +180,7 @@ def test_disconnect_is_a_state_and_reconnection_backs_off(fake_clock: FakeClock)
         delays.clear()
         synthetic.connected = False
         fake_clock.advance(0.6)  # lost again: the backoff starts over from its first delay
-        assert wait_until(lambda: camera.state == CameraState.RECONNECTING)
+        assert wait_until(lambda: camera.connection == CameraConnection.RECONNECTING)
         assert wait_until(lambda: len(delays) >= 1)
         assert delays[0] == 0.1
 
@@ -226,9 +226,9 @@ def test_recording_survives_a_reconnection_in_parts(fake_clock: FakeClock, tmp_p
             synthetic.inject(pattern_frame(WIDTH, HEIGHT, number)[0], None, number, stamp(number))
             camera.read(timeout_s=2.0)
         fake_clock.advance(0.6)
-        assert wait_until(lambda: camera.state == CameraState.RECONNECTING)
+        assert wait_until(lambda: camera.connection == CameraConnection.RECONNECTING)
         backoff_over.set()
-        assert wait_until(lambda: camera.state == CameraState.STREAMING)
+        assert wait_until(lambda: camera.connection == CameraConnection.STREAMING)
         for number in range(3, 5):
             synthetic.inject(pattern_frame(WIDTH, HEIGHT, number)[0], None, number, stamp(number))
             camera.read(timeout_s=2.0)
@@ -242,7 +242,7 @@ def test_a_new_stream_gets_time_for_its_first_frame(fake_clock: FakeClock) -> No
     with camera:
         fake_clock.advance(2.0)  # silent, but a camera just opened may be slow to start
         time.sleep(0.15)
-        assert camera.state == CameraState.STREAMING
+        assert camera.connection == CameraConnection.STREAMING
         fake_clock.advance(3.5)
-        assert wait_until(lambda: camera.state == CameraState.RECONNECTING)
+        assert wait_until(lambda: camera.connection == CameraConnection.RECONNECTING)
         assert "no frame for 5.50 s" in (camera.status().last_error or "")

@@ -10,7 +10,7 @@ import pytest
 from rdvla.devices.cameras.base import (
     Camera,
     CameraDisconnectedError,
-    CameraState,
+    CameraConnection,
     CameraStatus,
     CameraTimeoutError,
     Frame,
@@ -38,21 +38,21 @@ class ScriptedCamera(Camera):
     def __init__(self, role: str, latest: Frame, following: Optional[Frame] = None) -> None:
         super().__init__(role, role)
         self.latest, self.following = latest, following
-        self.current_state = CameraState.STREAMING
+        self.current_connection = CameraConnection.STREAMING
         self.reads = 0
 
     @property
-    def state(self) -> CameraState:
-        return self.current_state
+    def connection(self) -> CameraConnection:
+        return self.current_connection
 
     def status(self) -> CameraStatus:
-        return CameraStatus(self.current_state, 0, 0, None)
+        return CameraStatus(self.current_connection, 0, 0, None)
 
     def connect(self) -> None:
-        self.current_state = CameraState.STREAMING
+        self.current_connection = CameraConnection.STREAMING
 
     def disconnect(self) -> None:
-        self.current_state = CameraState.DISCONNECTED
+        self.current_connection = CameraConnection.DISCONNECTED
 
     def read(self, timeout_s: float) -> Frame:
         self.reads += 1
@@ -62,8 +62,8 @@ class ScriptedCamera(Camera):
         return self.latest
 
     def read_latest(self, max_age_s: float) -> Frame:
-        if self.current_state != CameraState.STREAMING:
-            raise CameraDisconnectedError(f"camera {self.role} is {self.current_state.value}")
+        if self.current_connection != CameraConnection.STREAMING:
+            raise CameraDisconnectedError(f"camera {self.role} is {self.current_connection.value}")
         if self.latest.age_s(10.0) > max_age_s:
             raise StaleFrameError(f"camera {self.role}: too old")
         return self.latest
@@ -115,11 +115,11 @@ def test_stale_or_disconnected_camera_fails_the_observation() -> None:
     with pytest.raises(StaleFrameError):
         MultiCamera([ScriptedCamera("third_person", frame("t", 1000.0, 10.0)), old], max_age_s=0.1, max_skew_s=0.02).read(0.1)
     gone = ScriptedCamera("wrist", frame("w", 1000.0, 10.0))
-    gone.current_state = CameraState.RECONNECTING
+    gone.current_connection = CameraConnection.RECONNECTING
     cameras = MultiCamera([ScriptedCamera("third_person", frame("t", 1000.0, 10.0)), gone], max_age_s=0.1, max_skew_s=0.02)
     with pytest.raises(CameraDisconnectedError):
         cameras.read(0.1)
-    assert cameras.states() == {"third_person": CameraState.STREAMING, "wrist": CameraState.RECONNECTING}
+    assert cameras.connections() == {"third_person": CameraConnection.STREAMING, "wrist": CameraConnection.RECONNECTING}
 
 
 def test_roles_must_be_unique() -> None:

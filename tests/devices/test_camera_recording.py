@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rdvla.devices.cameras.base import CameraEndedError, CameraState, Frame, RecordingError
+from rdvla.devices.cameras.base import CameraEndedError, CameraConnection, Frame, RecordingError
 from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
 from rdvla.devices.cameras.recording import describe_recording
 from rdvla.devices.cameras.sdk import recording_extension, sdk_version
@@ -41,7 +41,7 @@ def play(path: Path, **overrides: object) -> list[Frame]:
         with pytest.raises(CameraEndedError):
             for _ in range(1000):
                 frames.append(camera.read(timeout_s=5.0))
-        assert camera.state == CameraState.ENDED
+        assert camera.connection == CameraConnection.ENDED
     return frames
 
 
@@ -125,12 +125,12 @@ def test_real_time_playback_is_paced_and_ends(tmp_path: Path) -> None:
     started = time.monotonic()
     seen = []
     with camera:
-        while camera.state == CameraState.STREAMING:
+        while camera.connection == CameraConnection.STREAMING:
             try:
                 seen.append(camera.read(timeout_s=0.5).frame_number)
             except CameraEndedError:
                 break
-        assert wait_until(lambda: camera.state == CameraState.ENDED)
+        assert wait_until(lambda: camera.connection == CameraConnection.ENDED)
     elapsed = time.monotonic() - started
     assert elapsed > 0.5 * recorded
     assert seen and all(a < b for a, b in zip(seen, seen[1:]))
@@ -186,7 +186,7 @@ def test_bad_recordings_give_clear_errors(damaged: dict[str, Path], case: str, m
     camera = RealSenseCamera(RealSenseCameraConfig(recording=str(path), real_time=False))
     with pytest.raises(RecordingError, match=message):
         camera.connect()
-    assert camera.state == CameraState.DISCONNECTED
+    assert camera.connection == CameraConnection.DISCONNECTED
 
 
 def test_long_playback_with_a_slow_reader_loses_nothing(tmp_path: Path) -> None:

@@ -21,13 +21,13 @@ def query_files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("query")
     rng = np.random.default_rng(7)
     np.save(d / "pixels.npy", rng.standard_normal((1, 12, 224, 224)).astype(np.float32))
-    np.save(d / "state.npy", (0.6 * rng.standard_normal((1, 8, 64))).astype(np.float32))
-    return {"pixels": d / "pixels.npy", "state": d / "state.npy", "dir": d}
+    np.save(d / "latent.npy", (0.6 * rng.standard_normal((1, 8, 64))).astype(np.float32))
+    return {"pixels": d / "pixels.npy", "latent": d / "latent.npy", "dir": d}
 
 
 def _predict(source: Path, files: dict[str, Path], depth: list[str], name: str) -> dict[str, np.ndarray]:
     out = files["dir"] / f"{name}.npz"
-    rc = main(["predict", str(source), "--pixel-values", str(files["pixels"]), "--init-state", str(files["state"]),
+    rc = main(["predict", str(source), "--pixel-values", str(files["pixels"]), "--init-latent", str(files["latent"]),
                "--instruction", "put the bowl on the plate", "--proprio", PROPRIO, "--out", str(out), *depth])
     assert rc == 0
     return dict(np.load(out))
@@ -58,7 +58,7 @@ def test_report_records_every_gate(tiny_bundle: Path) -> None:
 def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     bundle = Bundle.open(tiny_bundle)
     m = bundle.manifest
-    assert m["schema"] == "rdvla.bundle" and m["schema_version"] == 1
+    assert m["schema"] == "rdvla.bundle" and m["schema_version"] == 2
     assert {"torch", "onnx", "onnxruntime"} <= set(m["tools"])
     assert "model.safetensors" in m["source"]["files"] and len(m["source"]["files"]["model.safetensors"]) == 64
     assert set(m["files"]) >= {"tokenizer.json", "graphs/vlm_prelude.onnx", "graphs/core_step.onnx", "golden/case0.npz"}
@@ -68,7 +68,7 @@ def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     keys = next(t for t in prelude.outputs if t.name == "core0_keys")
     assert keys.shape == (1, 8, 577, 8)
     step = bundle.graph("core_step_decode")
-    assert [t.name for t in step.outputs] == ["next_state", "actions", "mse", "cosine"]
+    assert [t.name for t in step.outputs] == ["next_latent", "actions", "mse", "cosine"]
     assert all(t.dtype == "float32" for t in step.inputs + step.outputs)
     assert m["normalization"]["key"] == "libero_spatial_no_noops"
 
@@ -106,7 +106,7 @@ def test_policy_matches_golden_cases(tiny_bundle: Path) -> None:
     policy = Policy.load(tiny_bundle)
     case = GoldenCase.load(tiny_bundle / "golden" / "case0.npz")
     for halting in (FixedDepth(7), AdjacentMSE(1e-4)):
-        result = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_state=case.init_state)
+        result = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
         ref, k = case.reference(halting)
         assert result.iterations == k
         assert np.abs(result.normalized_actions - ref).max() <= 1e-4

@@ -114,7 +114,7 @@ def test_initial_state_is_truncated_at_three_sigma() -> None:
     model = RecurrentDepthModel(CFG)
     with torch.no_grad():
         model.gamma_init.fill_(0.5)
-    s0 = model.initial_state(64, torch.Generator().manual_seed(0))
+    s0 = model.initial_latent(64, torch.Generator().manual_seed(0))
     sigma = 0.5 * CFG.init_std
     assert s0.shape == (64, 8, 64)
     assert s0.abs().max() <= 3 * sigma

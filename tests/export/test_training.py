@@ -33,16 +33,16 @@ def test_truncated_bptt_lowers_the_loss_and_limits_gradient_depth() -> None:
     grad_enabled_iterations = []
     original = model.iterate
 
-    def counting_iterate(state, ctx):
+    def counting_iterate(latent, ctx):
         grad_enabled_iterations.append(torch.is_grad_enabled())
-        return original(state, ctx)
+        return original(latent, ctx)
 
     model.iterate = counting_iterate  # type: ignore[method-assign]
     losses = []
     for _ in range(12):
         ctx = model.context(hidden, proprio)
-        state = model.initial_state(4, g)
-        loss = (truncated_bptt_forward(model, ctx, state, iterations=6, backprop_depth=2) - target).abs().mean()
+        latent = model.initial_latent(4, g)
+        loss = (truncated_bptt_forward(model, ctx, latent, iterations=6, backprop_depth=2) - target).abs().mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

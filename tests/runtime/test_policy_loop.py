@@ -15,7 +15,7 @@ from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth
-from rdvla.runtime.policy import Policy, truncated_normal_state
+from rdvla.runtime.policy import Policy, truncated_normal_latent
 
 PIXELS = np.zeros((1, 12, 224, 224), np.float32)
 
@@ -39,7 +39,7 @@ class ScriptedBackend(Backend):
     def run_context(self, pixel_values, input_ids, proprio) -> None:
         self.calls.append("context")
 
-    def reset_state(self, init_state) -> None:
+    def reset_latent(self, init_latent) -> None:
         self.k = 0
 
     def step(self) -> None:
@@ -60,7 +60,7 @@ class ScriptedBackend(Backend):
     def actions(self) -> np.ndarray:
         return np.full((8, 7), float(self.k), np.float32)
 
-    def state(self) -> np.ndarray:
+    def latent(self) -> np.ndarray:
         return np.zeros((1, 8, 64), np.float32)
 
 
@@ -76,7 +76,7 @@ def scripted(bundle: Bundle, mses: list[float], check_every: int = 1) -> tuple[P
 
 
 def act(policy: Policy, **kw):
-    return policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_state=np.zeros((1, 8, 64), np.float32), **kw)
+    return policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_latent=np.zeros((1, 8, 64), np.float32), **kw)
 
 
 DECAY = [math.nan] + [0.1 / 2**k for k in range(1, 64)]  # 0.05, 0.025, ... first below 1e-3 at k = 8
@@ -143,8 +143,8 @@ def _rss_mb() -> float:
 
 
 def test_memory_is_constant_in_depth(ort_policy: Policy) -> None:
-    init = truncated_normal_state((1, 8, 64), 0.6, np.random.default_rng(0))
-    run = lambda n: ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_state=init, halting=FixedDepth(n))  # noqa: E731
+    init = truncated_normal_latent((1, 8, 64), 0.6, np.random.default_rng(0))
+    run = lambda n: ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_latent=init, halting=FixedDepth(n))  # noqa: E731
     for n in (1, 64, 1):  # warm every path once
         run(n)
         run(n)
@@ -155,7 +155,7 @@ def test_memory_is_constant_in_depth(ort_policy: Policy) -> None:
     run(64)
     after_64 = _rss_mb()
     assert abs(after_64 - after_1) < 3.0, (before, after_1, after_64)
-    adaptive = ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_state=init, halting=AdjacentMSE(1e-12, max_iterations=64))
+    adaptive = ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_latent=init, halting=AdjacentMSE(1e-12, max_iterations=64))
     assert adaptive.iterations == 64
     assert abs(_rss_mb() - after_1) < 3.0
 
@@ -163,9 +163,9 @@ def test_memory_is_constant_in_depth(ort_policy: Policy) -> None:
 def test_loop_allocates_no_buffers_per_iteration(ort_policy: Policy) -> None:
     backend = ort_policy.backend
     assert isinstance(backend, OnnxRuntimeBackend)
-    buffers = [id(a) for a in (*backend._states, *backend._actions, backend._mse, backend._cosine)]
-    addresses = [a.__array_interface__["data"][0] for a in (*backend._states, *backend._actions)]
-    backend.reset_state(np.zeros((1, 8, 64), np.float32))
+    buffers = [id(a) for a in (*backend._latents, *backend._actions, backend._mse, backend._cosine)]
+    addresses = [a.__array_interface__["data"][0] for a in (*backend._latents, *backend._actions)]
+    backend.reset_latent(np.zeros((1, 8, 64), np.float32))
     backend.step_decode()
     tracemalloc.start()
     snap_a = tracemalloc.take_snapshot()
@@ -176,5 +176,5 @@ def test_loop_allocates_no_buffers_per_iteration(ort_policy: Policy) -> None:
     tracemalloc.stop()
     growth = sum(s.size_diff for s in snap_b.compare_to(snap_a, "filename") if s.size_diff > 0)
     assert growth < 16_000, f"{growth} bytes allocated over 400 iterations"
-    assert buffers == [id(a) for a in (*backend._states, *backend._actions, backend._mse, backend._cosine)]
-    assert addresses == [a.__array_interface__["data"][0] for a in (*backend._states, *backend._actions)]
+    assert buffers == [id(a) for a in (*backend._latents, *backend._actions, backend._mse, backend._cosine)]
+    assert addresses == [a.__array_interface__["data"][0] for a in (*backend._latents, *backend._actions)]

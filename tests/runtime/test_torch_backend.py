@@ -15,12 +15,12 @@ from rdvla.runtime.golden import GoldenCase, load_cases
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.backends.torch_split import TorchBackend
 from rdvla.runtime.bundle import Bundle, BundleError
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingPolicy
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.preprocess import to_pixel_values
 
-HALTING: list[HaltingPolicy] = [FixedDepth(1), FixedDepth(4), FixedDepth(12), AdjacentMSE(1e-4)]
+HALTING: list[HaltingRule] = [FixedDepth(1), FixedDepth(4), FixedDepth(12), AdjacentMSE(1e-4)]
 ACTIONS_MAX_ABS = 1e-5
 # Tensor factories a per-iteration code path could call from Python to make a new buffer.
 FACTORIES = ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like",
@@ -51,8 +51,8 @@ def ort_policy(bundle: Bundle) -> Policy:
     return Policy(bundle, OnnxRuntimeBackend(bundle))
 
 
-def _act(policy: Policy, case: GoldenCase, halting: HaltingPolicy) -> Any:
-    return policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_state=case.init_state)
+def _act(policy: Policy, case: GoldenCase, halting: HaltingRule) -> Any:
+    return policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
 
 
 def _query(policy: Policy, case: GoldenCase) -> None:
@@ -61,12 +61,12 @@ def _query(policy: Policy, case: GoldenCase) -> None:
     ids = policy.tokenizer(case.instruction)
     proprio = normalize_proprio(case.proprio, bundle.norm_stats)[None]
     backend.run_context(to_pixel_values(case.images, config=bundle.preprocess), ids, proprio)
-    backend.reset_state(case.init_state)
+    backend.reset_latent(case.init_latent)
 
 
 @pytest.mark.parametrize("halting", HALTING, ids=lambda h: repr(h))
 def test_matches_golden_and_onnxruntime(torch_policy: Policy, ort_policy: Policy, cases: list[GoldenCase],
-                                        halting: HaltingPolicy) -> None:
+                                        halting: HaltingRule) -> None:
     for case in cases:
         ours = _act(torch_policy, case, halting)
         ort = _act(ort_policy, case, halting)
@@ -94,8 +94,8 @@ def test_context_matches_onnxruntime(torch_policy: Policy, ort_policy: Policy, c
 
 
 def test_every_ping_pong_direction_matches_onnxruntime(torch_policy: Policy, ort_policy: Policy, cases: list[GoldenCase]) -> None:
-    # Mixing step and step_decode puts state and action buffers out of phase: this sequence runs
-    # step_decode in all four (state, actions) directions (1,0) (0,1) (0,0) (1,1) and step in both.
+    # Mixing step and step_decode puts latent and action buffers out of phase: this sequence runs
+    # step_decode in all four (latent, actions) directions (1,0) (0,1) (0,0) (1,1) and step in both.
     calls: list[Callable[[Any], Any]] = [
         lambda b: b.step(), lambda b: b.step_decode(), lambda b: b.step_decode(read=False), lambda b: b.step(),
         lambda b: b.step_decode(), lambda b: b.step_decode(), lambda b: b.decode(), lambda b: b.step(),
@@ -109,12 +109,12 @@ def test_every_ping_pong_direction_matches_onnxruntime(torch_policy: Policy, ort
             assert ours is not None
             assert ours[0] == pytest.approx(theirs[0], rel=1e-3, abs=1e-9)
             assert ours[1] == pytest.approx(theirs[1], abs=1e-6)
-        np.testing.assert_allclose(torch_policy.backend.state(), ort_policy.backend.state(), atol=1e-5)
+        np.testing.assert_allclose(torch_policy.backend.latent(), ort_policy.backend.latent(), atol=1e-5)
         np.testing.assert_allclose(torch_policy.backend.actions(), ort_policy.backend.actions(), atol=ACTIONS_MAX_ABS)
 
 
 def _buffers(backend: TorchBackend) -> list[torch.Tensor]:
-    return [*backend._states, *backend._actions, backend._scalars, *backend._context.values()]
+    return [*backend._latents, *backend._actions, backend._scalars, *backend._context.values()]
 
 
 def test_no_tensor_allocated_per_iteration(torch_policy: Policy, cases: list[GoldenCase], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,7 +122,7 @@ def test_no_tensor_allocated_per_iteration(torch_policy: Policy, cases: list[Gol
     assert isinstance(backend, TorchBackend)
     _query(torch_policy, cases[0])
     before = [(id(t), t.data_ptr()) for t in _buffers(backend)]
-    initial = backend.state()
+    initial = backend.latent()
     created: list[str] = []
 
     def counting(name: str, factory: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,7 +142,7 @@ def test_no_tensor_allocated_per_iteration(torch_policy: Policy, cases: list[Gol
     assert [(id(t), t.data_ptr()) for t in _buffers(backend)] == before
     assert len(backend.iteration_times_ms()) == 65
     assert all(s is not None and np.isfinite(s).all() for s in stats[1:])
-    assert not np.array_equal(backend.state(), initial)  # the loop ran on these buffers
+    assert not np.array_equal(backend.latent(), initial)  # the loop ran on these buffers
 
 
 def test_altered_checkpoint_is_refused(bundle: Bundle, tiny_copy: Path) -> None:
@@ -256,6 +256,6 @@ def test_half_precisions_on_cuda_keep_fp32_boundaries(bundle: Bundle, cases: lis
     result = _act(policy, cases[0], FixedDepth(12))
     assert result.iterations == 12
     assert result.normalized_actions.dtype == np.float32 and np.isfinite(result.normalized_actions).all()
-    assert policy.backend.state().dtype == np.float32
-    assert all(t.dtype == torch.float32 for t in [*policy.backend._states, *policy.backend._actions])  # type: ignore[attr-defined]
+    assert policy.backend.latent().dtype == np.float32
+    assert all(t.dtype == torch.float32 for t in [*policy.backend._latents, *policy.backend._actions])  # type: ignore[attr-defined]
     policy.close()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from rdvla.runtime.backends import base as names
+from rdvla.runtime.bundle import SCHEMA_VERSION
 
 HIDDEN, HEADS, CONTEXT = 32, 4, 577
 PROMPT = (8, 64)
@@ -28,10 +29,10 @@ def _t(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
 
 def graph_specs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_coda: int = 1) -> dict[str, Any]:
     kv = [1, heads, CONTEXT, hidden // heads]
-    state = [1, 8, hidden]
+    latent = [1, 8, hidden]
     core = [_t(n, "float32", kv) for n in names.kv_names("core", n_core)]
     coda = [_t(n, "float32", kv) for n in names.kv_names("coda", n_coda)]
-    injection = _t(names.INJECTION, "float32", state)
+    injection = _t(names.INJECTION, "float32", latent)
     specs = {
         names.VLM_PRELUDE: {
             "file": "vlm_prelude.onnx",
@@ -44,14 +45,14 @@ def graph_specs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_cod
         },
         names.CORE_STEP: {
             "file": "core_step.onnx",
-            "inputs": [_t(names.STATE, "float32", state), injection, *core],
-            "outputs": [_t(names.NEXT_STATE, "float32", state)],
+            "inputs": [_t(names.LATENT, "float32", latent), injection, *core],
+            "outputs": [_t(names.NEXT_LATENT, "float32", latent)],
         },
         names.CORE_STEP_DECODE: {
             "file": "core_step_decode.onnx",
-            "inputs": [_t(names.STATE, "float32", state), _t(names.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
+            "inputs": [_t(names.LATENT, "float32", latent), _t(names.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
             "outputs": [
-                _t(names.NEXT_STATE, "float32", state),
+                _t(names.NEXT_LATENT, "float32", latent),
                 _t(names.ACTIONS, "float32", [1, 8, 7]),
                 _t(names.MSE, "float32", [1]),
                 _t(names.COSINE, "float32", [1]),
@@ -59,7 +60,7 @@ def graph_specs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_cod
         },
         names.DECODE: {
             "file": "decode.onnx",
-            "inputs": [_t(names.STATE, "float32", state), *coda],
+            "inputs": [_t(names.LATENT, "float32", latent), *coda],
             "outputs": [_t(names.ACTIONS, "float32", [1, 8, 7])],
         },
     }
@@ -79,7 +80,7 @@ def write_bundle(root: Path, graphs: Optional[dict[str, Any]] = None, **extra: A
         files[spec["file"]] = sha((root / spec["file"]).read_bytes())
     manifest = {
         "schema": "rdvla.bundle",
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "model": {
             "hidden_dim": HIDDEN,
             "num_heads": HEADS,

@@ -41,7 +41,7 @@ def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.
         "coda0_keys": kv,
         "coda0_values": kv,
     }
-    assert (plan.state.shape, plan.state.nbytes) == ((1, 8, d), 8 * d * 4)
+    assert (plan.latent.shape, plan.latent.nbytes) == ((1, 8, d), 8 * d * 4)
     assert (plan.actions.shape, plan.actions.nbytes) == ((1, 8, 7), 8 * 7 * 4)
     assert [b.name for b in plan.scalars] == [names.MSE, names.COSINE]
     assert plan.device_bytes == sum(b[2] for b in host.values()) + 8 * d * 4 + 4 * kv + 2 * (8 * d * 4 + 224) + 2 * SCALAR_STRIDE
@@ -61,9 +61,9 @@ def _tensor(graphs: dict[str, Any], graph: str, side: str, name: str) -> dict[st
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda g: _tensor(g, "core_step", "outputs", "next_state").update(name="new_state"), "outputs .'new_state'., expected .'next_state'."),
-        (lambda g: _tensor(g, "core_step", "inputs", "state").update(dtype="float16"), "state is float32 .1, 8, 32. here but float16"),
-        (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(dtype="float16"), "mse is float16; state, actions and halting"),
+        (lambda g: _tensor(g, "core_step", "outputs", "next_latent").update(name="new_latent"), "outputs .'new_latent'., expected .'next_latent'."),
+        (lambda g: _tensor(g, "core_step", "inputs", "latent").update(dtype="float16"), "latent is float32 .1, 8, 32. here but float16"),
+        (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(dtype="float16"), "mse is float16; latent, actions and halting"),
         (lambda g: _tensor(g, "decode", "inputs", "coda0_keys").update(shape=[1, 4, 600, 8]), "coda0_keys is float32 .1, 4, 600, 8. here"),
         (lambda g: g["core_step_decode"]["inputs"].append({"name": "noise", "dtype": "float32", "shape": [1]}), "inputs noise are neither"),
         (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(shape=[1, 8]), "mse has shape .1, 8.; a halting scalar"),
@@ -86,10 +86,10 @@ def test_slots_never_read_and_write_one_buffer() -> None:
     for graph, directions in DIRECTIONS.items():
         for d in directions:
             bound = slots(graph, d)
-            reads = {bound[n] for n in (names.STATE, names.PREV_ACTIONS) if n in bound}
-            writes = {bound[n] for n in (names.NEXT_STATE, names.ACTIONS) if n in bound}
+            reads = {bound[n] for n in (names.LATENT, names.PREV_ACTIONS) if n in bound}
+            writes = {bound[n] for n in (names.NEXT_LATENT, names.ACTIONS) if n in bound}
             assert not reads & writes, (graph, d)
-    assert slots(names.CORE_STEP, (1,)) == {names.STATE: ("state", 1), names.NEXT_STATE: ("state", 0)}
+    assert slots(names.CORE_STEP, (1,)) == {names.LATENT: ("latent", 1), names.NEXT_LATENT: ("latent", 0)}
     with pytest.raises(ValueError):
         slots(names.VLM_PRELUDE, (0,))
 
@@ -98,11 +98,11 @@ class Device:
     """Buffers that remember which logical value they hold, driven through `slots` like the backend."""
 
     def __init__(self) -> None:
-        self.buffers = {("state", 0): "S0", ("state", 1): None, ("actions", 0): "zeros", ("actions", 1): None}
+        self.buffers = {("latent", 0): "S0", ("latent", 1): None, ("actions", 0): "zeros", ("actions", 1): None}
 
     def run(self, graph: str, direction: tuple[int, ...], produced: dict[str, str]) -> dict[str, Any]:
         bound = slots(graph, direction)
-        read = {n: self.buffers[bound[n]] for n in (names.STATE, names.PREV_ACTIONS) if n in bound}
+        read = {n: self.buffers[bound[n]] for n in (names.LATENT, names.PREV_ACTIONS) if n in bound}
         for name, value in produced.items():
             self.buffers[bound[name]] = value
         return read
@@ -117,20 +117,20 @@ def test_schedule_feeds_each_call_the_latest_values() -> None:
         for k in range(rng.randint(1, 12)):
             op = rng.choice(("step", "step_decode", "decode"))
             if op == "step":
-                read = device.run(names.CORE_STEP, schedule.step(), {names.NEXT_STATE: f"S{k + 1}"})
-                assert read == {names.STATE: state}
+                read = device.run(names.CORE_STEP, schedule.step(), {names.NEXT_LATENT: f"S{k + 1}"})
+                assert read == {names.LATENT: state}
                 state = f"S{k + 1}"
             elif op == "step_decode":
-                produced = {names.NEXT_STATE: f"S{k + 1}", names.ACTIONS: f"A{k + 1}"}
+                produced = {names.NEXT_LATENT: f"S{k + 1}", names.ACTIONS: f"A{k + 1}"}
                 read = device.run(names.CORE_STEP_DECODE, schedule.step_decode(), produced)
-                assert read == {names.STATE: state, names.PREV_ACTIONS: last_decode}, (trial, k)
+                assert read == {names.LATENT: state, names.PREV_ACTIONS: last_decode}, (trial, k)
                 state, last_decode = f"S{k + 1}", f"A{k + 1}"
             else:
                 read = device.run(names.DECODE, schedule.decode(), {names.ACTIONS: f"D({state})"})
-                assert read == {names.STATE: state}
+                assert read == {names.LATENT: state}
                 last_decode = f"D({state})"
             # actions() and state() read these buffers
-            assert device.buffers[("state", schedule.state)] == state
+            assert device.buffers[("latent", schedule.latent)] == state
             assert device.buffers[("actions", schedule.actions)] == last_decode
 
 
@@ -139,11 +139,11 @@ def test_reset_returns_to_the_first_buffers() -> None:
     schedule.step_decode()
     schedule.step()
     schedule.decode()
-    assert (schedule.state, schedule.actions) == (0, 0)
+    assert (schedule.latent, schedule.actions) == (0, 0)
     schedule.step()
-    assert (schedule.state, schedule.actions) == (1, 0)
+    assert (schedule.latent, schedule.actions) == (1, 0)
     schedule.reset()
-    assert (schedule.state, schedule.actions) == (0, 0)
+    assert (schedule.latent, schedule.actions) == (0, 0)
     assert copy.copy(schedule).step_decode() == (0, 0)
 
 
@@ -152,7 +152,7 @@ def static(name: str, shape: tuple[int, ...]) -> IOTensor:
 
 
 def test_capture_plan() -> None:
-    io = [static("state", (1, 8, 32)), static("injection", (1, 8, 32))]
+    io = [static("latent", (1, 8, 32)), static("injection", (1, 8, 32))]
     assert capture_plan(True, True, io) is None
     assert capture_plan(False, True, io) == "CUDA graphs disabled"
     assert "no stream capture" in str(capture_plan(True, False, io))

@@ -103,18 +103,18 @@ def test_norm_softmax_and_outputs_pinned_integer_layers_not() -> None:
         layer(0, "NORMALIZATION", ("h",), ("ln",)),
         layer(1, "SOFTMAX", ("scores",), ("probs",)),
         layer(2, "MATRIX_MULTIPLY", ("probs", "v"), ("attn",)),
-        layer(3, "ELEMENTWISE", ("state", "attn"), ("next_state",), "SUM"),
+        layer(3, "ELEMENTWISE", ("latent", "attn"), ("next_latent",), "SUM"),
         layer(4, "REDUCE", ("shape",), ("n",), floats=False),  # shape arithmetic: must stay untouched
         layer(5, "ELEMENTWISE", ("n", "one"), ("n1",), "SUM", floats=False),
         layer(6, "ELEMENTWISE", ("ln", "g"), ("lng",), "PROD"),  # after a fused norm: no FP32 spread
     ]
-    pinned = fp32_layers(layers, network_inputs=(), network_outputs={"next_state"})
+    pinned = fp32_layers(layers, network_inputs=(), network_outputs={"next_latent"})
     assert pinned == {0: "normalisation", 1: "softmax", 3: "writes an FP32 network output"}
 
 
 def test_state_residual_stream_and_halting_statistics_stay_fp32() -> None:
     layers = [
-        layer(0, "ELEMENTWISE", ("state", "injection"), ("h0",), "SUM"),  # the state enters in FP32
+        layer(0, "ELEMENTWISE", ("latent", "injection"), ("h0",), "SUM"),  # the latent enters in FP32
         layer(1, "NORMALIZATION", ("h0",), ("n0",)),
         layer(2, "MATRIX_MULTIPLY", ("n0", "w1"), ("m0",)),  # FP16
         layer(3, "ELEMENTWISE", ("h0", "m0"), ("h1",), "SUM"),  # residual add: FP32
@@ -125,7 +125,7 @@ def test_state_residual_stream_and_halting_statistics_stay_fp32() -> None:
         layer(8, "MATRIX_MULTIPLY", ("h1", "w_kv"), ("kv",)),  # a MatMul consuming FP32 data: still FP16
         layer(9, "ACTIVATION", ("kv",), ("act",)),
     ]
-    pinned = fp32_layers(layers, network_inputs={"state", "injection", "prev_actions"}, network_outputs={"actions", "mse"})
+    pinned = fp32_layers(layers, network_inputs={"latent", "injection", "prev_actions"}, network_outputs={"actions", "mse"})
     assert sorted(pinned) == [0, 1, 3, 4, 5, 6, 7]
 
 

@@ -47,7 +47,7 @@ def record(graph: str, digest: str = "0" * 64) -> EngineRecord:
         flags=("FP16",),
         fp32_layers=0,
         build_seconds=12.34,
-        io=(IOTensor("state", "input", "float32", (1, 8, 32)), IOTensor("input_ids", "input", "int64", (1, -1))),
+        io=(IOTensor("latent", "input", "float32", (1, 8, 32)), IOTensor("input_ids", "input", "int64", (1, -1))),
         profile={"input_ids": [[1, 8], [1, 56], [1, 64]]},
     )
 
@@ -56,7 +56,7 @@ def test_record_json() -> None:
     data = record("vlm_prelude").to_json()
     assert data["io"][1] == {"name": "input_ids", "mode": "input", "dtype": "int64", "shape": [1, -1]}
     assert data["profile"] == {"input_ids": [[1, 8], [1, 56], [1, 64]]} and data["build_seconds"] == 12.3
-    assert IOTensor.from_json(data["io"][0]) == IOTensor("state", "input", "float32", (1, 8, 32))
+    assert IOTensor.from_json(data["io"][0]) == IOTensor("latent", "input", "float32", (1, 8, 32))
     json.dumps(data)
 
 
