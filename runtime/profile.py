@@ -157,7 +157,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: wrote %s only (pip install 'rdvla[profile]' for the plots)", written[0])
+        log.warning("matplotlib is not installed: wrote %s only (pip install 'rdvla[robot]' for the plots)", written[0])
         return written
     title = f"{report['environment']['backend']} on {report['environment'].get('cpu', report['environment']['machine'])}"
 

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="export,realsense,profile"
-[[ "${1:-}" == "--dev" ]] && extras="export,realsense,profile,dev"
+extras="export,robot,realsense"
+[[ "${1:-}" == "--dev" ]] && extras="export,robot,realsense,dev"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_install() {

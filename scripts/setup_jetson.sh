@@ -5,9 +5,9 @@
 #   bash scripts/setup_jetson.sh          # safe to run again: every step checks before it acts
 #
 # Steps: system packages; TensorRT's Python bindings from JetPack (apt); .venv at the repository root
-# with --system-site-packages (so it sees JetPack's TensorRT); pycuda built on the device against
-# JetPack's CUDA; librealsense built from source with the RSUSB backend and its Python bindings;
-# the RealSense udev rules; rdvla itself (no torch: the robot side does not need it).
+# with --system-site-packages (so it sees JetPack's TensorRT); librealsense built from source with the
+# RSUSB backend and its Python bindings; the RealSense udev rules; rdvla with its robot and jetson extras
+# (pycuda compiled on the device against JetPack's CUDA; no torch, no onnx).
 #
 # Environment:
 #   LIBREALSENSE_VERSION  release tag to build (default v2.58.4; recordings are .db3 from 2.58 on, so
@@ -74,12 +74,6 @@ have_module "$py" tensorrt || die ".venv cannot import JetPack's tensorrt; check
 "$py" -m pip install -q --upgrade pip
 "$py" -m pip install -q "numpy>=1.24,<2"
 
-# ----- pycuda, compiled here against JetPack's CUDA -----------------------------------------------
-if ! have_module "$py" pycuda.driver; then
-  say "building pycuda against $CUDA_HOME (takes a few minutes)"
-  PATH=$CUDA_HOME/bin:$PATH CUDA_ROOT=$CUDA_HOME "$py" -m pip install -q --no-binary pycuda "pycuda>=2024.1"
-fi
-
 # ----- librealsense with its Python bindings, RSUSB backend (no kernel patches) -------------------
 if ! have_module "$py" pyrealsense2; then
   if [[ ! -d $LIBREALSENSE_SRC/.git ]]; then
@@ -126,8 +120,10 @@ if [[ ! -f $udev_rules ]]; then
 fi
 
 # ----- rdvla ----------------------------------------------------------------------------------------
-say "installing rdvla into .venv (robot side: no torch)"
-"$py" -m pip install -q -e "$repo_root"
+# The robot's dependencies are pyproject.toml's `robot` extra (what CI's robot tier installs too) and the
+# `jetson` extra for the TensorRT backend; pycuda in it has no wheel and compiles against JetPack's CUDA.
+say "installing rdvla[robot,jetson] into .venv (no torch, no onnx; compiling pycuda takes a few minutes)"
+PATH=$CUDA_HOME/bin:$PATH CUDA_ROOT=$CUDA_HOME "$py" -m pip install -q --no-binary pycuda -e "${repo_root}[robot,jetson]"
 
 say "checking the installation"
 "$py" - <<'PY'

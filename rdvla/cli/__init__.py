@@ -28,6 +28,9 @@ from rdvla.cli import (
 # Errors a user can cause (bad path, mismatched checkpoint, bad option): one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
+# Libraries only the workstation install has (`pip install 'rdvla[export]'`); the robot's has none of them.
+WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
+
 # In the order of the offline-to-robot flow; `rdvla --help` lists them so.
 COMMANDS = (checkpoint, predict, export, calibrate, build, verify, profile, cameras, run, demo)
 
@@ -69,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        library = (exc.name or "").split(".")[0]
+        if library not in WORKSTATION_LIBRARIES:
+            raise
+        print(f"error: this `rdvla {args.command}` needs {library}, which only the workstation install has: "
+              "pip install 'rdvla[export]' (or run it on the workstation and copy the bundle to the robot)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
