@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from rdvla.runtime import preprocess as pp
+from rdvla.runtime.preprocess import jpeg, lanczos
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
 CASES = sorted(FIXTURE_DIR.glob("*.npz"))
@@ -260,20 +261,20 @@ def test_config_manifest_round_trip_and_validation() -> None:
 
 
 def test_resize_weights_are_cached_and_normalised() -> None:
-    pp._resize_spans.cache_clear()
+    lanczos._resize_spans.cache_clear()
     img = np.zeros((480, 640, 3), np.uint8)
     pp.resize_for_policy(img)
-    misses = pp._resize_spans.cache_info().misses
+    misses = lanczos._resize_spans.cache_info().misses
     pp.resize_for_policy(img)
-    assert pp._resize_spans.cache_info().misses == misses == 2
-    index, weights = pp._resize_spans(640, 224)
+    assert lanczos._resize_spans.cache_info().misses == misses == 2
+    index, weights = lanczos._resize_spans(640, 224)
     assert weights.dtype == np.float32 and not weights.flags.writeable
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-6)
     assert index.min() >= 0 and index.max() <= 639
 
 
 def test_quality_95_tables_match_libjpeg_scaling() -> None:
-    tables = pp._jpeg_tables(95)
+    tables = jpeg._jpeg_tables(95)
     # jpeg_set_quality(95): scale factor 10%, rounded, clamped to >= 1
     assert tables["luma_q"][0, 0] == 2 and tables["luma_q"][7, 7] == 10
     assert tables["chroma_q"][0, 0] == 2 and tables["chroma_q"][7, 7] == 10
