@@ -103,7 +103,7 @@ def episode_steps(directory: Path) -> tuple[list[Path], list[dict[str, Any]]]:
 
 
 def _count_frames(path: Path) -> int:
-    from rdvla.devices.cameras.recording import describe_recording
+    from rdvla.devices.cameras.realsense.recording import describe_recording
 
     return describe_recording(path).frame_count
 
@@ -142,11 +142,11 @@ def _read_frames(recording: Path, wanted: Sequence[int], numbers: Optional[Seque
     """Colour images of the `wanted` steps: the step's logged frame number when `numbers` is given,
     else the step's position in playback order."""
     from rdvla.devices.cameras.base import CameraEndedError
-    from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+    from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
 
     by_key = {(numbers[i] if numbers is not None else i): i for i in wanted}
     found: dict[int, np.ndarray] = {}
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(recording), real_time=False))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(recording), real_time=False))
     with camera:
         position = 0
         while len(found) < len(by_key):

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import onnx
 
-from rdvla.calibration.data import CalibrationSet, capture, fingerprint, observations, open_source
+from rdvla.calibration.data import capture, fingerprint, observations, open_source
 from rdvla.calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
 from rdvla.calibration.probe import beside
 from rdvla.calibration.quantize import quantize_graph
@@ -36,7 +36,7 @@ from rdvla.calibration.report import accuracy_report, summary_lines, with_manife
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
 from rdvla.runtime.bundle import MANIFEST, Bundle, sha256_file
-from rdvla.runtime.golden import GoldenCase, load_cases
+from rdvla.runtime.golden import load_cases
 
 log = logging.getLogger(__name__)
 

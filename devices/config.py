@@ -7,26 +7,22 @@ Durations are written in milliseconds in the file and held in seconds here.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import yaml
 
 from rdvla.devices.cameras.base import ROLE_ORDER, Clock
 from rdvla.devices.cameras.multi import MultiCamera
-from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
+from rdvla.devices.cameras.registry import camera_type, make_camera
 from rdvla.devices.robots.base import SCALAR_LIMIT_FIELDS, Robot, RobotLimits
+from rdvla.devices.setup_fields import ConfigError, Fields, kind
 
 SCHEMA_VERSION = 1
 ROBOT_TYPES = ("sim", "bridge")
-
-
-class ConfigError(ValueError):
-    """The setup file is missing, not YAML, or has a field with a bad value (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -42,86 +38,13 @@ class RobotConfig:
 
 @dataclass(frozen=True)
 class SetupConfig:
-    cameras: tuple[RealSenseCameraConfig, ...]  # in policy order: third-person first, then wrist
+    cameras: tuple[Any, ...]  # camera configs (see cameras.registry), in policy order: third-person first, then wrist
     robot: RobotConfig
     limits: RobotLimits
     control_rate_hz: float
     max_frame_age_s: float
     max_skew_s: float
     source: Optional[Path]
-
-
-class _Fields:
-    """Typed access to one YAML mapping, with errors naming the field path."""
-
-    def __init__(self, data: Any, path: str, allowed: Sequence[str]) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path or 'the file'}: expected a mapping, got {_kind(data)}")
-        unknown = [str(key) for key in data if key not in allowed]
-        if unknown:
-            raise ConfigError(f"{self._join(path, unknown[0])}: unknown field (known: {', '.join(allowed)})")
-        self.data, self.path = data, path
-
-    @staticmethod
-    def _join(path: str, key: str) -> str:
-        return f"{path}.{key}" if path else key
-
-    def where(self, key: str) -> str:
-        return self._join(self.path, key)
-
-    def raw(self, key: str, required: bool) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise ConfigError(f"{self.where(key)}: required")
-            return None
-        return self.data[key]
-
-    def string(self, key: str, *, required: bool = False, hint: str = "") -> Optional[str]:
-        value = self.raw(key, required)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self.where(key)}: expected a string, got {_kind(value)}{hint}")
-        if value is not None and not value.strip():
-            raise ConfigError(f"{self.where(key)}: must not be empty")
-        return value
-
-    def number(self, key: str, default: Optional[float] = None, *, minimum: float = 0.0, integer: bool = False) -> Any:
-        value = self.raw(key, default is None)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-            raise ConfigError(f"{self.where(key)}: expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
-        if not math.isfinite(value) or value <= minimum:
-            raise ConfigError(f"{self.where(key)}: must be greater than {minimum:g}, got {value}")
-        return value
-
-    def optional_number(self, key: str, *, integer: bool = False) -> Any:
-        return self.number(key, None, integer=integer) if self.raw(key, False) is not None else None
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.where(key)}: expected true or false, got {_kind(value)}")
-        return value
-
-    def vector3(self, key: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
-        value = self.raw(key, False)
-        if value is None:
-            return default
-        if not isinstance(value, list) or len(value) != 3:
-            raise ConfigError(f"{self.where(key)}: expected a list of 3 numbers, got {_kind(value)}")
-        for index, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
-                raise ConfigError(f"{self.where(key)}[{index}]: expected a number, got {_kind(item)}")
-        return (float(value[0]), float(value[1]), float(value[2]))
-
-
-def _kind(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
-    if value is None:
-        return "nothing"
-    return f"{names.get(type(value), type(value).__name__)} {value!r}"[:80]
 
 
 def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
@@ -145,14 +68,14 @@ def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
 
 
 def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path] = None) -> SetupConfig:
-    top = _Fields(data, "", ("version", "control_rate_hz", "observation", "cameras", "robot", "limits"))
+    top = Fields(data, "", ("version", "control_rate_hz", "observation", "cameras", "robot", "limits"))
     version = top.number("version", integer=True)
     if version != SCHEMA_VERSION:
         raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
     rate = top.number("control_rate_hz")
     if rate > 1000:
         raise ConfigError(f"control_rate_hz: at most 1000, got {rate}")
-    observation = _Fields(top.raw("observation", False) or {}, "observation", ("max_frame_age_ms", "max_skew_ms"))
+    observation = Fields(top.raw("observation", False) or {}, "observation", ("max_frame_age_ms", "max_skew_ms"))
     cameras = _cameras(top.raw("cameras", True), base_dir)
     return SetupConfig(
         cameras=cameras,
@@ -165,59 +88,25 @@ def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path]
     )
 
 
-_CAMERA_FIELDS = (
-    "role",
-    "serial",
-    "recording",
-    "width",
-    "height",
-    "fps",
-    "depth",
-    "align_depth",
-    "exposure",
-    "real_time",
-    "frame_timeout_ms",
-)
-
-
-def _cameras(items: Any, base_dir: Path) -> tuple[RealSenseCameraConfig, ...]:
+def _cameras(items: Any, base_dir: Path) -> tuple[Any, ...]:
     if not isinstance(items, list) or not items:
-        raise ConfigError(f"cameras: expected a non-empty list, got {_kind(items)}")
+        raise ConfigError(f"cameras: expected a non-empty list, got {kind(items)}")
     configs = []
     for index, item in enumerate(items):
-        fields = _Fields(item, f"cameras[{index}]", _CAMERA_FIELDS)
+        where = f"cameras[{index}]"
+        name = item.get("type", "realsense") if isinstance(item, Mapping) else "realsense"
+        try:
+            camera = camera_type(name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.type: {exc}") from None
+        fields = Fields(item, where, ("type", "role", *camera.config.SETUP_FIELDS))
         role = fields.string("role", required=True)
         if role not in ROLE_ORDER:
             raise ConfigError(f"{fields.where('role')}: expected one of {', '.join(ROLE_ORDER)}, got {role!r}")
-        serial = fields.string("serial", hint=" (quote serial numbers in YAML)")
-        recording = fields.string("recording")
-        if (serial is None) == (recording is None):
-            raise ConfigError(f"cameras[{index}]: give exactly one of serial (a live camera) or recording (a file)")
-        if recording is not None and not Path(recording).is_absolute():
-            recording = str(base_dir / recording)
-        width, height = fields.optional_number("width", integer=True), fields.optional_number("height", integer=True)
-        if (width is None) != (height is None):
-            raise ConfigError(f"{fields.where('width' if width is None else 'height')}: give width and height together")
-        if fields.raw("real_time", False) is not None and recording is None:
-            raise ConfigError(f"{fields.where('real_time')}: only applies to a recording")
-        configs.append(
-            RealSenseCameraConfig(
-                serial=serial,
-                recording=recording,
-                role=role,
-                width=width,
-                height=height,
-                fps=fields.optional_number("fps", integer=True),
-                depth=fields.boolean("depth", False),
-                align_depth=fields.boolean("align_depth", True),
-                exposure=fields.optional_number("exposure"),
-                real_time=fields.boolean("real_time", True),
-                frame_timeout_s=fields.number("frame_timeout_ms", 1000.0) / 1000.0,
-            )
-        )
+        configs.append(camera.config.from_setup(fields, role, base_dir))
     seen: dict[tuple[str, str], int] = {}
     for index, config in enumerate(configs):
-        for key, value in (("role", config.role), ("serial", config.serial)):
+        for key, value in (("role", config.role), ("serial", getattr(config, "serial", None))):
             if value is None:
                 continue
             if (key, value) in seen:
@@ -227,7 +116,7 @@ def _cameras(items: Any, base_dir: Path) -> tuple[RealSenseCameraConfig, ...]:
 
 
 def _robot(data: Any) -> RobotConfig:
-    fields = _Fields(
+    fields = Fields(
         data,
         "robot",
         ("type", "address", "action_scale", "timeout_ms", "connect_timeout_ms", "heartbeat_ms", "peer_timeout_ms"),
@@ -238,7 +127,7 @@ def _robot(data: Any) -> RobotConfig:
     address = fields.string("address", required=kind == "bridge")
     if address is not None and not address.startswith(("tcp://", "ipc://")):
         raise ConfigError(f"robot.address: expected a ZeroMQ endpoint like tcp://192.168.1.20:5555, got {address!r}")
-    scale = _Fields(fields.raw("action_scale", False) or {}, "robot.action_scale", ("translation", "rotation"))
+    scale = Fields(fields.raw("action_scale", False) or {}, "robot.action_scale", ("translation", "rotation"))
     heartbeat = fields.number("heartbeat_ms", 50.0)
     peer_timeout = fields.number("peer_timeout_ms", 500.0)
     if heartbeat >= peer_timeout:
@@ -256,7 +145,7 @@ def _robot(data: Any) -> RobotConfig:
 
 def _limits(data: Any) -> RobotLimits:
     names = SCALAR_LIMIT_FIELDS
-    fields = _Fields(data, "limits", ("workspace_min", "workspace_max", *names))
+    fields = Fields(data, "limits", ("workspace_min", "workspace_max", *names))
     defaults = RobotLimits()
     values = {name: float(fields.number(name, getattr(defaults, name))) for name in names}
     low = fields.vector3("workspace_min", defaults.workspace_min)
@@ -269,7 +158,7 @@ def _limits(data: Any) -> RobotLimits:
 
 def build_cameras(setup: SetupConfig, *, clock: Clock = time.monotonic) -> MultiCamera:
     """The setup's cameras, not yet connected, as one observation source."""
-    cameras = [RealSenseCamera(config, clock=clock) for config in setup.cameras]
+    cameras = [make_camera(config, clock=clock) for config in setup.cameras]
     return MultiCamera(cameras, max_age_s=setup.max_frame_age_s, max_skew_s=setup.max_skew_s)
 
 

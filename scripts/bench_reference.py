@@ -12,7 +12,6 @@ import argparse
 import json
 import platform
 import re
-import resource
 import shutil
 import subprocess
 import sys

@@ -1,4 +1,5 @@
-"""Cameras: the Camera interface, RealSense (live and recorded), and multi-camera observations.
+"""Cameras: the Camera interface, camera types by name (registry), RealSense (one folder), and
+multi-camera observations.
 
 Nothing here imports pyrealsense2 at import time; it is loaded when a camera is opened.
 """
@@ -19,8 +20,8 @@ from rdvla.devices.cameras.base import (
     UnsupportedProfileError,
 )
 from rdvla.devices.cameras.multi import MultiCamera, Observation, SkewError
-from rdvla.devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras
-from rdvla.devices.cameras.recording import RecordingInfo, describe_recording
+from rdvla.devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras, open_realsense
+from rdvla.devices.cameras.realsense.recording import RecordingInfo, describe_recording
 
 __all__ = [
     "Camera",
@@ -45,4 +46,5 @@ __all__ = [
     "UnsupportedProfileError",
     "describe_recording",
     "find_cameras",
+    "open_realsense",
 ]

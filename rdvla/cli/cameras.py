@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from rdvla.devices.cameras.recording import describe_recording
+    from rdvla.devices.cameras.realsense.recording import describe_recording
 
     info = describe_recording(args.recording)
     if args.json:
@@ -92,7 +92,8 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from rdvla.devices.cameras.realsense import FIRST_FRAME_TIMEOUT_S, RealSenseCamera, RealSenseCameraConfig
+    from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
+    from rdvla.devices.cameras.realsense.streaming import FIRST_FRAME_TIMEOUT_S
 
     if args.serial is None:
         raise ValueError("--record needs --serial (see `rdvla cameras` for the connected cameras)")
@@ -101,7 +102,7 @@ def _record(args: argparse.Namespace) -> int:
     config = RealSenseCameraConfig(
         serial=args.serial, width=args.width, height=args.height, fps=args.fps, depth=args.depth, record_to=str(args.record)
     )
-    camera = RealSenseCamera(config)
+    camera = open_realsense(config)
     camera.connect()
     frames = 0
     try:

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     stage(2, "exporting the bundle: ONNX graphs, golden cases, parity against the reference (about a minute on 2 cores)",
           lambda: command("export", str(checkpoint), "--out", str(bundle), "--cases", "2"))
 
-    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
-    from rdvla.devices.cameras.synthetic import SCENE_HEIGHT, SCENE_WIDTH, record_scene
+    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.realsense.synthetic import SCENE_HEIGHT, SCENE_WIDTH, record_scene
 
     files = [recordings / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]
 

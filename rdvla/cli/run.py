@@ -9,7 +9,7 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence
+from typing import IO, Any, Optional
 
 from rdvla.cli.arguments import add_backend_options, open_policy
 
@@ -150,7 +150,7 @@ def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[An
 
 def _record_cameras(directory: Path, configs: list[Any]) -> tuple[list[Any], list[dict[str, str]]]:
     """Live cameras record into the episode; recordings being replayed are copied there."""
-    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
     from rdvla.runtime.control.episode import copy_recordings
 
     replayed = [(c.role, Path(c.recording)) for c in configs if c.recording is not None]
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from rdvla.devices.cameras.multi import MultiCamera
-    from rdvla.devices.cameras.realsense import RealSenseCamera
+    from rdvla.devices.cameras.registry import make_camera
     from rdvla.devices.config import load_setup
     from rdvla.runtime.control import episode
     from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
                 info["robot"] = "sim" if setup is None or args.robot == "sim" else setup.robot.type
             else:
                 log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-            cameras = MultiCamera([RealSenseCamera(c, clock=clock) for c in configs],
+            cameras = MultiCamera([make_camera(c, clock=clock) for c in configs],
                                   max_age_s=setup.max_frame_age_s if setup is not None else DEFAULT_MAX_FRAME_AGE_S,
                                   max_skew_s=setup.max_skew_s if setup is not None else DEFAULT_MAX_SKEW_S)
             robot = _robot(args, setup, clock)

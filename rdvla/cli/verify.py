@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from rdvla.cli.arguments import add_backend_options, open_policy
 

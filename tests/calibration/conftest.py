@@ -9,8 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rdvla.devices.cameras.sdk import recording_extension, sdk_version
-from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms, write_synthetic_recording
+from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.realsense.synthetic import synthetic_timestamp_ms, write_synthetic_recording
 
 FRAMES = 12
 WIDTH, HEIGHT = 96, 72

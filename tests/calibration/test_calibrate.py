@@ -16,7 +16,7 @@ from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle, BundleError
 from rdvla.runtime.gates import calibration_gate_for, gate_for
-from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase, load_cases
+from rdvla.runtime.golden import TRACE_DEPTH, load_cases
 from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity
 from rdvla.runtime.policy import Policy, halting_below_floor
 from rdvla.runtime.verify import gate_failures, verify_actions

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rdvla.calibration.data import CalibrationDataError, iteration_indices, observations, open_source, select_steps
-from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.golden import TRACE_DEPTH
 

@@ -15,7 +15,7 @@ import pytest
 import rdvla.cli as cli
 from rdvla.cli import main
 from rdvla.cli.run import StatusLine, format_summary
-from rdvla.devices.cameras.synthetic import record_scene
+from rdvla.devices.cameras.realsense.synthetic import record_scene
 from rdvla.runtime.control.episode import read_episode, read_log
 
 from .conftest import Rig
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
 
     folder = tmp_path_factory.mktemp("recordings")
     files = [folder / f"{role}{recording_extension(sdk_version())}" for role in ("third_person", "wrist")]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.devices.cameras.sdk import recording_extension, sdk_version
-from rdvla.devices.cameras.synthetic import pattern_frame, synthetic_timestamp_ms, write_synthetic_recording
+from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.realsense.synthetic import pattern_frame, synthetic_timestamp_ms, write_synthetic_recording
 from rdvla.devices.testing import FakeClock
 
 EPISODE_FRAMES = 30

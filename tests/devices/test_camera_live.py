@@ -18,14 +18,16 @@ from rdvla.devices.cameras.base import (
     StaleFrameError,
     UnsupportedProfileError,
 )
-from rdvla.devices.cameras.realsense import Backoff, RawFrame, RealSenseCamera, RealSenseCameraConfig, pop_pair
-from rdvla.devices.cameras.recording import describe_recording
-from rdvla.devices.cameras.sdk import import_rs, recording_extension, sdk_version
-from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame
-from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
-from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
+from rdvla.devices.cameras.realsense.session import RawFrame, pop_pair
+from rdvla.devices.cameras.realsense.streaming import Backoff
+from rdvla.devices.cameras.realsense.recording import describe_recording
+from rdvla.devices.cameras.realsense.sdk import import_rs, recording_extension, sdk_version
+from rdvla.devices.cameras.realsense.synthetic import SyntheticRealSense, pattern_frame
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.realsense.synthetic import synthetic_timestamp_ms as stamp
 from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +41,7 @@ def live_config(serial: str, **overrides: object) -> RealSenseCameraConfig:
 
 def test_frames_round_trip_with_values_and_timestamps(fake_clock: FakeClock) -> None:
     synthetic = SyntheticRealSense("100000000001")
-    camera = RealSenseCamera(live_config("100000000001"), clock=fake_clock, device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000001"), clock=fake_clock, device_finder=synthetic.find)
     with camera:
         assert camera.connection == CameraConnection.STREAMING
         for number in range(5):
@@ -62,7 +64,7 @@ def test_frames_round_trip_with_values_and_timestamps(fake_clock: FakeClock) -> 
 
 def test_depth_is_aligned_to_colour() -> None:
     synthetic = SyntheticRealSense("100000000002")
-    camera = RealSenseCamera(live_config("100000000002", align_depth=True), device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000002", align_depth=True), device_finder=synthetic.find)
     with camera:
         color, depth = pattern_frame(WIDTH, HEIGHT, 7)
         synthetic.inject(color, depth, 7, stamp(7))
@@ -74,7 +76,7 @@ def test_depth_is_aligned_to_colour() -> None:
 
 def test_colour_only_camera_has_no_depth() -> None:
     synthetic = SyntheticRealSense("100000000003")
-    camera = RealSenseCamera(live_config("100000000003", depth=False), device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000003", depth=False), device_finder=synthetic.find)
     with camera:
         color, _ = pattern_frame(WIDTH, HEIGHT, 1)
         synthetic.inject(color, None, 1, stamp(1))
@@ -85,7 +87,7 @@ def test_colour_only_camera_has_no_depth() -> None:
 
 def test_stale_frames_are_refused(fake_clock: FakeClock) -> None:
     synthetic = SyntheticRealSense("100000000004")
-    camera = RealSenseCamera(live_config("100000000004"), clock=fake_clock, device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000004"), clock=fake_clock, device_finder=synthetic.find)
     with camera:
         with pytest.raises(StaleFrameError, match="no frame received yet"):
             camera.read_latest(max_age_s=0.1)
@@ -103,7 +105,7 @@ def test_stale_frames_are_refused(fake_clock: FakeClock) -> None:
 
 def test_unsupported_resolution_lists_the_offered_profiles() -> None:
     synthetic = SyntheticRealSense("100000000005", extra_color_fps=(15,))
-    camera = RealSenseCamera(live_config("100000000005", width=1280, height=720), device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000005", width=1280, height=720), device_finder=synthetic.find)
     with pytest.raises(UnsupportedProfileError) as error:
         camera.connect()
     assert "1280x720@30" in str(error.value)
@@ -114,17 +116,17 @@ def test_unsupported_resolution_lists_the_offered_profiles() -> None:
 def test_unsupported_frame_rate_and_missing_depth() -> None:
     synthetic = SyntheticRealSense("100000000006", with_depth=False)
     with pytest.raises(UnsupportedProfileError, match="64x48@30 rgb8"):
-        RealSenseCamera(live_config("100000000006", fps=60), device_finder=synthetic.find).connect()
+        open_realsense(live_config("100000000006", fps=60), device_finder=synthetic.find).connect()
     with pytest.raises(UnsupportedProfileError, match="no depth stream.*offered: none"):
-        RealSenseCamera(live_config("100000000006"), device_finder=synthetic.find).connect()
+        open_realsense(live_config("100000000006"), device_finder=synthetic.find).connect()
 
 
 def test_exposure_is_validated_and_applied() -> None:
     synthetic = SyntheticRealSense("100000000007", exposure_range=(1.0, 10000.0, 1.0, 156.0))
-    too_long = RealSenseCamera(live_config("100000000007", exposure=20000.0), device_finder=synthetic.find)
+    too_long = open_realsense(live_config("100000000007", exposure=20000.0), device_finder=synthetic.find)
     with pytest.raises(UnsupportedProfileError, match=r"exposure 20000 outside the supported range 1\.\.10000"):
         too_long.connect()
-    camera = RealSenseCamera(live_config("100000000007", exposure=300.0), device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000007", exposure=300.0), device_finder=synthetic.find)
     with camera:
         rs = import_rs()
         color_sensor = next(s for s in synthetic.device.query_sensors() if s.supports(rs.option.exposure))
@@ -133,7 +135,7 @@ def test_exposure_is_validated_and_applied() -> None:
 
 def test_unknown_serial_names_the_connected_cameras() -> None:
     # No camera on the CI machine: the real device lookup must say so clearly.
-    camera = RealSenseCamera(RealSenseCameraConfig(serial="999999999999"))
+    camera = open_realsense(RealSenseCameraConfig(serial="999999999999"))
     with pytest.raises(CameraNotFoundError, match="no RealSense camera with serial 999999999999; connected:"):
         camera.connect()
 
@@ -148,7 +150,7 @@ def test_disconnect_is_a_state_and_reconnection_backs_off(fake_clock: FakeClock)
         time.sleep(0.002)  # let the test thread run
 
     config = live_config("100000000008", frame_timeout_s=0.5, reconnect_initial_s=0.1, reconnect_max_s=0.4)
-    camera = RealSenseCamera(config, clock=fake_clock, sleep=fake_sleep, device_finder=synthetic.find)
+    camera = open_realsense(config, clock=fake_clock, sleep=fake_sleep, device_finder=synthetic.find)
     with camera:
         color, depth = pattern_frame(WIDTH, HEIGHT, 0)
         synthetic.inject(color, depth, 0, stamp(0))
@@ -220,7 +222,7 @@ def test_recording_survives_a_reconnection_in_parts(fake_clock: FakeClock, tmp_p
     target = tmp_path / f"live{recording_extension(sdk_version())}"
     config = live_config("100000000010", depth=False, frame_timeout_s=0.5, record_to=str(target))
     backoff_over = threading.Event()
-    camera = RealSenseCamera(config, clock=fake_clock, sleep=lambda _: backoff_over.wait(5.0), device_finder=synthetic.find)
+    camera = open_realsense(config, clock=fake_clock, sleep=lambda _: backoff_over.wait(5.0), device_finder=synthetic.find)
     with camera:
         for number in range(3):
             synthetic.inject(pattern_frame(WIDTH, HEIGHT, number)[0], None, number, stamp(number))
@@ -238,7 +240,7 @@ def test_recording_survives_a_reconnection_in_parts(fake_clock: FakeClock, tmp_p
 
 def test_a_new_stream_gets_time_for_its_first_frame(fake_clock: FakeClock) -> None:
     synthetic = SyntheticRealSense("100000000011")
-    camera = RealSenseCamera(live_config("100000000011", frame_timeout_s=0.5), clock=fake_clock, device_finder=synthetic.find)
+    camera = open_realsense(live_config("100000000011", frame_timeout_s=0.5), clock=fake_clock, device_finder=synthetic.find)
     with camera:
         fake_clock.advance(2.0)  # silent, but a camera just opened may be slow to start
         time.sleep(0.15)

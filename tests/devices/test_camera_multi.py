@@ -17,12 +17,12 @@ from rdvla.devices.cameras.base import (
     StaleFrameError,
 )
 from rdvla.devices.cameras.multi import MultiCamera, SkewError
-from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame
-from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
-from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
+from rdvla.devices.cameras.realsense.synthetic import SyntheticRealSense, pattern_frame
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.realsense.synthetic import synthetic_timestamp_ms as stamp
 from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -130,7 +130,7 @@ def test_roles_must_be_unique() -> None:
 def test_two_software_cameras_skew_and_order(fake_clock: FakeClock) -> None:
     cams = {role: SyntheticRealSense(serial) for role, serial in (("wrist", "200000000001"), ("third_person", "200000000002"))}
     readers = [
-        RealSenseCamera(
+        open_realsense(
             RealSenseCameraConfig(serial=cams[role].serial, role=role, width=WIDTH, height=HEIGHT, fps=FPS),
             clock=fake_clock,
             device_finder=cams[role].find,

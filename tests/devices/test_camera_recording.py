@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from rdvla.devices.cameras.base import CameraEndedError, CameraConnection, Frame, RecordingError
-from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-from rdvla.devices.cameras.recording import describe_recording
-from rdvla.devices.cameras.sdk import recording_extension, sdk_version
-from rdvla.devices.cameras.synthetic import SyntheticRealSense, pattern_frame, write_synthetic_recording
-from rdvla.devices.cameras.synthetic import DEFAULT_FPS as FPS
-from rdvla.devices.cameras.synthetic import DEFAULT_HEIGHT as HEIGHT
-from rdvla.devices.cameras.synthetic import DEFAULT_WIDTH as WIDTH
-from rdvla.devices.cameras.synthetic import synthetic_timestamp_ms as stamp
+from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
+from rdvla.devices.cameras.realsense.recording import describe_recording
+from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+from rdvla.devices.cameras.realsense.synthetic import SyntheticRealSense, pattern_frame, write_synthetic_recording
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_FPS as FPS
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_HEIGHT as HEIGHT
+from rdvla.devices.cameras.realsense.synthetic import DEFAULT_WIDTH as WIDTH
+from rdvla.devices.cameras.realsense.synthetic import synthetic_timestamp_ms as stamp
 from rdvla.devices.testing import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,7 +35,7 @@ def play(path: Path, **overrides: object) -> list[Frame]:
     """Every frame of a recording, frame by frame, through the same class that reads live cameras."""
     fields: dict[str, object] = dict(recording=str(path), depth=True, align_depth=False, real_time=False)
     fields.update(overrides)
-    camera = RealSenseCamera(RealSenseCameraConfig(**fields))  # type: ignore[arg-type]
+    camera = open_realsense(RealSenseCameraConfig(**fields))  # type: ignore[arg-type]
     frames = []
     with camera:
         with pytest.raises(CameraEndedError):
@@ -93,7 +93,7 @@ def test_playback_aligns_depth_like_live(episode: Path, episode_frames: int) -> 
 
 
 def test_playback_read_latest_steps_one_frame_per_call(episode: Path) -> None:
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(episode), real_time=False))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(episode), real_time=False))
     with camera:
         numbers = [camera.read_latest(max_age_s=0.001).frame_number for _ in range(5)]
     assert all(a < b for a, b in zip(numbers, numbers[1:]))
@@ -103,7 +103,7 @@ def test_playback_read_latest_steps_one_frame_per_call(episode: Path) -> None:
 def test_playback_rejects_streams_it_does_not_hold(episode: Path) -> None:
     from rdvla.devices.cameras.base import UnsupportedProfileError
 
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(episode), width=640, height=480))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(episode), width=640, height=480))
     with pytest.raises(UnsupportedProfileError, match="64x48@30 rgb8"):
         camera.connect()
 
@@ -121,7 +121,7 @@ def test_real_time_playback_is_paced_and_ends(tmp_path: Path) -> None:
     write_synthetic_recording(path, paced(), width=WIDTH, height=HEIGHT, fps=FPS, depth=False)  # type: ignore[arg-type]
     recorded = describe_recording(path).duration_s
     assert recorded > 0.2
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(path), real_time=True))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(path), real_time=True))
     started = time.monotonic()
     seen = []
     with camera:
@@ -141,7 +141,7 @@ def test_live_recording_needs_the_sdk_extension(tmp_path: Path) -> None:
     synthetic = SyntheticRealSense("100000000009")
     config = RealSenseCameraConfig(serial="100000000009", width=WIDTH, height=HEIGHT, fps=FPS, record_to=str(tmp_path / f"x{wrong}"))
     with pytest.raises(RecordingError, match=f"records {recording_extension(sdk_version())} files"):
-        RealSenseCamera(config, device_finder=synthetic.find).connect()
+        open_realsense(config, device_finder=synthetic.find).connect()
 
 
 def test_extension_follows_the_sdk_version() -> None:
@@ -183,7 +183,7 @@ def test_bad_recordings_give_clear_errors(damaged: dict[str, Path], case: str, m
     with pytest.raises(RecordingError, match=message) as described:
         describe_recording(path)
     assert "\n" not in str(described.value)
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(path), real_time=False))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(path), real_time=False))
     with pytest.raises(RecordingError, match=message):
         camera.connect()
     assert camera.connection == CameraConnection.DISCONNECTED
@@ -194,7 +194,7 @@ def test_long_playback_with_a_slow_reader_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / f"long{recording_extension(sdk_version())}"
     total = 120
     write_synthetic_recording(path, ((*pattern_frame(WIDTH, HEIGHT, n), stamp(n)) for n in range(total)), width=WIDTH, height=HEIGHT, fps=FPS)
-    camera = RealSenseCamera(RealSenseCameraConfig(recording=str(path), depth=True, align_depth=False, real_time=False))
+    camera = open_realsense(RealSenseCameraConfig(recording=str(path), depth=True, align_depth=False, real_time=False))
     frames = []
     with camera:
         time.sleep(0.2)  # let the playback run ahead of the reader

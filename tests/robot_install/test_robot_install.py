@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdvla.devices.cameras.synthetic import record_scene
+from rdvla.devices.cameras.realsense.synthetic import record_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-robot"
@@ -54,7 +54,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     for name in ("agent", "wrist"):
         Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(d / f"{name}.png")
-    from rdvla.devices.cameras.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
 
     extension = recording_extension(sdk_version())
     for role in ("third_person", "wrist"):

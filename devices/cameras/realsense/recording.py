@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rdvla.devices.cameras.base import RecordingError
-from rdvla.devices.cameras.realsense import StreamProfile, describe_profile, video_profiles
-from rdvla.devices.cameras.sdk import camera_info, import_rs, load_recording, one_line
+from rdvla.devices.cameras.realsense.profiles import StreamProfile, describe_profile, video_profiles
+from rdvla.devices.cameras.realsense.sdk import camera_info, import_rs, load_recording, one_line
 
 # A file that stalls mid-way this long (no frame, not at its end) is treated as broken.
 STALL_TIMEOUT_S = 5.0

@@ -14,7 +14,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from rdvla.devices.cameras.base import CameraNotFoundError
-from rdvla.devices.cameras.sdk import import_rs
+from rdvla.devices.cameras.realsense.config import RealSenseCameraConfig
+from rdvla.devices.cameras.realsense.sdk import import_rs
+from rdvla.devices.cameras.realsense.streaming import StreamingRealSense
 
 DEPTH_UNITS_M = 0.001
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 64, 48, 30
@@ -144,12 +146,10 @@ def write_synthetic_recording(
     fps: int = DEFAULT_FPS,
     depth: bool = True,
 ) -> int:
-    """Record (colour, depth, timestamp_ms) triples with the SDK recorder through RealSenseCamera; returns the count."""
-    from rdvla.devices.cameras.realsense import RealSenseCamera, RealSenseCameraConfig
-
+    """Record (colour, depth, timestamp_ms) triples with the SDK recorder through a live camera; returns the count."""
     camera = SyntheticRealSense(serial, width=width, height=height, fps=fps, with_depth=depth)
     config = RealSenseCameraConfig(serial=serial, width=width, height=height, fps=fps, depth=depth, record_to=str(path))
-    recorder = RealSenseCamera(config, device_finder=camera.find)
+    recorder = StreamingRealSense(config, device_finder=camera.find)
     count = 0
     recorder.connect()
     try:
