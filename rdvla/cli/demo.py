@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     log_path = out / "run" / "steps.jsonl"
 
     def control() -> None:
-        from rdvla.runtime.control.episode import read_log
         from rdvla.runtime.control.plots import plot_run
+        from rdvla.runtime.control.step_log import read_log
 
         command("run", str(bundle), "--recording", str(files[0]), "--recording", str(files[1]), "--robot", "sim",
                 "--execute", "--instruction", DEMO_INSTRUCTION, "--steps", str(steps), "--rate", "10",

@@ -9,7 +9,7 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any
 
 from rdvla.cli.arguments import add_backend_options, open_policy
 
@@ -195,7 +195,10 @@ def _run(args: argparse.Namespace) -> int:
     from rdvla.devices.cameras.registry import make_camera
     from rdvla.devices.config import load_setup
     from rdvla.runtime.control import episode
+    from rdvla.cli.run_display import StatusLine, format_summary
     from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
+    from rdvla.runtime.control.step_log import StepLog
+    from rdvla.runtime.control.subscriber import Subscriber
 
     _check_arguments(args)
     setup = load_setup(args.config) if args.config is not None else None
@@ -221,17 +224,15 @@ def _run(args: argparse.Namespace) -> int:
             if args.record is not None:
                 episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
             show = sys.stderr.isatty() if args.status is None else args.status
-            status = StatusLine(sys.stderr, args.steps, not config.execute) if show else None
-            loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor,
-                               step_log=episode.StepLog(log_path), on_step=status, run_info=info)
+            subscribers: list[Subscriber] = [StepLog(log_path)]
+            if show:
+                subscribers.append(StatusLine(sys.stderr, args.steps, config.execute))
+            loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
+                               run_info=info)
             print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
                   f"{args.backend} {precision}, {config.mode} at {rate:g} Hz; log {log_path}", file=sys.stderr)
-            try:
-                with stop_on_signals(loop):
-                    summary = loop.run()
-            finally:
-                if status is not None:
-                    status.close()
+            with stop_on_signals(loop):
+                summary = loop.run()
         finally:
             load_on(executor, policy.close)
     finally:
@@ -242,78 +243,4 @@ def _run(args: argparse.Namespace) -> int:
     for line in format_summary(summary):
         print(line)
     print(f"step log: {log_path}")
-    return 1 if summary["stopped_on_fault"] else 0
-
-
-class StatusLine:
-    """One self-overwriting line on a terminal: step, rate, queue, last query, faults."""
-
-    def __init__(self, stream: IO[str], total: Optional[int], dry_run: bool) -> None:
-        self.stream = stream
-        self.total = total
-        self.mode = "DRY RUN" if dry_run else "EXECUTING"
-        self.last_query = "-"
-        self.faults = 0
-        self.width = 0
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        query = record["query"]
-        if query is not None:
-            self.last_query = f"{query['latency_ms']:.0f} ms, k={query['iterations']}"
-        self.faults += len(record["faults"])
-        ages = [f["age_ms"] for f in record["frames"]]
-        parts = [f"{self.mode} step {record['step'] + 1}{f'/{self.total}' if self.total else ''}",
-                 f"slot {record['slot']}", f"queue {record['queue']}{'+' if record['inflight'] else ''}",
-                 f"query {self.last_query}"]
-        if ages:
-            parts.append(f"frame age {max(ages):.0f} ms")
-        parts.append(record["decision"])
-        parts.append(f"faults {self.faults}" + (f" ({record['faults'][0]['kind']})" if record["faults"] else ""))
-        text = "  ".join(parts)
-        self.width = max(self.width, len(text))
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.width:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _ms(stats: dict[str, Any]) -> str:
-    return f"p50 {stats['p50']:.1f} / p95 {stats['p95']:.1f} / max {stats['max']:.1f} ms" if stats.get("n") else "-"
-
-
-def format_summary(s: dict[str, Any]) -> list[str]:
-    """The summary record as a few lines of text."""
-    iterations = s["iterations"]
-    lines = [
-        f"stopped: {s['stop_reason']}{' (fault: the robot was halted)' if s['stopped_on_fault'] else ''}",
-        f"steps {s['steps']} in {s['duration_s']:.1f} s: {s['achieved_rate_hz'] or 0:.2f} Hz (target {s['target_rate_hz']:g}); "
-        f"{'dry run' if s['dry_run'] else 'executed'} {s['acted']}, held {s['holds']}, limited by safety {s['limited']}",
-        f"overruns {s['overruns']} (missed slots {s['missed_slots']}, worst {s['max_overrun_ms']:.1f} ms)",
-        f"step work     {_ms(s['step_ms'])}",
-    ]
-    for name, stats in s["sections_ms"].items():
-        lines.append(f"  {name:<11} {_ms(stats)}")
-    lines.append(f"queries {s['queries']}: latency {_ms(s['query_latency_ms'])}")
-    for stage in ("preprocess", "vlm_prelude", "iterations", "total"):
-        if stage in s["query_stages_ms"]:
-            lines.append(f"  {stage:<11} {_ms(s['query_stages_ms'][stage])}")
-    if iterations.get("n"):
-        lines.append(f"iterations per query: mean {iterations['mean']:.2f} (min {iterations['min']}, max {iterations['max']}); "
-                     f"histogram {iterations['histogram']}; stopped by {iterations['stopped_by']}")
-    queue = s["queue"]
-    lines.append(f"queue depth mean {queue.get('mean', 0):.2f}; stale actions dropped {s['stale_actions']}, "
-                 f"blended {s['blended_actions']}; frame age {_ms(s['frame_age_ms'])}")
-    lines.append("faults: " + (", ".join(f"{k} {v}" for k, v in s["faults"].items()) or "none"))
-    latency = s["query_latency_ms"]
-    if s["faults"].get("starved") and latency.get("n"):
-        periods = latency["p50"] * s["target_rate_hz"] / 1e3
-        lines.append(f"  the queue ran dry: a query takes {latency['p50']:.0f} ms ({periods:.1f} periods) and a chunk then "
-                     "has only what is left of its horizon; lower --rate, raise --horizon, or use a faster backend")
-    if s["overruns"]:
-        lines.append("  cycles ran past their period: in sync mode a query must fit in one (--mode async, or a lower --rate)")
-    if s["robot_travel_m"] is not None:
-        lines.append(f"end-effector travel {s['robot_travel_m'] * 100:.1f} cm")
-    return lines
+    return 1 if summary.stopped_on_fault else 0

@@ -45,7 +45,20 @@ from rdvla.devices.cameras.base import (
 from rdvla.devices.cameras.multi import Observation, SkewError
 from rdvla.devices.robots.base import Robot, RobotError, RobotState, RobotTimeoutError
 from rdvla.runtime.control.action_queue import BLENDS, ActionQueue, Chunk
-from rdvla.runtime.control.episode import RunStats, StepLog, floats, matrix
+from rdvla.runtime.control.records import (
+    Decision,
+    FaultRecord,
+    FrameRecord,
+    PrimeRecord,
+    QueryRecord,
+    RunSummary,
+    StartRecord,
+    StepRecord,
+    floats,
+    matrix,
+)
+from rdvla.runtime.control.run_stats import RunStats
+from rdvla.runtime.control.subscriber import Subscriber
 from rdvla.runtime.control.pacing import Clock, CycleTimer, Sleep
 from rdvla.runtime.control.safety import Fault, FaultMonitor, SafetyConfig, SafetyFilter
 from rdvla.runtime.halting import HaltingRule
@@ -70,7 +83,7 @@ T = TypeVar("T")
 class PolicyLike(Protocol):
     def act(self, instruction: str, proprio: Sequence[float] | np.ndarray, images: Optional[Sequence[np.ndarray]] = None,
             pixel_values: Optional[np.ndarray] = None, halting: Optional[HaltingRule] = None,
-            init_state: Optional[np.ndarray] = None, seed: Optional[int] = None,
+            init_latent: Optional[np.ndarray] = None, seed: Optional[int] = None,
             deadline_s: Optional[float] = None) -> PolicyResult: ...
 
 
@@ -165,8 +178,7 @@ class ControlLoop:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         executor: Optional[Executor] = None,
-        step_log: Optional[StepLog] = None,
-        on_step: Optional[Callable[[dict[str, Any]], None]] = None,
+        subscribers: Sequence[Subscriber] = (),
         run_info: Optional[dict[str, Any]] = None,
     ) -> None:
         self.cameras = cameras
@@ -179,8 +191,6 @@ class ControlLoop:
         self.executor: Optional[Executor] = single_worker() if self._owns_executor else executor
         if config.mode == "sync" and executor is not None:
             raise ValueError("an executor serves the asynchronous mode only")
-        self.step_log = step_log
-        self.on_step = on_step
         self.run_info = dict(run_info or {})
         self.period = config.period_s
         self.timer = CycleTimer(self.period, clock, sleep)
@@ -188,6 +198,7 @@ class ControlLoop:
         self.safety = SafetyFilter(robot.limits, robot.action_scale, self.period, config.safety)
         self.monitor = FaultMonitor(config.safety)
         self.stats = RunStats()
+        self.subscribers: list[Subscriber] = [self.stats, *subscribers]
         self.steps = 0
         self.stop_reason: Optional[str] = None
         self.faulted = False  # stopped because of a fault (the robot is halted, not holding)
@@ -214,14 +225,15 @@ class ControlLoop:
 
     # ----- the run ---------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         error: Optional[BaseException] = None
         try:
             self.cameras.connect()
             self.robot.connect()
             self._robot_connected = True
-            primed = self._prime()
-            self._write({"type": "start", **self.run_info, **self._settings(), "prime": primed})
+            start = StartRecord(self.run_info, self._settings(), self._prime())
+            for subscriber in self.subscribers:
+                subscriber.on_start(start)
             self.timer.start()
             while True:
                 self._cycle()
@@ -247,7 +259,7 @@ class ControlLoop:
         return {
             "instruction": c.instruction, "rate_hz": c.rate_hz, "mode": c.mode, "refill_at": c.refill_at,
             "blend": c.blend, "horizon": repr(c.horizon), "halting": repr(c.halting) if c.halting else "bundle default",
-            "deadline_ms": None if c.deadline_s is None else c.deadline_s * 1e3, "dry_run": not c.execute,
+            "deadline_ms": None if c.deadline_s is None else c.deadline_s * 1e3, "execute": c.execute,
             "gripper": c.gripper, "seed": c.seed, "action_scale": list(self.robot.action_scale),
             "safety": {
                 "max_translation_m": self.safety.max_translation, "max_rotation_rad": self.safety.max_rotation,
@@ -262,11 +274,8 @@ class ControlLoop:
         self.stop_reason = reason
         self.faulted = True
 
-    def _prime(self) -> dict[str, Any]:
-        """A first query from a fresh observation, before the clock starts; fills the queue for slot 0.
-
-        Returns what the start record keeps of it: the query, and the frames and proprio it used.
-        """
+    def _prime(self) -> PrimeRecord:
+        """A first query from a fresh observation, before the clock starts; fills the queue for slot 0."""
         deadline = self.clock() + PRIME_TIMEOUT_S
         while True:
             try:
@@ -289,8 +298,8 @@ class ControlLoop:
         query, faults = self._arrive(result, query_id, 0, 0, start, None)
         if query is None:
             raise StartError(f"the first query failed: {faults[0][1]}")
-        log.info("queue primed: %d iterations, %.0f ms (includes the backend's warm-up)", query["iterations"], query["latency_ms"])
-        return {"query": query, "frames": self._frames(observation, observed_at), "proprio": floats(robot_state.proprio, 7)}
+        log.info("queue primed: %d iterations, %.0f ms (includes the backend's warm-up)", query.iterations, query.latency_ms)
+        return PrimeRecord(query, self._frames(observation, observed_at), floats(robot_state.proprio, 7))
 
     def _cycle(self) -> None:
         slot = self.timer.slot
@@ -308,12 +317,10 @@ class ControlLoop:
             decision = self._send(decision, executed, faults)
         record = self._record(slot, started, observation, observed_at, robot_state, query, submitted, proposed, executed,
                               limits, decision, faults)
-        self._write(record)
-        self.stats.add_step(record)
         self.steps += 1
         self._judge(faults)
-        if self.on_step is not None:
-            self.on_step(record)
+        for subscriber in self.subscribers:
+            subscriber.on_step(record)
 
     # ----- observe ---------------------------------------------------------------------------------
 
@@ -347,7 +354,7 @@ class ControlLoop:
     # ----- infer -----------------------------------------------------------------------------------
 
     def _plan(self, slot: int, observation: Optional[Observation], robot_state: Optional[RobotState],
-              faults: Faults) -> tuple[Optional[dict[str, Any]], Optional[np.ndarray], Optional[int]]:
+              faults: Faults) -> tuple[Optional[QueryRecord], Optional[np.ndarray], Optional[int]]:
         """Bring the queue up to date for this slot and take the slot's action.
 
         Returns the query whose chunk arrived in this cycle, the action, and the id of a query
@@ -390,7 +397,7 @@ class ControlLoop:
             slots += 1
         return slots * self.period - base
 
-    def _query_now(self, observation: Observation, robot_state: RobotState, slot: int, faults: Faults) -> Optional[dict[str, Any]]:
+    def _query_now(self, observation: Observation, robot_state: RobotState, slot: int, faults: Faults) -> Optional[QueryRecord]:
         query_id = self._take_query_id()
         deadline = self._query_deadline_s(1)
         start = self.clock()
@@ -411,7 +418,7 @@ class ControlLoop:
         self._inflight = _Inflight(future, query_id, slot, self.clock(), deadline)
         return query_id
 
-    def _collect(self, slot: int, faults: Faults) -> Optional[dict[str, Any]]:
+    def _collect(self, slot: int, faults: Faults) -> Optional[QueryRecord]:
         inflight = self._inflight
         if inflight is None or not inflight.future.done():
             return None
@@ -427,7 +434,7 @@ class ControlLoop:
         return query
 
     def _arrive(self, result: PolicyResult, query_id: int, obs_slot: int, slot: int, submitted: float,
-                deadline_s: Optional[float]) -> tuple[Optional[dict[str, Any]], Faults]:
+                deadline_s: Optional[float]) -> tuple[Optional[QueryRecord], Faults]:
         """Queue a finished query's chunk; the query's log entry, or the fault that kept it out."""
         latency_ms = (self.clock() - submitted) * 1e3
         actions = np.asarray(result.actions, np.float64)
@@ -440,52 +447,52 @@ class ControlLoop:
         self._fixed_cost_s = fixed if previous is None else previous + FIXED_COST_SMOOTHING * (fixed - previous)
         horizon = self.config.horizon.actions_to_execute(result.iterations, actions.shape[0])
         pushed = self.queue.push(Chunk(actions, obs_slot, horizon), slot)
-        return {
-            "id": query_id, "obs_slot": obs_slot, "iterations": result.iterations, "stopped_by": result.stopped_by,
-            "deadline_ms": None if deadline_s is None else round(deadline_s * 1e3, 3),
-            "deltas": floats(result.deltas, 8), "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
-            "latency_ms": round(latency_ms, 3), "horizon": horizon, "queued": pushed.queued, "stale": pushed.stale,
-            "blended": pushed.blended, "actions": matrix(actions),
-        }, []
+        return QueryRecord(
+            id=query_id, obs_slot=obs_slot, iterations=result.iterations, stopped_by=result.stopped_by,
+            deadline_ms=None if deadline_s is None else round(deadline_s * 1e3, 3),
+            deltas=floats(result.deltas, 8), timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
+            latency_ms=round(latency_ms, 3), horizon=horizon, queued=pushed.queued, stale=pushed.stale,
+            blended=pushed.blended, actions=matrix(actions),
+        ), []
 
     # ----- act and send ----------------------------------------------------------------------------
 
     def _decide(self, proposed: Optional[np.ndarray], robot_state: Optional[RobotState],
-                faults: Faults) -> tuple[str, Optional[np.ndarray], tuple[str, ...]]:
+                faults: Faults) -> tuple[Decision, Optional[np.ndarray], tuple[str, ...]]:
         if any(fault in (Fault.ROBOT_TIMEOUT, Fault.ROBOT_ERROR) for fault, _ in faults):
-            return "stop", None, ()
+            return Decision.STOP, None, ()
         if faults or robot_state is None:  # no robot state here also means no observation (a recording that ended)
-            return "hold", None, ()
+            return Decision.HOLD, None, ()
         if proposed is None:
             faults.append((Fault.STARVED, "no action queued for this slot (inference slower than the queue drains)"))
-            return "hold", None, ()
+            return Decision.HOLD, None, ()
         filtered = self.safety.apply(proposed, robot_state.proprio[:3])
         if filtered.action is None:
             faults.append((Fault.NONFINITE_ACTION, filtered.rejected or "action rejected"))
-            return "hold", None, ()
+            return Decision.HOLD, None, ()
         if self.timer.late():
             faults.append((Fault.OVERRUN, f"cycle at {self.timer.elapsed() * 1e3:.1f} ms of a {self.period * 1e3:.1f} ms period; "
                                           "a late action is not sent"))
-            return "hold", None, ()
-        return ("act" if self.config.execute else "dry_run"), filtered.action, filtered.limits
+            return Decision.HOLD, None, ()
+        return (Decision.ACT if self.config.execute else Decision.DRY_RUN), filtered.action, filtered.limits
 
-    def _send(self, decision: str, action: Optional[np.ndarray], faults: Faults) -> str:
-        if decision != "act":
-            if decision == "hold":
+    def _send(self, decision: Decision, action: Optional[np.ndarray], faults: Faults) -> Decision:
+        if decision is not Decision.ACT:
+            if decision is Decision.HOLD:
                 self.safety.at_rest()
                 if self.config.execute:
-                    return self._command(lambda: self.robot.hold(), "hold", faults)
+                    return self._command(lambda: self.robot.hold(), Decision.HOLD, faults)
             return decision
         assert action is not None
-        return self._command(lambda: self.robot.send_action(action), "act", faults)
+        return self._command(lambda: self.robot.send_action(action), Decision.ACT, faults)
 
-    def _command(self, command: Callable[[], RobotState], decision: str, faults: Faults) -> str:
+    def _command(self, command: Callable[[], RobotState], decision: Decision, faults: Faults) -> Decision:
         try:
             command()
         except RobotError as exc:
             faults.append((Fault.ROBOT_TIMEOUT if isinstance(exc, RobotTimeoutError) else Fault.ROBOT_ERROR, one_line(exc)))
             self.safety.at_rest()
-            return "stop"
+            return Decision.STOP
         return decision
 
     # ----- bookkeeping -----------------------------------------------------------------------------
@@ -507,34 +514,27 @@ class ControlLoop:
             self.faulted = True
 
     def _record(self, slot: int, started: float, observation: Optional[Observation], observed_at: float,
-                robot_state: Optional[RobotState], query: Optional[dict[str, Any]], submitted: Optional[int], proposed: Optional[np.ndarray],
-                executed: Optional[np.ndarray], limits: tuple[str, ...], decision: str, faults: Faults) -> dict[str, Any]:
+                robot_state: Optional[RobotState], query: Optional[QueryRecord], submitted: Optional[int], proposed: Optional[np.ndarray],
+                executed: Optional[np.ndarray], limits: tuple[str, ...], decision: Decision, faults: Faults) -> StepRecord:
         self._last_t = started - self.timer.due(0)
-        return {
-            "type": "step", "step": self.steps, "slot": slot, "t": round(self._last_t, 6),
-            "missed_slots": self._missed_before, "frames": [] if observation is None else self._frames(observation, observed_at),
-            "skew_ms": None if observation is None else round(observation.skew_s * 1e3, 3),
-            "proprio": None if robot_state is None else floats(robot_state.proprio, 7), "instruction": self.config.instruction,
-            "query": query, "submitted": submitted, "iterations": None if query is None else query["iterations"],
-            "queue": self.queue.remaining(slot), "inflight": self._inflight is not None,
-            "proposed": None if proposed is None else floats(proposed),
-            "executed": None if executed is None else floats(executed), "limits": list(limits),
-            "decision": decision, "faults": [{"kind": fault.value, "detail": detail} for fault, detail in faults],
-            "sections_ms": {name: round(seconds * 1e3, 3) for name, seconds in self.timer.current.items()},
-        }
+        return StepRecord(
+            step=self.steps, slot=slot, t=round(self._last_t, 6), missed_slots=self._missed_before,
+            frames=[] if observation is None else self._frames(observation, observed_at),
+            skew_ms=None if observation is None else round(observation.skew_s * 1e3, 3),
+            proprio=None if robot_state is None else floats(robot_state.proprio, 7), instruction=self.config.instruction,
+            query=query, submitted=submitted, queue=self.queue.remaining(slot), inflight=self._inflight is not None,
+            proposed=None if proposed is None else floats(proposed), executed=None if executed is None else floats(executed),
+            limits=list(limits), decision=decision, faults=[FaultRecord(fault, detail) for fault, detail in faults],
+            sections_ms={name: round(seconds * 1e3, 3) for name, seconds in self.timer.current.items()},
+        )
 
     @staticmethod
-    def _frames(observation: Observation, observed_at: float) -> list[dict[str, Any]]:
+    def _frames(observation: Observation, observed_at: float) -> list[FrameRecord]:
         """Which recorded frame each camera gave (what replay and calibration look up), and its age."""
-        return [{"role": role, "frame_number": frame.frame_number, "timestamp_ms": frame.timestamp_ms,
-                 "age_ms": round(frame.age_s(observed_at) * 1e3, 3)}
+        return [FrameRecord(role, frame.frame_number, frame.timestamp_ms, round(frame.age_s(observed_at) * 1e3, 3))
                 for role, frame in zip(observation.roles, observation.frames)]
 
-    def _write(self, record: dict[str, Any]) -> None:
-        if self.step_log is not None:
-            self.step_log.write(record)
-
-    def _shutdown(self) -> dict[str, Any]:
+    def _shutdown(self) -> RunSummary:
         if self.executor is not None and self._owns_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
         elif self._inflight is not None:
@@ -552,10 +552,9 @@ class ControlLoop:
         duration = self._last_t + self.period if self.steps else 0.0
         summary = self.stats.summary(self.timer.summary(), self.monitor.totals, duration_s=duration,
                                      rate_hz=self.config.rate_hz, stop_reason=reason, faulted=self.faulted,
-                                     dry_run=not self.config.execute, robot_travel_m=self._travel)
-        self._write(summary)
-        if self.step_log is not None:
-            self.step_log.close()
+                                     execute=self.config.execute, robot_travel_m=self._travel)
+        for subscriber in self.subscribers:
+            subscriber.on_end(summary)
         return summary
 
     def _final_command(self) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -42,6 +42,24 @@ def sleep_until(deadline: float, clock: Clock, sleep: Sleep) -> None:
             sleep(min(remaining, FINE_SLEEP_S))
 
 
+@dataclass(frozen=True)
+class Stats:
+    """Count, mean and max over a run, percentiles over its recent window; only `n` when empty."""
+
+    n: int
+    mean: Optional[float] = None
+    p50: Optional[float] = None
+    p95: Optional[float] = None
+    max: Optional[float] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n} if self.n == 0 else asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Stats":
+        return cls(**data)
+
+
 class RollingStats:
     """Count, mean and max over everything added; percentiles over the last ``window`` values."""
 
@@ -64,19 +82,19 @@ class RollingStats:
     def count(self) -> int:
         return self._count
 
-    def summary(self, scale: float = 1.0, digits: int = 3) -> dict[str, float]:
-        """{n, mean, p50, p95, max}, each multiplied by ``scale`` (e.g. 1000 for seconds -> ms)."""
+    def summary(self, scale: float = 1.0, digits: int = 3) -> Stats:
+        """The statistics, each multiplied by ``scale`` (e.g. 1000 for seconds -> ms)."""
         if self._count == 0:
-            return {"n": 0}
+            return Stats(0)
         recent = self._values[: min(self._count, self._values.size)]
         p50, p95 = np.percentile(recent, [50, 95])
-        return {
-            "n": self._count,
-            "mean": round(self._sum / self._count * scale, digits),
-            "p50": round(float(p50) * scale, digits),
-            "p95": round(float(p95) * scale, digits),
-            "max": round(self._max * scale, digits),
-        }
+        return Stats(
+            n=self._count,
+            mean=round(self._sum / self._count * scale, digits),
+            p50=round(float(p50) * scale, digits),
+            p95=round(float(p95) * scale, digits),
+            max=round(self._max * scale, digits),
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,16 @@ class CycleReport:
     work_s: float  # from the slot's due time to the end of the cycle's work
     overrun_s: float  # work beyond the period (0 when on time)
     missed_slots: int  # slots skipped because of the overrun
+
+
+@dataclass(frozen=True)
+class TimerSummary:
+    cycles: int
+    overruns: int
+    missed_slots: int
+    max_overrun_ms: float
+    cycle_work_ms: Stats
+    sections_ms: dict[str, Stats]
 
 
 class CycleTimer:
@@ -164,12 +192,12 @@ class CycleTimer:
         self.current = {}
         return report
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "cycles": self.cycles,
-            "overruns": self.overruns,
-            "missed_slots": self.missed_slots,
-            "max_overrun_ms": round(self.max_overrun_s * 1e3, 3),
-            "cycle_work_ms": self.work.summary(1e3),
-            "sections_ms": {name: stats.summary(1e3) for name, stats in self.sections.items()},
-        }
+    def summary(self) -> TimerSummary:
+        return TimerSummary(
+            cycles=self.cycles,
+            overruns=self.overruns,
+            missed_slots=self.missed_slots,
+            max_overrun_ms=round(self.max_overrun_s * 1e3, 3),
+            cycle_work_ms=self.work.summary(1e3),
+            sections_ms={name: stats.summary(1e3) for name, stats in self.sections.items()},
+        )

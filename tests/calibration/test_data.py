@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +37,8 @@ def test_steps_are_spread_over_all_sources() -> None:
 
 
 def test_episode_directory_gives_logged_proprio_instruction_and_frames(tiny_bundle: Path, tmp_path: Path) -> None:
-    from rdvla.runtime.control.episode import StepLog, write_episode_header
+    from rdvla.runtime.control.episode import write_episode_header
+    from rdvla.runtime.control.records import Decision, FrameRecord, StepRecord
 
     bundle = Bundle.open(tiny_bundle)
     episode = tmp_path / "episode"
@@ -46,16 +49,17 @@ def test_episode_directory_gives_logged_proprio_instruction_and_frames(tiny_bund
     write_episode_header(episode, {"instruction": "task 0", "cameras": [
         {"role": "third_person", "recording": f"third_person{ext}"}, {"role": "wrist", "recording": f"wrist{ext}"}]})
     rng = np.random.default_rng(0)
-    log = StepLog(episode / "steps.jsonl")
-    log.write({"type": "start", "prime": None})
     steps = []
     for i in range(FRAMES // 2):  # one control step every second frame; a fault step observed nothing
         observed = i != 1
-        steps.append({"type": "step", "step": i, "slot": i, "instruction": f"task {i % 2}",
-                      "proprio": rng.uniform(-0.5, 0.5, 8).tolist() if observed else None,
-                      "frames": [{"role": r, "frame_number": 2 * i} for r in ("third_person", "wrist")] if observed else []})
-        log.write(steps[-1])
-    log.close()
+        frames = [FrameRecord(r, 2 * i, 0.0, 0.0) for r in ("third_person", "wrist")] if observed else []
+        steps.append(StepRecord(step=i, slot=i, t=0.1 * i, missed_slots=0, frames=frames, skew_ms=None,
+                                proprio=rng.uniform(-0.5, 0.5, 8).tolist() if observed else None, instruction=f"task {i % 2}",
+                                query=None, submitted=None, queue=0, inflight=False, proposed=None, executed=None, limits=[],
+                                decision=Decision.HOLD, faults=[], sections_ms={}))
+    with open(episode / "steps.jsonl", "w") as log:
+        for step in steps:
+            log.write(json.dumps(step.to_json()) + "\n")
     source = open_source(str(episode), bundle, instruction="ignored for episodes")
     assert source.proprio_from == "recorded" and [p.stem for p in source.recordings] == ["third_person", "wrist"]
     assert len(source.steps) == FRAMES // 2 - 1
@@ -63,11 +67,11 @@ def test_episode_directory_gives_logged_proprio_instruction_and_frames(tiny_bund
     assert len(got) == 3
     for obs in got:
         logged = steps[obs.step]
-        assert logged["proprio"] is not None  # the step without observation is never replayed
-        assert obs.instruction == logged["instruction"]
-        np.testing.assert_array_equal(obs.proprio, logged["proprio"])
+        assert logged.proprio is not None  # the step without observation is never replayed
+        assert obs.instruction == logged.instruction
+        np.testing.assert_array_equal(obs.proprio, logged.proprio)
         for camera, image in enumerate(obs.images):
-            np.testing.assert_array_equal(image, scene(camera, 2 * logged["step"]))
+            np.testing.assert_array_equal(image, scene(camera, 2 * logged.step))
 
 
 def test_bare_recordings_need_an_instruction_and_one_file_per_camera(tiny_bundle: Path, recordings: Path) -> None:

@@ -11,7 +11,7 @@ import collections
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -21,7 +21,9 @@ from rdvla.devices.cameras.multi import Observation
 from rdvla.devices.robots.base import RobotLimits, RobotState
 from rdvla.devices.robots.sim import SimRobot
 from rdvla.devices.testing import FakeClock
-from rdvla.runtime.control.episode import StepLog, read_log
+from rdvla.runtime.control.records import LogRecord, StepRecord
+from rdvla.runtime.control.step_log import StepLog, read_log
+from rdvla.runtime.control.subscriber import Subscriber
 from rdvla.runtime.control.loop import ControlLoop, LoopConfig
 from rdvla.runtime.horizon import FixedHorizon
 from rdvla.runtime.policy import PolicyResult
@@ -198,16 +200,15 @@ class Rig:
                           execute=True, max_steps=20)
         return replace(base, **overrides)
 
-    def loop(self, executor: Optional[Executor] = None, on_step: Optional[Callable[[dict[str, Any]], None]] = None,
-             **overrides: Any) -> ControlLoop:
+    def loop(self, executor: Optional[Executor] = None, subscribers: Sequence[Subscriber] = (), **overrides: Any) -> ControlLoop:
         return ControlLoop(self.cameras, self.policy, self.robot, self.config(**overrides), clock=self.clock,
-                           sleep=self.clock.advance, executor=executor, step_log=StepLog(self.log_path), on_step=on_step)
+                           sleep=self.clock.advance, executor=executor, subscribers=[StepLog(self.log_path), *subscribers])
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[LogRecord]:
         return read_log(self.log_path)
 
-    def steps(self) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r["type"] == "step"]
+    def steps(self) -> list[StepRecord]:
+        return [r for r in self.records() if isinstance(r, StepRecord)]
 
 
 @pytest.fixture

@@ -8,15 +8,17 @@ import io
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import pytest
 
 import rdvla.cli as cli
 from rdvla.cli import main
-from rdvla.cli.run import StatusLine, format_summary
+from rdvla.cli.run_display import StatusLine, format_summary
 from rdvla.devices.cameras.realsense.synthetic import record_scene
-from rdvla.runtime.control.episode import read_episode, read_log
+from rdvla.runtime.control.episode import read_episode
+from rdvla.runtime.control.records import RunSummary, StartRecord, StepRecord
+from rdvla.runtime.control.step_log import read_log
 
 from .conftest import Rig
 
@@ -46,24 +48,24 @@ def test_run_on_recordings_in_real_time_records_the_episode(tiny_bundle: Path, r
     out = capsys.readouterr().out
     assert status == 0, out
     records = read_log(episode / "steps.jsonl")
-    start, steps, summary = records[0], [r for r in records if r["type"] == "step"], records[-1]
-    assert start["type"] == "start" and start["backend"] == "onnxruntime" and start["prime"]["query"]["iterations"] >= 1
-    assert len(steps) == STEPS and summary["type"] == "summary" and summary["stop_reason"] == "steps"
-    queries = [s["query"] for s in steps if s["query"] is not None]
+    start, steps, summary = records[0], [r for r in records if isinstance(r, StepRecord)], records[-1]
+    assert isinstance(start, StartRecord) and start.info["backend"] == "onnxruntime" and start.prime.query.iterations >= 1
+    assert len(steps) == STEPS and isinstance(summary, RunSummary) and summary.stop_reason == "steps"
+    queries = [s.query for s in steps if s.query is not None]
     assert len(queries) >= 10
     for query in queries:
-        assert 1 <= query["iterations"] <= 32 and query["stopped_by"] in ("converged", "deadline", "max_iterations")
-        assert query["deadline_ms"] > 0 and query["timings_ms"]["vlm_prelude"] > 0 and len(query["actions"]) == 8
+        assert 1 <= query.iterations <= 32 and query.stopped_by in ("converged", "deadline", "max_iterations")
+        assert query.deadline_ms > 0 and query.timings_ms["vlm_prelude"] > 0 and len(query.actions) == 8
     for step in steps:
-        assert set(step["sections_ms"]) == {"observe", "infer", "act", "send"}
-        assert len(step["frames"]) == 2 and len(step["proprio"]) == 8
+        assert set(step.sections_ms) == {"observe", "infer", "act", "send"}
+        assert len(step.frames) == 2 and len(step.proprio) == 8
         # Paced on the grid: a cycle never starts before its slot is due.
-        assert step["t"] >= step["slot"] / RATE - 1e-6
+        assert step.t >= step.slot / RATE - 1e-6
     # Overrun accounting agrees with the slots the steps landed on.
-    assert steps[-1]["slot"] == STEPS - 1 + summary["missed_slots"]
-    assert summary["achieved_rate_hz"] == pytest.approx(RATE * STEPS / (STEPS + summary["missed_slots"]), rel=0.02)
-    assert summary["acted"] > 0 and summary["robot_travel_m"] > 0
-    assert summary["iterations"]["n"] == len(queries)
+    assert steps[-1].slot == STEPS - 1 + summary.missed_slots
+    assert summary.achieved_rate_hz == pytest.approx(RATE * STEPS / (STEPS + summary.missed_slots), rel=0.02)
+    assert summary.acted > 0 and summary.robot_travel_m > 0
+    assert summary.iterations.n == len(queries)
     # The episode: recordings copied beside the log, described in episode.json.
     header = json.loads((episode / "episode.json").read_text())
     assert header["format"] == "rdvla-episode" and header["instruction"] == "put the bowl on the plate"
@@ -72,7 +74,7 @@ def test_run_on_recordings_in_real_time_records_the_episode(tiny_bundle: Path, r
     assert header["summary"]["steps"] == STEPS
     replay = read_episode(episode)  # what replay and calibration read back
     assert replay.recordings == tuple(episode / f"{role}{recordings[0].suffix}" for role in ("third_person", "wrist"))
-    assert len(replay.steps) == STEPS and replay.steps[0].frame_numbers == tuple(f["frame_number"] for f in steps[0]["frames"])
+    assert len(replay.steps) == STEPS and replay.steps[0].frame_numbers == tuple(f.frame_number for f in steps[0].frames)
     assert replay.steps[-1].proprio.shape == (8,) and replay.steps[0].instruction == "put the bowl on the plate"
     assert f"steps {STEPS} in" in out and "iterations per query" in out
 
@@ -90,9 +92,7 @@ def test_run_refuses_incomplete_or_conflicting_options(tmp_path: Path, capsys: p
 
 def test_status_line_and_summary_text(rig: Rig) -> None:
     stream = io.StringIO()
-    status = StatusLine(stream, total=20, dry_run=False)
-    summary = rig.loop(on_step=status).run()
-    status.close()
+    summary = rig.loop(subscribers=[StatusLine(stream, total=20, execute=True)]).run()
     lines = stream.getvalue().split("\r")
     assert lines[-1].startswith("EXECUTING step 20/20") and "query 20 ms, k=4" in lines[-1] and stream.getvalue().endswith("\n")
     text = "\n".join(format_summary(summary))
@@ -126,7 +126,7 @@ def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_
     assert seen == ["init-checkpoint", "export", "run", "profile"]
     assert all(f"stage {n} of 5" in printed for n in range(1, 6)) and "--instruction 'put the black bowl" in printed
     assert "stopped: steps" in printed and "demo finished" in printed
-    steps: list[dict[str, Any]] = [r for r in read_log(out / "run" / "steps.jsonl") if r["type"] == "step"]
+    steps = [r for r in read_log(out / "run" / "steps.jsonl") if isinstance(r, StepRecord)]
     assert len(steps) == 20
     for png in (out / "run" / "control_loop.png", out / "profile" / "latency_vs_depth.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

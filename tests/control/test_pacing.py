@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rdvla.devices.testing import FakeClock
-from rdvla.runtime.control.pacing import COARSE_MARGIN_S, CycleTimer, RollingStats, sleep_until
+from rdvla.runtime.control.pacing import COARSE_MARGIN_S, CycleTimer, RollingStats, Stats, sleep_until
 
 
 class RecordingSleep:
@@ -59,7 +59,7 @@ def test_an_overrun_skips_the_slots_it_ran_into_and_is_counted() -> None:
     clock.advance(0.1)  # exactly one period of work is on time
     assert timer.finish().missed_slots == 0
     assert (timer.overruns, timer.missed_slots) == (1, 2)
-    assert timer.summary()["max_overrun_ms"] == pytest.approx(150.0)
+    assert timer.summary().max_overrun_ms == pytest.approx(150.0)
 
 
 def test_sections_are_timed_per_cycle_and_summarised() -> None:
@@ -73,9 +73,9 @@ def test_sections_are_timed_per_cycle_and_summarised() -> None:
             clock.advance(0.001)
         assert timer.current["infer"] == pytest.approx(spent)
         timer.finish()
-    summary = timer.summary()["sections_ms"]
-    assert summary["infer"]["n"] == 3 and summary["infer"]["max"] == pytest.approx(30.0)
-    assert summary["send"]["p50"] == pytest.approx(1.0)
+    summary = timer.summary().sections_ms
+    assert summary["infer"].n == 3 and summary["infer"].max == pytest.approx(30.0)
+    assert summary["send"].p50 == pytest.approx(1.0)
     assert timer.current == {}
 
 
@@ -93,7 +93,7 @@ def test_rolling_stats_keep_all_time_count_mean_max_and_recent_percentiles() -> 
     for v in values:
         stats.add(v)
     s = stats.summary()
-    assert s["n"] == 1000 and s["mean"] == pytest.approx(values.mean()) and s["max"] == 999.0
-    assert s["p50"] == pytest.approx(np.percentile(values[-100:], 50))  # the window: the last 100 values
-    assert stats.summary(scale=1e3)["max"] == pytest.approx(999e3)
-    assert RollingStats().summary() == {"n": 0}
+    assert s.n == 1000 and s.mean == pytest.approx(values.mean()) and s.max == 999.0
+    assert s.p50 == pytest.approx(np.percentile(values[-100:], 50))  # the window: the last 100 values
+    assert stats.summary(scale=1e3).max == pytest.approx(999e3)
+    assert RollingStats().summary() == Stats(0)
