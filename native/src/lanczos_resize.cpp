@@ -10,6 +10,7 @@
 // one sum, so the compiler's vector code keeps that order.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -152,12 +153,15 @@ void lanczos_resize(ImageView image, int out_height, int out_width, std::uint8_t
   thread_local std::vector<float> line;
   thread_local std::vector<float> transposed;
   thread_local std::vector<const float*> taps;
+  thread_local std::vector<std::uint8_t> rounded;
   ring.resize(ring_rows * in_row);
   line.resize(std::max(in_row, column));
   transposed.resize(static_cast<std::size_t>(image.width) * column);
   taps.resize(static_cast<std::size_t>(std::max(rows->span, cols->span)));
   float* const line_data = line.data();
+  rounded.resize(column);
   float* const transposed_data = transposed.data();
+  std::uint8_t* const rounded_data = rounded.data();
 
   std::size_t converted = 0;  // source rows [0, converted) have been through the ring
   for (std::size_t y = 0; y < static_cast<std::size_t>(out_height); ++y) {
@@ -184,9 +188,9 @@ void lanczos_resize(ImageView image, int out_height, int out_width, std::uint8_t
     for (int k = 0; k < count; ++k)
       taps[static_cast<std::size_t>(k)] = transposed_data + (first + static_cast<std::size_t>(k)) * column;
     weighted_rows(taps.data(), &cols->weights[x * col_span], count, column, line_data);
+    for (std::size_t j = 0; j < column; ++j) rounded_data[j] = round_to_uint8(line_data[j]);
     for (std::size_t y = 0; y < static_cast<std::size_t>(out_height); ++y)
-      for (std::size_t c = 0; c < 3; ++c)
-        out[y * out_row + x * 3 + c] = round_to_uint8(line_data[y * 3 + c]);
+      std::memcpy(out + y * out_row + x * 3, rounded_data + y * 3, 3);
   }
 }
 
