@@ -94,9 +94,12 @@ void preprocess_into(nb::handle images, nb::handle out, int image_size, bool cen
                                        to_float(siglip_mean), to_float(siglip_std)};
   rdvla::validate_config(config);
 
-  if (ReadOnlyArray probe; nb::try_cast(images, probe, false) || !nb::isinstance<nb::sequence>(images))
+  if (ReadOnlyArray probe; nb::try_cast(images, probe, false))
     fail("images must be a sequence of (H, W, 3) uint8 arrays (one per camera), not a single "
          "array; wrap a single image in a list");
+  if (!nb::isinstance<nb::sequence>(images))
+    fail(std::string("images must be a sequence of (H, W, 3) uint8 arrays (one per camera), got ") +
+         nb::type_name(images.type()).c_str());
   const auto sequence = nb::borrow<nb::sequence>(images);
   const std::size_t count = nb::len(sequence);
   if (count == 0) fail("images must contain at least one image");

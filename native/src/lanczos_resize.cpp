@@ -158,8 +158,8 @@ void lanczos_resize(ImageView image, int out_height, int out_width, std::uint8_t
   line.resize(std::max(in_row, column));
   transposed.resize(static_cast<std::size_t>(image.width) * column);
   taps.resize(static_cast<std::size_t>(std::max(rows->span, cols->span)));
-  float* const line_data = line.data();
   rounded.resize(column);
+  float* const line_data = line.data();
   float* const transposed_data = transposed.data();
   std::uint8_t* const rounded_data = rounded.data();
 

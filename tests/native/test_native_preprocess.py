@@ -392,6 +392,8 @@ def test_images_must_be_a_non_empty_sequence() -> None:
     out = np.empty((1, 6, 224, 224), np.float32)
     with pytest.raises(ValueError, match="sequence"):
         native.preprocess_into(GOOD, out, **_kwargs())
+    with pytest.raises(ValueError, match="sequence.*got generator"):
+        native.preprocess_into((img for img in [GOOD]), out, **_kwargs())
     with pytest.raises(ValueError, match="at least one image"):
         native.preprocess_into([], np.empty((1, 0, 224, 224), np.float32), **_kwargs())
 
