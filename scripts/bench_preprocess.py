@@ -82,16 +82,17 @@ def query(implementation: str, frames: list[np.ndarray]) -> Callable[[], object]
 
     size = config.image_size
     out = np.empty((1, 6 * len(frames), size, size), dtype=np.float32)
-    kwargs = {
-        "image_size": size,
-        "center_crop": config.center_crop,
-        "crop_scale": config.crop_scale,
-        "dino_mean": config.dino_mean,
-        "dino_std": config.dino_std,
-        "siglip_mean": config.siglip_mean,
-        "siglip_std": config.siglip_std,
-    }
-    return lambda: _native.preprocess_into(frames, out, **kwargs)
+    return lambda: _native.preprocess_into(
+        frames,
+        out,
+        image_size=size,
+        center_crop=config.center_crop,
+        crop_scale=config.crop_scale,
+        dino_mean=config.dino_mean,
+        dino_std=config.dino_std,
+        siglip_mean=config.siglip_mean,
+        siglip_std=config.siglip_std,
+    )
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
