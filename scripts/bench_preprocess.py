@@ -7,10 +7,12 @@ same run, one whole query: camera frames -> pixel_values (1, 12, 224, 224) float
 ``preprocess_into`` into a preallocated buffer for native, ``to_pixel_values`` for numpy --
 and prints a markdown table.
 
-Wall time: the median over ``--repeats`` (native) and ``--numpy-repeats`` (numpy) calls,
-after one warm-up call each (which fills the resize-weight caches and the per-thread
-buffers).  Native processes the two frames on two threads; numpy runs on one.  On a
-shared machine the wall times move with the load; the load average is printed with them.
+Wall time: the median (and the minimum) over ``--repeats`` (native) and ``--numpy-repeats``
+(numpy) calls, interleaved so that both see the same load, after one warm-up call each
+(which fills the resize-weight caches and the per-thread buffers).  Native processes the
+two frames on two threads; numpy runs on one.  On a shared machine the wall times move
+with the load; the load average is printed with them, and the minimum shows the cost
+without contention.
 
 Instructions: counted with ``valgrind --tool=callgrind``, which is repeatable where wall time
 is not.  For every (implementation, size) this script runs a small driver of itself
@@ -95,14 +97,26 @@ def query(implementation: str, frames: list[np.ndarray]) -> Callable[[], object]
     )
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def timed_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def wall_times(
+    native: Callable[[], object], numpy: Callable[[], object], repeats: int, numpy_repeats: int
+) -> tuple[list[float], list[float]]:
+    """Native and numpy call times in ms, interleaved so that both see the same load."""
+    native()  # warm-up
+    numpy()
+    native_ms: list[float] = []
+    numpy_ms: list[float] = []
+    every = max(1, repeats // max(1, numpy_repeats))
+    for i in range(repeats):
+        native_ms.append(timed_ms(native))
+        if i % every == 0 and len(numpy_ms) < numpy_repeats:
+            numpy_ms.append(timed_ms(numpy))
+    return native_ms, numpy_ms
 
 
 def callgrind_instructions(implementation: str, size: tuple[int, int], content: str, calls: int) -> int:
@@ -180,11 +194,12 @@ def main() -> None:
     print(f"- machine: {machine()}; load average before: {load_average()}")
     print(f"- python {platform.python_version()}, numpy {np.__version__}")
     print(
-        f"- wall: median of {args.repeats} native / {args.numpy_repeats} numpy calls after a warm-up;"
+        f"- wall: median (and minimum) of {args.repeats} native / {args.numpy_repeats} numpy calls,"
+        " interleaved, after a warm-up; ratio of the medians;"
         + (f" instructions: callgrind, (1 + {EXTRA_CALLS} calls) - (1 call), per call" if count else "")
         + "\n"
     )
-    header = "| frames | numpy ms | native ms | wall ratio |"
+    header = "| frames | numpy ms (min) | native ms (min) | wall ratio |"
     rule = "|---|---:|---:|---:|"
     if count:
         header += " numpy Minstr | native Minstr | instr ratio |"
@@ -193,9 +208,14 @@ def main() -> None:
     print(rule)
     for size in SIZES:
         frames = make_frames(*size, args.content)
-        native_ms = median_ms(query("native", frames), args.repeats)
-        numpy_ms = median_ms(query("numpy", frames), args.numpy_repeats)
-        row = f"| 2 x {size[0]}x{size[1]} | {numpy_ms:.1f} | {native_ms:.2f} | {numpy_ms / native_ms:.1f}x |"
+        native_ms, numpy_ms = wall_times(
+            query("native", frames), query("numpy", frames), args.repeats, args.numpy_repeats
+        )
+        native_median, numpy_median = statistics.median(native_ms), statistics.median(numpy_ms)
+        row = (
+            f"| 2 x {size[0]}x{size[1]} | {numpy_median:.1f} ({min(numpy_ms):.1f}) "
+            f"| {native_median:.2f} ({min(native_ms):.2f}) | {numpy_median / native_median:.1f}x |"
+        )
         if count:
             numpy_ins = instructions_per_call("numpy", size, args.content)
             native_ins = instructions_per_call("native", size, args.content)
