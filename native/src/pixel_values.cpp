@@ -94,7 +94,7 @@ void preprocess_into(const std::vector<ImageView>& images, const PreprocessConfi
 
   const NormTables tables = norm_tables(config);
   const std::size_t stride = 6 * static_cast<std::size_t>(config.image_size) * config.image_size;
-  detail::shared_pool().run(images.size(), [&](std::size_t i) {
+  detail::parallel_for(images.size(), [&](std::size_t i) {
     prepare_image(images[i], config, tables, out + i * stride);
   });
 }

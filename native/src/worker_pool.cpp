@@ -4,6 +4,8 @@
 #include <atomic>
 #include <exception>
 
+#include <unistd.h>
+
 namespace rdvla::detail {
 
 struct WorkerPool::Job {
@@ -80,9 +82,20 @@ void WorkerPool::serve() {
   }
 }
 
-WorkerPool& shared_pool() {
-  static WorkerPool pool(std::max(1u, std::thread::hardware_concurrency()) - 1);
-  return pool;
+void parallel_for(std::size_t count, const std::function<void(std::size_t)>& task) {
+  struct Shared {
+    pid_t owner;
+    WorkerPool pool;
+  };
+  // Made on first use and deliberately never destroyed: a forked child holds a copy of it
+  // but none of its threads, so joining them at the child's exit (or waking them) would
+  // hang; and a process that is ending has no use for the join.
+  static Shared& shared = *new Shared{getpid(), WorkerPool(std::max(1u, std::thread::hardware_concurrency()) - 1)};
+  if (count > 1 && getpid() == shared.owner) {
+    shared.pool.run(count, task);
+    return;
+  }
+  for (std::size_t i = 0; i < count; ++i) task(i);
 }
 
 }  // namespace rdvla::detail

@@ -38,8 +38,9 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-// The process-wide pool: one worker fewer than the hardware threads (the caller works
-// too), created on first use.
-WorkerPool& shared_pool();
+// Calls task(i) for every i in [0, count) like WorkerPool::run, on the process-wide pool
+// (one worker fewer than the hardware threads: the caller works too).  In a child forked
+// after the pool was made, the tasks run one after another on the calling thread.
+void parallel_for(std::size_t count, const std::function<void(std::size_t)>& task);
 
 }  // namespace rdvla::detail

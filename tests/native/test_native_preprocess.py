@@ -9,6 +9,9 @@ TensorFlow) are the same ones tests/runtime/test_preprocess.py uses for the nump
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -313,6 +316,31 @@ def test_weight_cache_is_thread_safe_across_many_sizes() -> None:
 
     _run_threads([work(k) for k in range(4)])
     assert mismatches == []
+
+
+FORK_CHILD = """
+import os, sys
+import numpy as np
+from rdvla import _native
+kwargs = dict(image_size=224, center_crop=True, crop_scale=0.9, dino_mean=(0.5, 0.5, 0.5),
+              dino_std=(0.25, 0.25, 0.25), siglip_mean=(0.5, 0.5, 0.5), siglip_std=(0.5, 0.5, 0.5))
+images = [np.full((120, 160, 3), v, np.uint8) for v in (10, 200)]
+out = np.empty((1, 12, 224, 224), np.float32)
+_native.preprocess_into(images, out, **kwargs)  # the parent's pool now exists
+pid = os.fork()
+if pid == 0:
+    again = np.empty_like(out)
+    _native.preprocess_into(images, again, **kwargs)
+    sys.exit(0 if np.array_equal(again, out) else 3)  # a normal exit runs static destructors
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_preprocesses_and_exits() -> None:
+    # The child has a copy of the parent's pool but none of its threads.
+    result = subprocess.run([sys.executable, "-c", FORK_CHILD], timeout=60, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 # ----------------------------------------------------------------------------------------------
