@@ -319,7 +319,7 @@ def test_weight_cache_is_thread_safe_across_many_sizes() -> None:
 
 
 FORK_CHILD = """
-import os, sys
+import os, signal, sys
 import numpy as np
 from rdvla import _native
 kwargs = dict(image_size=224, center_crop=True, crop_scale=0.9, dino_mean=(0.5, 0.5, 0.5),
@@ -329,6 +329,7 @@ out = np.empty((1, 12, 224, 224), np.float32)
 _native.preprocess_into(images, out, **kwargs)  # the parent's pool now exists
 pid = os.fork()
 if pid == 0:
+    signal.alarm(30)  # a hung child is killed rather than left behind
     again = np.empty_like(out)
     _native.preprocess_into(images, again, **kwargs)
     sys.exit(0 if np.array_equal(again, out) else 3)  # a normal exit runs static destructors
