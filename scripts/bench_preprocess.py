@@ -11,8 +11,10 @@ Wall time: the median (and the minimum) over ``--repeats`` (native) and ``--nump
 (numpy) calls, interleaved so that both see the same load, after one warm-up call each
 (which fills the resize-weight caches and the per-thread buffers).  Native processes the
 two frames on two threads; numpy runs on one.  On a shared machine the wall times move
-with the load; the load average is printed with them, and the minimum shows the cost
-without contention.
+with the load; the load average is printed with them, the minimum shows the cost without
+contention, and the CPU time (of the whole process, all threads, median) is what the call
+consumed: native's wall time on an idle machine is about its CPU time divided by the
+number of frames (one thread per frame).
 
 Instructions: counted with ``valgrind --tool=callgrind``, which is repeatable where wall time
 is not.  For every (implementation, size) this script runs a small driver of itself
@@ -97,20 +99,22 @@ def query(implementation: str, frames: list[np.ndarray]) -> Callable[[], object]
     )
 
 
-def timed_ms(fn: Callable[[], object]) -> float:
+def timed_ms(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall time and CPU time of this process (all its threads) of one call, in ms."""
+    cpu = time.process_time()
     start = time.perf_counter()
     fn()
-    return 1e3 * (time.perf_counter() - start)
+    return 1e3 * (time.perf_counter() - start), 1e3 * (time.process_time() - cpu)
 
 
 def wall_times(
     native: Callable[[], object], numpy: Callable[[], object], repeats: int, numpy_repeats: int
-) -> tuple[list[float], list[float]]:
-    """Native and numpy call times in ms, interleaved so that both see the same load."""
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(wall, CPU) ms of native and numpy calls, interleaved so that both see the same load."""
     native()  # warm-up
     numpy()
-    native_ms: list[float] = []
-    numpy_ms: list[float] = []
+    native_ms: list[tuple[float, float]] = []
+    numpy_ms: list[tuple[float, float]] = []
     every = max(1, repeats // max(1, numpy_repeats))
     for i in range(repeats):
         native_ms.append(timed_ms(native))
@@ -199,8 +203,8 @@ def main() -> None:
         + (f" instructions: callgrind, (1 + {EXTRA_CALLS} calls) - (1 call), per call" if count else "")
         + "\n"
     )
-    header = "| frames | numpy ms (min) | native ms (min) | wall ratio |"
-    rule = "|---|---:|---:|---:|"
+    header = "| frames | numpy ms (min) | native ms (min) | wall ratio | numpy CPU ms | native CPU ms |"
+    rule = "|---|---:|---:|---:|---:|---:|"
     if count:
         header += " numpy Minstr | native Minstr | instr ratio |"
         rule += "---:|---:|---:|"
@@ -211,10 +215,14 @@ def main() -> None:
         native_ms, numpy_ms = wall_times(
             query("native", frames), query("numpy", frames), args.repeats, args.numpy_repeats
         )
-        native_median, numpy_median = statistics.median(native_ms), statistics.median(numpy_ms)
+        native_wall = [wall for wall, _ in native_ms]
+        numpy_wall = [wall for wall, _ in numpy_ms]
+        native_median, numpy_median = statistics.median(native_wall), statistics.median(numpy_wall)
         row = (
-            f"| 2 x {size[0]}x{size[1]} | {numpy_median:.1f} ({min(numpy_ms):.1f}) "
-            f"| {native_median:.2f} ({min(native_ms):.2f}) | {numpy_median / native_median:.1f}x |"
+            f"| 2 x {size[0]}x{size[1]} | {numpy_median:.1f} ({min(numpy_wall):.1f}) "
+            f"| {native_median:.2f} ({min(native_wall):.2f}) | {numpy_median / native_median:.1f}x "
+            f"| {statistics.median(cpu for _, cpu in numpy_ms):.1f} "
+            f"| {statistics.median(cpu for _, cpu in native_ms):.2f} |"
         )
         if count:
             numpy_ins = instructions_per_call("numpy", size, args.content)
