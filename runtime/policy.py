@@ -25,6 +25,7 @@ from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
+from rdvla.runtime.preprocess.native import resolve_implementation
 from rdvla.runtime.prompt import PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Policy:
         self.check_every = check_every
         self.clock = clock
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
+        self.preprocessing = resolve_implementation(None)  # native where it is built, else numpy (logged)
         defaults = bundle.halting_defaults
         self.default_halting: HaltingRule = AdjacentMSE(
             defaults.get("threshold", 1e-3), defaults.get("min_iterations", 2), defaults.get("max_iterations", 32)
@@ -134,7 +136,7 @@ class Policy:
             assert images is not None
             if len(images) != self.bundle.dims.num_images:
                 raise ValueError(f"the policy takes {self.bundle.dims.num_images} images; got {len(images)}")
-            pixel_values = to_pixel_values(images, config=self.bundle.preprocess)
+            pixel_values = to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing)
         proprio_n = normalize_proprio(np.asarray(proprio, np.float64), self.bundle.norm_stats)[None]
         t1 = self.clock()
         input_ids = self.tokenizer(instruction)

@@ -55,6 +55,7 @@ def environment(policy: Policy) -> dict[str, Any]:
         "machine": platform.machine(), "platform": platform.platform(), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
         "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.get("tools", {}),
+        "preprocessing": policy.preprocessing,
     }
     cpu = Path("/proc/cpuinfo")
     if cpu.is_file():

@@ -77,11 +77,11 @@ def make_frames(width: int, height: int, content: str) -> list[np.ndarray]:
 
 def query(implementation: str, frames: list[np.ndarray]) -> Callable[[], object]:
     """A zero-argument callable that preprocesses ``frames`` once."""
-    from runtime import preprocess as reference
+    from rdvla.runtime import preprocess as reference
 
     config = reference.DEFAULT_CONFIG
     if implementation == "numpy":
-        return lambda: reference.to_pixel_values(frames, config=config)
+        return lambda: reference.to_pixel_values(frames, config=config, implementation="numpy")
     from rdvla import _native
 
     size = config.image_size

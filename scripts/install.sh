@@ -2,7 +2,9 @@
 # Create .venv at the repository root and install the project into it (idempotent).
 #   scripts/install.sh            runtime + export side (what the demo needs)
 #   scripts/install.sh --dev      ... plus test and type-check tools
-# System packages: libusb (pyrealsense2 loads it at import) via apt-get when missing.
+# System packages, via apt-get when missing: libusb (pyrealsense2 loads it at import); a C++ compiler,
+# CMake, the Python headers and libjpeg-turbo's headers (the native extension, built by pip from
+# CMakeLists.txt: Debian names the package libjpeg62-turbo-dev, Ubuntu and JetPack libjpeg-turbo8-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,14 @@ apt_install() {
 missing=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v g++ >/dev/null || missing+=(g++)
+command -v cmake >/dev/null || missing+=(cmake)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || missing+=(python3-dev)
+if [[ ! -e /usr/include/jpeglib.h ]]; then
+  # shellcheck disable=SC1091  # the system's own file
+  if [[ $(. /etc/os-release && echo "$ID") == ubuntu ]]; then missing+=(libjpeg-turbo8-dev); else missing+=(libjpeg62-turbo-dev); fi
+fi
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
 if [[ ! -x .venv/bin/python ]]; then

@@ -45,7 +45,7 @@ fi
 
 # ----- system packages ----------------------------------------------------------------------------
 packages=(git cmake build-essential pkg-config python3-dev python3-venv python3-pip
-          libusb-1.0-0-dev libudev-dev libssl-dev)
+          libusb-1.0-0-dev libudev-dev libssl-dev libjpeg-turbo8-dev)
 missing=()
 for package in "${packages[@]}"; do
   # shellcheck disable=SC2016  # ${Status} is dpkg-query's field, not a shell variable
@@ -123,7 +123,9 @@ fi
 # The robot's dependencies are pyproject.toml's `robot` extra (what CI's robot tier installs too) and the
 # `jetson` extra for the TensorRT backend; pycuda in it has no wheel and compiles against JetPack's CUDA.
 say "installing rdvla[robot,jetson] into .venv (no torch, no onnx; compiling pycuda takes a few minutes)"
-PATH=$CUDA_HOME/bin:$PATH CUDA_ROOT=$CUDA_HOME "$py" -m pip install -q --no-binary pycuda -e "${repo_root}[robot,jetson]"
+# RDVLA_REQUIRE_NATIVE: the robot runs the C++ preprocessing; a failed build must stop here, not fall back.
+PATH=$CUDA_HOME/bin:$PATH CUDA_ROOT=$CUDA_HOME RDVLA_REQUIRE_NATIVE=1 \
+  "$py" -m pip install -q --no-binary pycuda -e "${repo_root}[robot,jetson]"
 
 say "checking the installation"
 "$py" - <<'PY'

@@ -2,6 +2,8 @@
 # Install the project with its test tools into .venv, then run the checks and the CPU test tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI must test the native extension: a failed build fails the install instead of falling back to numpy.
+export RDVLA_REQUIRE_NATIVE=1
 bash scripts/install.sh --dev
 py=.venv/bin/python
 

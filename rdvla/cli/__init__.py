@@ -20,6 +20,7 @@ from rdvla.cli import (
     demo,
     export,
     predict,
+    preprocess,
     profile,
     run,
     verify,
@@ -32,7 +33,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, F
 WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
 
 # In the order of the offline-to-robot flow; `rdvla --help` lists them so.
-COMMANDS = (checkpoint, predict, export, calibrate, build, verify, profile, cameras, run, demo)
+COMMANDS = (checkpoint, predict, export, calibrate, build, verify, profile, preprocess, cameras, run, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     files = write_report(report, args.out)
     step = report["per_iteration_ms"]["core_step"]
     decode = report["per_iteration_ms"]["core_step_decode"]
-    print(f"VLM+Prelude p50 {report['stages_ms']['vlm_prelude']['p50']:.2f} ms; "
+    print(f"preprocessing p50 {report['stages_ms']['preprocess']['p50']:.2f} ms ({report['environment']['preprocessing']}); "
+          f"VLM+Prelude p50 {report['stages_ms']['vlm_prelude']['p50']:.2f} ms; "
           f"iteration p50 {np.median([r['p50'] for r in step]):.3f} ms (latent only), "
           f"{np.median([r['p50'] for r in decode]):.3f} ms (with decode)")
     for depth, entry in report["end_to_end_ms"].items():

@@ -210,7 +210,8 @@ def _run(args: argparse.Namespace) -> int:
         policy, precision = load_on(executor, lambda: open_policy(args))
         try:
             configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
-            info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision}
+            info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision,
+                                     "preprocessing": policy.preprocessing}
             if args.record is not None:
                 log_path = episode.open_episode(args.record)
                 configs, info["cameras"] = _record_cameras(args.record, configs)
@@ -230,7 +231,8 @@ def _run(args: argparse.Namespace) -> int:
             loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
                                run_info=info)
             print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
-                  f"{args.backend} {precision}, {config.mode} at {rate:g} Hz; log {log_path}", file=sys.stderr)
+                  f"{args.backend} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
+                  file=sys.stderr)
             with stop_on_signals(loop):
                 summary = loop.run()
         finally:

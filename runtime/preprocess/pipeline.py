@@ -12,6 +12,7 @@ from rdvla.runtime.preprocess.config import DEFAULT_CONFIG, PreprocessConfig, va
 from rdvla.runtime.preprocess.crop import center_crop as crop_centre
 from rdvla.runtime.preprocess.jpeg import jpeg_roundtrip
 from rdvla.runtime.preprocess.lanczos import lanczos_resize
+from rdvla.runtime.preprocess.native import pixel_values_into, resolve_implementation
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def to_pixel_values(
     center_crop: bool | None = None,
     *,
     config: PreprocessConfig = DEFAULT_CONFIG,
+    implementation: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Camera images (in camera order, e.g. [third-person, wrist]) -> ``pixel_values``.
 
@@ -84,10 +87,12 @@ def to_pixel_values(
     the Prismatic processor's normalisation (``x / 255``, then
     ``(x - mean) / std`` in float32), giving 6 channels
     [DINOv2 R, G, B, SigLIP R, G, B]; images are concatenated on the channel
-    axis.  Returns C-contiguous float32 of shape
-    (1, 6 * len(images), image_size, image_size), e.g. (1, 12, 224, 224) for
-    two cameras.  Camera-specific orientation fixes (LIBERO's 180 degree
-    rotation, spec 1.1) are the caller's job.
+    axis: C-contiguous float32 of shape (1, 6 * len(images), image_size,
+    image_size), e.g. (1, 12, 224, 224) for two cameras, written into ``out``
+    when given (e.g. a backend's staging buffer) and returned.
+    ``implementation``: ``native`` (C++), ``numpy``, or None for native where
+    it is built; both give the same bits. Camera-specific orientation fixes
+    (LIBERO's 180 degree rotation, spec 1.1) are the caller's job.
     """
     if isinstance(images, np.ndarray):
         raise ValueError(
@@ -98,12 +103,20 @@ def to_pixel_values(
         raise ValueError("images must contain at least one image")
     checked = [validate_image(img, name=f"images[{i}]") for i, img in enumerate(images)]
     size = config.image_size
+    shape = (1, 6 * len(checked), size, size)
+    if out is None:
+        out = np.empty(shape, dtype=_F32)
+    elif out.shape != shape or out.dtype != _F32 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writable C-contiguous float32 array of shape {shape}, got {out.dtype} {out.shape}")
+    crop = config.center_crop if center_crop is None else center_crop
+    if resolve_implementation(implementation) == "native":
+        pixel_values_into(checked, out, config, crop)
+        return out
     mean, std = _norm_params(config)
-    out = np.empty((1, 6 * len(checked), size, size), dtype=_F32)
     for i, img in enumerate(checked):
-        ready = prepare_image(img, center_crop=center_crop, config=config)
+        ready = prepare_image(img, center_crop=crop, config=config)
         chw = ready.transpose(2, 0, 1).astype(_F32) / _F32(255.0)
         chw6 = np.concatenate([chw, chw], axis=0)
         out[0, 6 * i : 6 * i + 6] = (chw6 - mean) / std
-    logger.debug("pixel_values for %d image(s): %s", len(images), out.shape)
+    logger.debug("pixel_values for %d image(s) in numpy: %s", len(images), out.shape)
     return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime import preprocess as reference
+from rdvla.runtime import preprocess as reference
 
 native = pytest.importorskip(
     "rdvla._native",
@@ -136,7 +136,7 @@ def test_pixel_values_equal_normalised_tf_crops() -> None:
 
 def test_pixel_values_of_every_fixture_equal_numpy() -> None:
     images = [_load(path)["image"] for path in CASES]
-    _assert_identical(_pixel_values(images), reference.to_pixel_values(images), "pixel_values")
+    _assert_identical(_pixel_values(images), reference.to_pixel_values(images, implementation="numpy"), "pixel_values")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_center_crop_equals_numpy(crop_scale: float, size: int) -> None:
 
 def test_pixel_values_equal_numpy(size_images: list[np.ndarray]) -> None:
     ours = _pixel_values(size_images)
-    _assert_identical(ours, reference.to_pixel_values(size_images), "pixel_values")
+    _assert_identical(ours, reference.to_pixel_values(size_images, implementation="numpy"), "pixel_values")
     assert np.isfinite(ours).all()
 
 
@@ -225,13 +225,13 @@ def test_pixel_values_follow_the_config(config: reference.PreprocessConfig) -> N
     rng = np.random.default_rng(3)
     images = [_random_image(rng, 97, 97), _smooth_image(480, 640), _random_image(rng, 224, 224)]
     ours = _pixel_values(images, config)
-    _assert_identical(ours, reference.to_pixel_values(images, config=config), "pixel_values")
+    _assert_identical(ours, reference.to_pixel_values(images, config=config, implementation="numpy"), "pixel_values")
 
 
 def test_224_input_skips_the_resize_and_its_jpeg() -> None:
     img = _random_image(np.random.default_rng(5), 224, 224)
     no_crop = reference.PreprocessConfig(center_crop=False)
-    expected = reference.to_pixel_values([img], config=no_crop)
+    expected = reference.to_pixel_values([img], config=no_crop, implementation="numpy")
     _assert_identical(_pixel_values([img], no_crop), expected, "224 without crop")
     # A JPEG round trip of random pixels changes them; the skip path must not run it.
     assert not np.array_equal(native.jpeg_roundtrip(img), img)
@@ -248,7 +248,7 @@ def test_writes_into_a_view_of_a_larger_buffer_and_leaves_inputs_alone() -> None
     out = staging[start : 2 * start].reshape(1, 12, 224, 224)
     native.preprocess_into(images, out, **_kwargs())
     assert np.shares_memory(out, staging)
-    _assert_identical(out, reference.to_pixel_values(images), "staging view")
+    _assert_identical(out, reference.to_pixel_values(images, implementation="numpy"), "staging view")
     assert (staging[:start] == -7.0).all() and (staging[2 * start :] == -7.0).all()
     for img, copy in zip(images, before, strict=True):
         _assert_identical(img, copy, "input untouched")
@@ -282,7 +282,7 @@ def test_concurrent_calls_from_python_threads() -> None:
     jobs = [
         [_random_image(rng, 96 + 8 * i, 128 + 4 * i) for _ in range(1 + i % 3)] for i in range(6)
     ]
-    expected = [reference.to_pixel_values(images) for images in jobs]
+    expected = [reference.to_pixel_values(images, implementation="numpy") for images in jobs]
     results: list[list[np.ndarray]] = [[] for _ in jobs]
 
     def work(i: int) -> Callable[[], None]:

@@ -16,6 +16,8 @@ in 150,528 flips by one level.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import subprocess
@@ -27,6 +29,10 @@ import pytest
 
 from rdvla.runtime import preprocess as pp
 from rdvla.runtime.preprocess import jpeg, lanczos
+
+# These tests hold the numpy implementation, the executable specification, to TensorFlow;
+# tests/native holds the C++ one to both.
+numpy_pixel_values = functools.partial(pp.to_pixel_values, implementation="numpy")
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
 CASES = sorted(FIXTURE_DIR.glob("*.npz"))
@@ -130,7 +136,7 @@ def test_steps_1_and_2_end_to_end_match_tf(case: dict[str, np.ndarray]) -> None:
 def test_pixel_values_end_to_end_match_tf() -> None:
     primary = _load(FIXTURE_DIR / "libero_256x256.npz")
     wrist = _load(FIXTURE_DIR / "realsense_640x480.npz")
-    pv = pp.to_pixel_values([primary["image"], wrist["image"]])
+    pv = numpy_pixel_values([primary["image"], wrist["image"]])
     assert pv.shape == (1, 12, 224, 224) and pv.dtype == np.float32
     expected = np.concatenate([_normalise(primary["cropped"]), _normalise(wrist["cropped"])])
     # one uint8 level is 1/255/std <= 0.0172 in normalised units
@@ -148,7 +154,7 @@ def test_pixel_values_layout_and_normalisation_by_hand() -> None:
     rng = np.random.default_rng(7)
     primary = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
     wrist = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
-    pv = pp.to_pixel_values([primary, wrist], center_crop=False)
+    pv = numpy_pixel_values([primary, wrist], center_crop=False)
     assert pv.shape == (1, 12, 224, 224) and pv.dtype == np.float32
     assert pv.flags["C_CONTIGUOUS"]
 
@@ -169,7 +175,7 @@ def test_pixel_values_layout_and_normalisation_by_hand() -> None:
     # extremes: 0 and 255
     black_white = np.zeros((224, 224, 3), np.uint8)
     black_white[:, 112:] = 255
-    pv1 = pp.to_pixel_values([black_white], center_crop=False)
+    pv1 = numpy_pixel_values([black_white], center_crop=False)
     assert pv1.shape == (1, 6, 224, 224)
     assert pv1[0, 3, 0, 0] == -1.0 and pv1[0, 3, 0, 223] == 1.0
     assert pv1[0, 0, 0, 0] == pytest.approx(-0.484375 / 0.228515625)
@@ -179,12 +185,12 @@ def test_center_crop_default_follows_config() -> None:
     img = _load(FIXTURE_DIR / "square_224x224.npz")["image"]
     no_crop = pp.PreprocessConfig(center_crop=False)
     np.testing.assert_array_equal(
-        pp.to_pixel_values([img], config=no_crop), pp.to_pixel_values([img], center_crop=False)
+        numpy_pixel_values([img], config=no_crop), numpy_pixel_values([img], center_crop=False)
     )
     np.testing.assert_array_equal(
-        pp.to_pixel_values([img]), pp.to_pixel_values([img], center_crop=True)
+        numpy_pixel_values([img]), numpy_pixel_values([img], center_crop=True)
     )
-    assert not np.array_equal(pp.to_pixel_values([img]), pp.to_pixel_values([img], False))
+    assert not np.array_equal(numpy_pixel_values([img]), numpy_pixel_values([img], False))
 
 
 def test_224_input_is_not_resized_like_the_authors_code() -> None:
@@ -221,17 +227,17 @@ def test_invalid_images_are_rejected(bad: object, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             fn(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=match):
-        pp.to_pixel_values([np.zeros((224, 224, 3), np.uint8), bad])  # type: ignore[list-item]
+        numpy_pixel_values([np.zeros((224, 224, 3), np.uint8), bad])  # type: ignore[list-item]
 
 
 def test_to_pixel_values_argument_errors() -> None:
     img = np.zeros((224, 224, 3), np.uint8)
     with pytest.raises(ValueError, match="at least one image"):
-        pp.to_pixel_values([])
+        numpy_pixel_values([])
     with pytest.raises(ValueError, match="sequence"):
-        pp.to_pixel_values(img)  # type: ignore[arg-type]
+        numpy_pixel_values(img)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"images\[1\]"):
-        pp.to_pixel_values([img, img.astype(np.float32)])
+        numpy_pixel_values([img, img.astype(np.float32)])
     with pytest.raises(ValueError, match="crop_scale"):
         pp.center_crop(img, crop_scale=1.5)
     with pytest.raises(ValueError, match="size"):
@@ -283,11 +289,11 @@ def test_quality_95_tables_match_libjpeg_scaling() -> None:
 
 def test_module_is_numpy_only_and_silent(capsys: pytest.CaptureFixture[str]) -> None:
     code = (
-        "import sys, runtime.preprocess; "
+        "import sys, rdvla.runtime.preprocess; "
         "bad = [m for m in ('tensorflow', 'torch', 'cv2') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
-    pp.to_pixel_values([np.zeros((256, 256, 3), np.uint8)])
+    numpy_pixel_values([np.zeros((256, 256, 3), np.uint8)])
     assert capsys.readouterr() == ("", "")
