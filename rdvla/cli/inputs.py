@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +34,67 @@ def load_npy(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def load_images(paths: list[Path], expected: int) -> list[np.ndarray]:
+# A camera frame is at most a few megapixels; a larger file is a mistake or a decompression bomb.
+MAX_IMAGE_PIXELS = 40_000_000
+# Pillow modes read as the policy expects: 8-bit ones convert to RGB (alpha dropped, palette expanded),
+# 16-bit grayscale keeps its top 8 bits.
+EIGHT_BIT_MODES = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A camera image file as uint8 HxWx3 RGB, or a one-line error naming the file."""
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_dir():
+        raise ValueError(f"image {path} is a directory; give an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"image {path} is {width}x{height}; a camera frame is at most "
+                                 f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            img.load()
+            return _to_rgb(img, path)
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} declares more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                         "(not a camera frame, or a decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not a readable image") from None
+    except (OSError, SyntaxError) as exc:  # Pillow reports truncated and corrupt files so
+        raise ValueError(f"{path}: a damaged image ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+
+
+def _to_rgb(img: "object", path: Path) -> np.ndarray:
+    mode = img.mode  # type: ignore[attr-defined]
+    if mode in EIGHT_BIT_MODES:
+        return np.asarray(img.convert("RGB"))  # type: ignore[attr-defined]
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(img, dtype=np.int64)
+        if mode == "I" and (values.min() < 0 or values.max() > 0xFFFF):
+            raise ValueError(f"{path}: a 32-bit integer image; save the camera frame as 8- or 16-bit")
+        gray = (values >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    raise ValueError(f"{path}: image mode {mode} is not a camera frame; save it as 8-bit RGB (or 8/16-bit grayscale)")
+
+
+def load_images(paths: list[Path], expected: int) -> list[np.ndarray]:
     if len(paths) != expected:
         raise ValueError(f"the model takes {expected} images (third-person, then wrist); got {len(paths)} --image")
-    images = []
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        try:
-            with Image.open(path) as img:
-                images.append(np.asarray(img.convert("RGB")))
-        except UnidentifiedImageError:
-            raise ValueError(f"{path}: not a readable image") from None
-    return images
+    return [read_image(path) for path in paths]
+
+
+SEED_LIMIT = 2**63
+
+
+def seed(text: str) -> int:
+    """An argparse type: a whole number in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must lie in 0 .. 2**63 - 1, got {text}")
+    return value

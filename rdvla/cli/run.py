@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import textwrap
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     desk.add_argument("--steps", type=int, metavar="N", help="stop after N control steps (default: until stopped)")
     desk.add_argument("--log", type=Path, metavar="PATH",
                       help="step log, JSON lines (default runs/run-DATE-TIME.jsonl; DIR/steps.jsonl with --record)")
+    desk.add_argument("--overwrite", action="store_true", help="replace an existing --log file or the episode in --record DIR")
     desk.add_argument("--record", type=Path, metavar="DIR",
                       help="save the episode in DIR: camera recordings, episode.json and the step log (proprio, "
                       "instruction, actions), for replay on a desk and for calibration")
@@ -148,22 +150,26 @@ def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[An
     return [RealSenseCameraConfig(recording=str(f), role=role, real_time=args.playback == "real-time") for f, role in zip(files, roles)]
 
 
-def _record_cameras(directory: Path, configs: list[Any]) -> tuple[list[Any], list[dict[str, str]]]:
-    """Live cameras record into the episode; recordings being replayed are copied there."""
+def _record_cameras(directory: Path, configs: list[Any], overwrite: bool) -> tuple[list[Any], list[dict[str, str]], Any]:
+    """Claim the episode directory; live cameras record into it, recordings being replayed are copied there.
+    Returns the camera configs, their description, and the episode's step log."""
     from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
-    from rdvla.runtime.control.episode import copy_recordings
+    from rdvla.runtime.control.episode import copy_recordings, open_episode, replay_copies
 
     replayed = [(c.role, Path(c.recording)) for c in configs if c.recording is not None]
+    extension = recording_extension(sdk_version())
+    live = [f"{c.role}{extension}" for c in configs if c.recording is None]
+    step_log = open_episode(directory, [*replay_copies(replayed).values(), *live], [source for _, source in replayed],
+                            overwrite=overwrite)
     described = copy_recordings(directory, replayed)
     out = []
-    extension = recording_extension(sdk_version())
     for config in configs:
         if config.recording is None:
             target = directory / f"{config.role}{extension}"
             config = dataclasses.replace(config, record_to=str(target))
             described.append({"role": config.role, "recording": target.name, "source": f"live camera {config.serial}"})
         out.append(config)
-    return out, described
+    return out, described, step_log
 
 
 def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
@@ -199,47 +205,52 @@ def _run(args: argparse.Namespace) -> int:
     from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
     from rdvla.runtime.control.step_log import StepLog
     from rdvla.runtime.control.subscriber import Subscriber
+    from rdvla.runtime.outputs import check_new_file
 
     _check_arguments(args)
+    # Outputs are checked before the policy loads (minutes for TensorRT engines), then claimed.
+    log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+    if args.record is not None:
+        episode.check_episode_directory(args.record, overwrite=args.overwrite)
+    else:
+        check_new_file(log_path, overwrite=args.overwrite, option="--log")
     setup = load_setup(args.config) if args.config is not None else None
     rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)
     config = loop_config(args, rate)
     clock = time.monotonic
-    executor = single_worker() if config.mode == "async" else None
-    try:
-        policy, precision = load_on(executor, lambda: open_policy(args))
-        try:
-            configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
-            info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision,
-                                     "preprocessing": policy.preprocessing}
-            if args.record is not None:
-                log_path = episode.open_episode(args.record)
-                configs, info["cameras"] = _record_cameras(args.record, configs)
-                info["robot"] = "sim" if setup is None or args.robot == "sim" else setup.robot.type
-            else:
-                log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
-            cameras = MultiCamera([make_camera(c, clock=clock) for c in configs],
-                                  max_age_s=setup.max_frame_age_s if setup is not None else DEFAULT_MAX_FRAME_AGE_S,
-                                  max_skew_s=setup.max_skew_s if setup is not None else DEFAULT_MAX_SKEW_S)
-            robot = _robot(args, setup, clock)
-            if args.record is not None:
-                episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
-            show = sys.stderr.isatty() if args.status is None else args.status
-            subscribers: list[Subscriber] = [StepLog(log_path)]
-            if show:
-                subscribers.append(StatusLine(sys.stderr, args.steps, config.execute))
-            loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
-                               run_info=info)
-            print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
-                  f"{args.backend} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
-                  file=sys.stderr)
-            with stop_on_signals(loop):
-                summary = loop.run()
-        finally:
-            load_on(executor, policy.close)
-    finally:
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: step log, policy, worker
+        executor = single_worker() if config.mode == "async" else None
         if executor is not None:
-            executor.shutdown(wait=True)
+            cleanup.callback(executor.shutdown, wait=True)
+        policy, precision = load_on(executor, lambda: open_policy(args))
+        cleanup.callback(load_on, executor, policy.close)
+        configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
+        info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision,
+                                 "preprocessing": policy.preprocessing}
+        if args.record is not None:
+            configs, info["cameras"], step_log = _record_cameras(args.record, configs, args.overwrite)
+            log_path = step_log.path
+            info["robot"] = "sim" if setup is None or args.robot == "sim" else setup.robot.type
+        else:
+            step_log = StepLog(log_path, overwrite=args.overwrite)
+        cleanup.callback(step_log.close)  # a run that never starts still releases its log
+        cameras = MultiCamera([make_camera(c, clock=clock) for c in configs],
+                              max_age_s=setup.max_frame_age_s if setup is not None else DEFAULT_MAX_FRAME_AGE_S,
+                              max_skew_s=setup.max_skew_s if setup is not None else DEFAULT_MAX_SKEW_S)
+        robot = _robot(args, setup, clock)
+        if args.record is not None:
+            episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
+        show = sys.stderr.isatty() if args.status is None else args.status
+        subscribers: list[Subscriber] = [step_log]
+        if show:
+            subscribers.append(StatusLine(sys.stderr, args.steps, config.execute))
+        loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
+                           run_info=info)
+        print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
+              f"{args.backend} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
+              file=sys.stderr)
+        with stop_on_signals(loop):
+            summary = loop.run()
     if args.record is not None:
         episode.finish_episode(args.record, summary)
     for line in format_summary(summary):

@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rdvla.runtime.control.records import RunSummary, StepRecord
-from rdvla.runtime.control.step_log import read_log
+from rdvla.runtime.control.step_log import StepLog, read_log
+from rdvla.runtime.outputs import OutputError, check_new_files
 
 EPISODE_FORMAT = "rdvla-episode"
 EPISODE_VERSION = 1
@@ -27,12 +28,25 @@ EPISODE_FILE = "episode.json"
 STEPS_FILE = "steps.jsonl"
 
 
-def open_episode(directory: Path) -> Path:
-    """Create an episode directory, refusing one that already holds an episode; returns its step log path."""
-    if (directory / EPISODE_FILE).exists() or (directory / STEPS_FILE).exists():
-        raise FileExistsError(f"{directory} already holds an episode; choose another --record directory")
+def check_episode_directory(directory: Path, recordings: Sequence[str] = (), *, overwrite: bool = False) -> None:
+    """Refuse, before any work, a directory whose episode files (or `recordings`) exist, unless `overwrite`."""
+    check_new_files(directory, [EPISODE_FILE, STEPS_FILE, *recordings], overwrite=overwrite, option="--record")
+
+
+def open_episode(directory: Path, recordings: Sequence[str], replayed: Sequence[Path], *, overwrite: bool = False) -> StepLog:
+    """Claim an episode directory for this run and return its step log (whose lock keeps a second run out).
+
+    `recordings` are the file names the run will write there; `replayed` the recordings it reads,
+    which must not be among them.
+    """
+    check_episode_directory(directory, recordings, overwrite=overwrite)
+    targets = {(directory / name).resolve() for name in recordings}
+    for source in replayed:
+        if source.resolve() in targets:
+            raise OutputError(f"--record {directory}: the replayed recording {source} would be copied onto itself; "
+                              "record the episode into another directory")
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / STEPS_FILE
+    return StepLog(directory / STEPS_FILE, overwrite=overwrite, option="--record")
 
 
 def write_episode_header(directory: Path, info: Mapping[str, Any]) -> None:
@@ -48,18 +62,20 @@ def finish_episode(directory: Path, summary: RunSummary) -> None:
     path.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
 
 
+def replay_copies(sources: Sequence[tuple[str, Path]]) -> dict[Path, str]:
+    """The file name in the episode of each distinct recording a replayed run reads."""
+    names: dict[Path, str] = {}
+    for role, source in sources:
+        names.setdefault(source.resolve(), f"{role}{source.suffix}")
+    return names
+
+
 def copy_recordings(directory: Path, sources: Sequence[tuple[str, Path]]) -> list[dict[str, str]]:
     """Copy the recordings a replayed run reads into the episode; one copy per distinct file."""
-    copied: dict[Path, str] = {}
-    cameras = []
-    for role, source in sources:
-        resolved = source.resolve()
-        if resolved not in copied:
-            name = f"{role}{source.suffix}"
-            shutil.copyfile(source, directory / name)
-            copied[resolved] = name
-        cameras.append({"role": role, "recording": copied[resolved], "source": f"replay of {source}"})
-    return cameras
+    names = replay_copies(sources)
+    for source, name in names.items():
+        shutil.copyfile(source, directory / name)
+    return [{"role": role, "recording": names[source.resolve()], "source": f"replay of {source}"} for role, source in sources]
 
 
 @dataclass(frozen=True)

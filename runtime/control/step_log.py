@@ -6,25 +6,23 @@ Lines are flushed one by one, so a killed run leaves every finished step on disk
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import IO, Any, Mapping, Optional
+from typing import Any, Mapping
 
 from rdvla.runtime.control.records import LogRecord, RunSummary, StartRecord, StepRecord, record_from_json
 from rdvla.runtime.control.subscriber import Subscriber
+from rdvla.runtime.outputs import OwnedFile
 
 
 class StepLog(Subscriber):
-    """Writes the run's records to `path`, a JSON object per line."""
+    """Writes the run's records to `path`, a JSON object per line. The file is this run's alone: an
+    existing one is kept unless `overwrite`, and a second run writing it is refused with its PID."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, overwrite: bool = False, option: str = "--log") -> None:
         self.path = path
-        self._file: Optional[IO[str]] = open(path, "w", encoding="utf-8", buffering=1)
+        self._file = OwnedFile(path, overwrite=overwrite, option=option)
 
     def _write(self, data: Mapping[str, Any]) -> None:
-        if self._file is None:
-            raise ValueError(f"step log {self.path} is closed")
         self._file.write(json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
 
     def on_start(self, record: StartRecord) -> None:
@@ -38,11 +36,7 @@ class StepLog(Subscriber):
         self.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+        self._file.close()
 
 
 def read_log(path: Path) -> list[LogRecord]:

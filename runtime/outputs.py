@@ -1,0 +1,125 @@
+"""Where a command writes, checked before it works, so that nothing a user made is lost.
+
+* `check_new_file` / `check_new_files`: a target that exists is refused unless the user said
+  `--overwrite`; a directory, a missing or unwritable parent are refused before any work starts.
+* `OwnedFile`: a file only one process writes at a time. A lock file beside it holds the
+  writer's PID (`flock`, released by the kernel if the writer dies), so a second writer is told
+  who holds it.
+* `scratch_directory`: work in progress lives in a hidden directory the tool owns, next to its
+  destination, removed on failure and on Ctrl+C; it takes the destination's name only when done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Optional
+
+LOCK_SUFFIX = ".lock"
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written as asked (one line naming it and the way out)."""
+
+
+def check_new_file(path: Path, *, overwrite: bool, option: str) -> Path:
+    """`path` as a file this command may create (or replace, with `overwrite`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path} is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{option} {path} exists; choose another name, or add --overwrite to replace it")
+    _check_parent(path, option)
+    return path
+
+
+def check_new_files(directory: Path, names: Iterable[str], *, overwrite: bool, option: str) -> Path:
+    """`directory` (created if absent) as the place for files `names`, none of which may exist without `overwrite`."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{option} {directory} is a file; give a directory")
+    if directory.is_dir():
+        taken = sorted(name for name in names if (directory / name).exists())
+        if taken and not overwrite:
+            raise OutputError(f"{option} {directory} already holds {', '.join(taken)}; choose another directory, "
+                              "or add --overwrite to replace them")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise OutputError(f"{option} {directory} is not writable")
+    else:
+        _check_parent(directory, option)
+    return directory
+
+
+def _check_parent(path: Path, option: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = parent
+    while not existing.exists():  # the first existing ancestor must let us create the rest
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{option} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: cannot write in {existing} (permission denied)")
+
+
+class OwnedFile:
+    """A text file this process alone writes, line-buffered; `close()` flushes, syncs and releases it."""
+
+    def __init__(self, path: Path, *, overwrite: bool, option: str) -> None:
+        check_new_file(path, overwrite=overwrite, option=option)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock_path = path.with_name(path.name + LOCK_SUFFIX)
+        lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(lock_fd)
+            raise OutputError(f"{option} {path} is being written by another process (PID {holder}); "
+                              "choose another name") from None
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd: Optional[int] = lock_fd
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:  # made between the check and now, by a writer that took no lock
+            self._release()
+            raise OutputError(f"{option} {path} exists; choose another name, or add --overwrite to replace it") from None
+        self._file: Optional[IO[str]] = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self._file.write(text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._lock_path.unlink()  # still holding the lock: nobody else is using the file
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+@contextlib.contextmanager
+def scratch_directory(destination: Path) -> Iterator[Path]:
+    """A hidden working directory beside `destination`, removed unless the body renames it away
+    (also on KeyboardInterrupt: the CLI turns SIGTERM into one)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.rdvla-", dir=destination.parent))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
