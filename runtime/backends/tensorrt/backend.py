@@ -12,7 +12,7 @@ was not possible), one event record, and, only when the loop asks for it, a 260-
 the halting scalars followed by an event wait.
 
 CUDA is driven through cuda-python's runtime API (see `cuda_runtime` for why not pycuda), on the
-device's primary context, the one TensorRT uses. A backend instance is not thread-safe; its CUDA
+device's primary CUDA context, the one TensorRT uses. A backend instance is not thread-safe; its CUDA
 graphs were captured in thread-local mode on the thread that created it.
 """
 

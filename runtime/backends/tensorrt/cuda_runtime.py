@@ -1,22 +1,28 @@
 """The CUDA runtime API through cuda-python: error codes turned into exceptions, memory, streams, events.
 
 Why cuda-python and not pycuda. pycuda's `Stream` has no stream capture and pycuda has no CUDA
-graph API in any release (2021.1 to 2026.1), so the CUDA graphs the core step needs cannot be
+graph API in any release (inducer/pycuda src/wrapper/wrap_cudadrv.cpp binds Stream's synchronize,
+is_done, wait_for_event and handle only; no cuStreamBeginCapture / cuGraph* call exists in src/ or
+pycuda/ at tags v2021.1, v2024.1, v2026.1), so the CUDA graphs the core step needs cannot be
 made with it, and mixing two CUDA wrappers (pycuda for memory, cuda-python for graphs) would mean
 two context models and two error models in one backend. cuda-python binds the whole runtime API
 (graphs included), is NVIDIA's own binding (TensorRT 10.3's Python samples drive TensorRT with it:
 NVIDIA/TensorRT release/10.3 samples/python/common_runtime.py, cudaMallocHost + cudaMemcpyAsync),
 installs from a wheel where pycuda compiles against the CUDA toolkit on the device, and its runtime
-API works on the device's primary context, the one TensorRT's runtime uses: no context to push,
-pop or keep per thread. So rdvla uses cuda-python alone.
+API works on the device's primary CUDA context, the one TensorRT's runtime uses: no cuda_context
+to push, pop or keep per thread. So rdvla uses cuda-python alone.
 
-Which cuda-python: the `cuda.bindings.runtime` module path exists from cuda-python 12.6.1 (release
-notes 12.6.1: `cuda.cudart` -> `cuda.bindings.runtime`, the old paths deprecated); 13.x binds CUDA 13,
-whose runtime needs a CUDA 13 driver that JetPack 6 (CUDA 12.6) lacks. Hence CUDA_PYTHON_REQUIREMENT.
+Which cuda-python: 12.6.x. The `cuda.bindings.runtime` module path exists from 12.6.1 (release
+notes 12.6.1: `cuda.cudart` -> `cuda.bindings.runtime`, the old paths deprecated). `cuda.bindings`
+shares major.minor with the CUDA toolkit (its support policy): 13.x links the CUDA 13 runtime
+(release notes 13.0.3), which JetPack 6 (CUDA 12.6) cannot run, and 12.7+ would rely on CUDA minor
+version compatibility on Tegra, while 12.6 is the CUDA of JetPack 6.1 and 6.2 and runs on any newer
+driver. Hence CUDA_PYTHON_REQUIREMENT. Without a usable driver, 12.6 raises RuntimeError ("Failed to
+dlopen libcuda.so.1") where 12.9 returns cudaErrorInsufficientDriver: callers treat both alike.
 
 Every cuda-python call returns a tuple whose first item is a `cudaError_t` and whose other items
 are the C function's out-parameters (NVIDIA/cuda-python cuda_bindings/cuda/bindings/runtime.pyx,
-12.9: e.g. `cudaStreamEndCapture(stream) -> (err, graph)`, `cudaGraphLaunch(exec, stream) -> (err,)`);
+12.6 and 12.9: e.g. `cudaStreamEndCapture(stream) -> (err, graph)`, `cudaGraphLaunch(exec, stream) -> (err,)`);
 `check` turns a failed one into `CudaError` naming the call and the error. Stream, event and graph
 handles stay cuda-python objects; TensorRT takes a stream as its integer address.
 
@@ -32,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-CUDA_PYTHON_REQUIREMENT = "cuda-python>=12.6.1,<13"
+CUDA_PYTHON_REQUIREMENT = "cuda-python>=12.6.1,<12.7"
 
 
 class CudaError(RuntimeError):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaError, CudaRuntime
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
 from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def query_environment(tensorrt_version: str, cuda: CudaRuntime, device: int = 0)
     try:
         gpu = cuda.device_info(device)
         driver = cuda.driver_version()
-    except CudaError as exc:
+    except RuntimeError as exc:  # CudaError, or cuda-python 12.6 failing to load libcuda.so.1
         raise TensorRTUnavailable(
             f"CUDA cannot reach GPU {device}: {exc}; check that the NVIDIA driver is loaded (nvidia-smi, or tegrastats on a Jetson)"
         ) from None

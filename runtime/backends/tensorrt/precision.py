@@ -113,21 +113,27 @@ HALTING_SOURCES = (names.PREV_ACTIONS, names.ACTIONS)
 HALTING_OUTPUTS = (names.MSE, names.COSINE)
 
 
-def halting_chain(layers: Sequence[LayerInfo]) -> set[int]:
-    """Indices of the layers on a path from the actions (previous or new) to the halting statistics, whatever their kind."""
+def halting_chain(nodes: Sequence[tuple[Collection[str], Collection[str]]]) -> set[int]:
+    """Positions of the nodes, given as (inputs, outputs) in topological order, on a path from the
+    actions (previous or new) to the halting statistics, whatever their kind.
+
+    One rule for TensorRT layers (`fp32_layers`) and ONNX nodes (calibration.fp16, whose FP16 graphs
+    TensorRT builds as typed).
+    """
     reached = set(HALTING_SOURCES)
     forward = set()
-    for layer in layers:
-        if reached.intersection(layer.inputs):
-            forward.add(layer.index)
-            reached.update(layer.outputs)
+    for position, (inputs, outputs) in enumerate(nodes):
+        if reached.intersection(inputs):
+            forward.add(position)
+            reached.update(outputs)
     needed = set(HALTING_OUTPUTS)
     chain = set()
-    for layer in reversed(layers):
-        if needed.intersection(layer.outputs):
-            needed.update(layer.inputs)
-            if layer.index in forward:
-                chain.add(layer.index)
+    for position in reversed(range(len(nodes))):
+        inputs, outputs = nodes[position]
+        if needed.intersection(outputs):
+            needed.update(inputs)
+            if position in forward:
+                chain.add(position)
     return chain
 
 
@@ -145,7 +151,7 @@ def fp32_layers(layers: Sequence[LayerInfo], network_inputs: Collection[str], ne
     pinned: dict[int, str] = {}
     chain = set(network_inputs)
     outputs = set(network_outputs)
-    halting = halting_chain(layers)
+    halting = {layers[p].index for p in halting_chain([(layer.inputs, layer.outputs) for layer in layers])}
     for layer in layers:
         if not layer.float_outputs:
             continue
