@@ -28,7 +28,6 @@ class Execution:
 
     runners: dict[Direction, Runner]
     mode: str
-    captured: bool
 
 
 def capture_or_fallback(
@@ -59,7 +58,7 @@ def capture_or_fallback(
             synchronize()
             reason = f"capture failed ({type(exc).__name__}: {exc})"
         else:
-            return Execution(replays, f"CUDA graphs ({len(replays)} directions)", True)
+            return Execution(replays, f"CUDA graphs ({len(replays)} directions)")
     # A capture failure is worth a warning; a graph not captured by choice or by platform is not.
-    (log.warning if skip_reason is None else log.info)("%s runs with %s: %s", graph, direct, reason)
-    return Execution(dict(runners), f"{direct}: {reason}", False)
+    (log.warning if skip_reason is None else log.info)("%s runs without CUDA graphs (%s): %s", graph, direct, reason)
+    return Execution(dict(runners), f"{direct}: {reason}")

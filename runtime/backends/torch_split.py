@@ -189,10 +189,10 @@ class TorchBackend(Backend):
         prelude_out = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).outputs}
         self._context: dict[str, Tensor] = {}
         for name in self._core_names + self._coda_names:
-            shape = prelude_out[name].shape
-            if any(isinstance(d, str) for d in shape):
-                raise BundleError(f"context tensor {name} has a dynamic shape {shape}; the bundle is malformed")
-            self._context[name] = torch.zeros(shape, dtype=dtype, device=device)
+            spec = prelude_out[name]
+            if spec.is_dynamic:
+                raise BundleError(f"context tensor {name} has a dynamic shape {spec.shape}; the bundle is malformed")
+            self._context[name] = torch.zeros(spec.shape, dtype=dtype, device=device)
         prelude_in = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).inputs}
         self._pixels = torch.zeros(prelude_in[names.PIXEL_VALUES].shape, dtype=dtype, device=device)
         self._proprio = torch.zeros(prelude_in[names.PROPRIO].shape, dtype=dtype, device=device)
