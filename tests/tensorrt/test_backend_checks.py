@@ -222,7 +222,7 @@ def test_pyproject_installs_the_required_cuda_python() -> None:
         import tomli as tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
-    assert CUDA_PYTHON_REQUIREMENT in project["optional-dependencies"]["tensorrt"]
+    assert CUDA_PYTHON_REQUIREMENT in project["optional-dependencies"]["jetson"]
 
 
 def test_environment_from_the_cuda_runtime(kit: types.SimpleNamespace) -> None:

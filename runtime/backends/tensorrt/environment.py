@@ -35,7 +35,7 @@ _TRT_MISSING = (
 )
 _CUDA_MISSING = (
     "cuda-python is not installed: {why}; rdvla drives CUDA through it for TensorRT: "
-    f"pip install '{CUDA_PYTHON_REQUIREMENT}' (or pip install 'rdvla[tensorrt]')"
+    f"pip install '{CUDA_PYTHON_REQUIREMENT}' (or pip install 'rdvla[jetson]')"
 )
 
 
