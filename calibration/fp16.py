@@ -179,18 +179,16 @@ def _fold_cast_pairs(model: onnx.ModelProto) -> int:
             graph.node.remove(node)
 
 
-def _drop_initializer_value_info(graph: onnx.GraphProto) -> int:
-    """Remove value_info entries that name an initializer; returns how many.
+def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
+    """Remove the value_info entries that name an initializer.
 
     The converter retypes every float value_info entry to FLOAT16, also those of the weights it
     keeps in FLOAT for blocked nodes (the norms' scales and biases). An initializer carries its own
     type, so the entry adds nothing but the contradiction."""
     initializers = {i.name for i in graph.initializer}
     kept = [v for v in graph.value_info if v.name not in initializers]
-    dropped = len(graph.value_info) - len(kept)
     del graph.value_info[:]
     graph.value_info.extend(kept)
-    return dropped
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:
