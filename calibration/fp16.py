@@ -10,14 +10,18 @@ with FP32 arithmetic inside each node as TensorRT's FP16 kernels accumulate; ove
 1. Peak scan: the FP32 graph runs on the calibration samples with every float tensor's max |x|
    as an extra output (one Abs/ReduceMax probe per tensor, so nothing large is held). A tensor
    whose peak is above `FP16_LIMIT` (65504 over `HEADROOM`) marks its producer.
-2. Policy: what TensorRT's FP16 build pins to FP32 too (`export.tensorrt_build.fp32_layers`), on
+2. Policy: what TensorRT's FP16 build pins to FP32 too (`runtime.backends.tensorrt.precision.fp32_layers`), on
    ONNX nodes: normalisations, softmax, reductions, the power / square root / reciprocal of
-   decomposed norms, element-wise nodes fed by FP32 values (the residual stream from the
-   recurrent latent, the halting statistics) and nodes writing a graph output.
+   decomposed norms, every node of the halting statistics' chain from the actions to mse and
+   cosine (reshapes and the Clip(min=1e-8) included: `precision.halting_chain`), element-wise
+   nodes fed by FP32 values (the residual stream from the recurrent latent) and nodes writing a
+   graph output. TensorRT builds these graphs as typed, so this is where the statistics stay FP32.
 3. Check: the emulation with the policy and the scan's nodes in FP32 runs on the samples with the
    probes; any node whose FP16 output is not finite joins the FP32 set, and again, until finite.
 4. Conversion: ONNX Runtime's float16 converter with those nodes blocked and FP32 graph I/O; the
-   casts it puts between two FP32 nodes are removed and the nodes sorted (it appends its casts).
+   casts it puts between two FP32 nodes are removed, the value_info entries it retyped to FP16 for
+   initializers it kept in FP32 are dropped (strict ONNX type inference, and TensorRT's strongly
+   typed parse of `graphs_fp16`, reject the contradiction), and the nodes sorted (it appends its casts).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from onnx import TensorProto, helper
 
 from rdvla.calibration.probe import data_dependent, tensor_peaks
 from rdvla.calibration.quantize import save_graph
+from rdvla.runtime.backends.tensorrt.precision import halting_chain
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +126,11 @@ def policy_fp32_nodes(model: onnx.ModelProto) -> dict[str, str]:
     chain = {i.name for i in graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
     outputs = {o.name for o in graph.output}
     kept: dict[str, str] = {}
-    for node in graph.node:
+    halting = halting_chain([(node.input, node.output) for node in graph.node])
+    for position, node in enumerate(graph.node):
         reason = FP32_OPS.get(node.op_type)
+        if reason is None and position in halting:
+            reason = "halting statistic"
         if reason is None and node.op_type in ELEMENTWISE and chain.intersection(node.input):
             reason = "element-wise on an FP32 value"
         if reason is None and outputs.intersection(node.output):
@@ -171,6 +179,18 @@ def _fold_cast_pairs(model: onnx.ModelProto) -> int:
             graph.node.remove(node)
 
 
+def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
+    """Remove the value_info entries that name an initializer.
+
+    The converter retypes every float value_info entry to FLOAT16, also those of the weights it
+    keeps in FLOAT for blocked nodes (the norms' scales and biases). An initializer carries its own
+    type, so the entry adds nothing but the contradiction."""
+    initializers = {i.name for i in graph.initializer}
+    kept = [v for v in graph.value_info if v.name not in initializers]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
 def _sort_topologically(graph: onnx.GraphProto) -> None:
     """ONNX (and TensorRT's parser) needs producers before consumers; the float16 converter appends its casts."""
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -204,6 +224,7 @@ def convert(source: Path, target: Path, fp32_nodes: Iterable[str]) -> None:
         str(source), keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST), node_block_list=sorted(set(fp32_nodes)),
     )
     _fold_cast_pairs(converted)
+    _drop_initializer_value_info(converted.graph)
     _sort_topologically(converted.graph)
     target.parent.mkdir(parents=True, exist_ok=True)
     save_graph(converted, target)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -34,18 +34,45 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+DYNAMIC = -1  # how TensorRT reports a dimension it only knows once the input shapes are set
+
+
 @dataclass(frozen=True)
 class TensorSpec:
+    """One tensor of a graph or an engine: the one description used by the manifest, the backends and the builder.
+
+    A dynamic dimension is a name (the manifest's graphs: "prompt_len") or -1 (an engine's I/O as
+    TensorRT reports it). `mode` is "input" or "output" where one list holds both (engine I/O).
+    """
+
     name: str
     dtype: str  # numpy dtype name: float32, int64, float16
-    shape: tuple[Any, ...]  # ints, or a dimension name (str) for dynamic axes
+    shape: tuple[int | str, ...]
+    mode: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(data["name"], data["dtype"], tuple(data["shape"]))
+        return cls(data["name"], data["dtype"], tuple(data["shape"]), data.get("mode"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.mode is not None:
+            data["mode"] = self.mode
+        return data
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(isinstance(d, str) or d == DYNAMIC for d in self.shape)
+
+    def resolve(self, dims: Mapping[str, int]) -> "TensorSpec":
+        """This tensor with each named dimension replaced from `dims` (a KeyError names a missing one)."""
+        return replace(self, shape=tuple(dims[d] if isinstance(d, str) else int(d) for d in self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        if self.is_dynamic:
+            raise ValueError(f"{self.name} has a dynamic shape {list(self.shape)}: resolve it first")
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)

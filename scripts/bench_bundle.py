@@ -83,7 +83,7 @@ def main() -> None:
     # (halting bookkeeping, timing) per iteration, all for the same graph in this one process.
     n = args.iterations
     session = backend.sessions[names.CORE_STEP_DECODE]
-    binding = backend._step_decode[(0, 0)]  # noqa: SLF001 - the bare engine call is the point of comparison
+    binding = backend._bindings[(names.CORE_STEP_DECODE, (0, 0))]  # noqa: SLF001 - the bare engine call is the point of comparison
     bare = loop(lambda: session.run_with_iobinding(binding))
     via_backend = loop(lambda: backend.step_decode(read=True))
     via_policy = median_ms(lambda: policy._iterate(AdjacentMSE(1e-30, max_iterations=n), None), 3) / n  # noqa: SLF001

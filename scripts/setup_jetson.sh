@@ -7,7 +7,7 @@
 # Steps: system packages; TensorRT's Python bindings from JetPack (apt); .venv at the repository root
 # with --system-site-packages (so it sees JetPack's TensorRT); librealsense built from source with the
 # RSUSB backend and its Python bindings; the RealSense udev rules; rdvla with its robot and jetson extras
-# (pycuda compiled on the device against JetPack's CUDA; no torch, no onnx).
+# (cuda-python for the TensorRT backend; no torch, no onnx).
 #
 # Environment:
 #   LIBREALSENSE_VERSION  release tag to build (default v2.58.4; recordings are .db3 from 2.58 on, so
@@ -121,17 +121,17 @@ fi
 
 # ----- rdvla ----------------------------------------------------------------------------------------
 # The robot's dependencies are pyproject.toml's `robot` extra (what CI's robot tier installs too) and the
-# `jetson` extra for the TensorRT backend; pycuda in it has no wheel and compiles against JetPack's CUDA.
-say "installing rdvla[robot,jetson] into .venv (no torch, no onnx; compiling pycuda takes a few minutes)"
+# `jetson` extra for the TensorRT backend (cuda-python, a wheel).
+say "installing rdvla[robot,jetson] into .venv (no torch, no onnx)"
 # RDVLA_REQUIRE_NATIVE: the robot runs the C++ preprocessing; a failed build must stop here, not fall back.
-PATH=$CUDA_HOME/bin:$PATH CUDA_ROOT=$CUDA_HOME RDVLA_REQUIRE_NATIVE=1 \
-  "$py" -m pip install -q --no-binary pycuda -e "${repo_root}[robot,jetson]"
+RDVLA_REQUIRE_NATIVE=1 "$py" -m pip install -q -e "${repo_root}[robot,jetson]"
 
 say "checking the installation"
 "$py" - <<'PY'
-import numpy, pycuda.driver as cuda, pyrealsense2 as rs, tensorrt as trt
-cuda.init()
-print(f"TensorRT {trt.__version__}, CUDA driver {cuda.get_driver_version()}, GPU {cuda.Device(0).name()}, "
+import numpy, pyrealsense2 as rs
+from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
+env = query_environment(require_tensorrt(), require_cuda())  # refuses TensorRT older than 10 (JetPack < 6.1)
+print(f"TensorRT {env.tensorrt_version}, CUDA driver {env.cuda_version}, GPU {env.gpu_name} (SM {env.compute_capability}), "
       f"pyrealsense2 {rs.__version__}, numpy {numpy.__version__}")
 print(f"RealSense cameras connected: {len(rs.context().query_devices())}")
 PY

@@ -5,8 +5,10 @@ marker, holds a few `def` lines that are not valid Python (a parameter named `in
 without default after defaulted ones), and declares a module-level `bool` (the DataType) that turns
 every `-> bool` of the module into an invalid type. This script writes a copy of the installed stubs
 into .mypy_cache/tensorrt-stubs (git-ignored; `mypy_path` in pyproject.toml) with the broken `def`
-lines widened to `*args, **kwargs` and the `bool` declaration dropped, then runs mypy on the
-TensorRT modules. rdvla uses none of the repaired methods (plugin interfaces, add_scale_nd) nor trt.bool.
+lines widened to `*args, **kwargs` and the `bool` declaration dropped, then runs mypy on every
+module of the TensorRT package (runtime/backends/tensorrt/, new modules included) and the backend
+helpers it shares, with the strict settings of pyproject.toml's override for them. rdvla uses none
+of the repaired methods (plugin interfaces, add_scale_nd) nor trt.bool.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = ROOT / ".mypy_cache" / "tensorrt-stubs"
 PACKAGES = ("tensorrt", "tensorrt_bindings")
-CHECKED = ("rdvla/export/tensorrt_build.py", "rdvla/runtime/backends/tensorrt.py")  # inside the namespace view
+# Inside the namespace view: every module of the TensorRT package, and the backend helpers it shares.
+PACKAGE = "rdvla/runtime/backends/tensorrt"
+SHARED = ("rdvla/runtime/backends/capture.py", "rdvla/runtime/backends/pingpong.py")
 
 _DEF = re.compile(r"^(?P<head>\s*def \w+)\((?P<params>.*)\)(?P<tail>\s*(->.*)?:\s*)$")
 
@@ -66,7 +70,12 @@ def main() -> int:
     from namespace_view import build_view
 
     view = build_view()
-    return subprocess.run([sys.executable, "-m", "mypy", *(str(view / c) for c in CHECKED)], cwd=ROOT).returncode
+    return subprocess.run([sys.executable, "-m", "mypy", *(str(p) for p in checked(view))], cwd=ROOT).returncode
+
+
+def checked(view: Path) -> list[Path]:
+    """The files mypy checks: every module of the package (new ones included) and the shared helpers."""
+    return sorted((view / PACKAGE).glob("*.py")) + [view / s for s in SHARED]
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from rdvla.cli.arguments import positive_int
-from rdvla.export.tensorrt_build import BuildError, build_engines, check_precision, engine_dir, open_for_build
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import TensorRTUnavailable
+from rdvla.runtime.backends.tensorrt.builder import build_engines, open_for_build
+from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable
+from rdvla.runtime.backends.tensorrt.precision import BuildError, check_precision
+from rdvla.runtime.backends.tensorrt.records import describe_layers, engine_dir
 from rdvla.runtime.bundle import MANIFEST, BundleError
 
 
@@ -27,10 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Build TensorRT engines from a bundle's ONNX graphs into BUNDLE/engines/PRECISION/ and record them "
             "(hashes, I/O, TensorRT/CUDA versions, GPU) in the bundle's manifest. An engine runs only with the "
-            "TensorRT version and on the GPU model it was built with, so run this on the Jetson itself. "
-            "fp16 keeps normalisations, softmax, reductions and the FP32 latent/action outputs in FP32; int8 needs "
-            "the explicit Q/DQ graphs of a calibrated bundle; fp8/fp4 are refused (Orin, SM 8.7, has no FP8/FP4 "
-            "tensor cores). Building the VLM graph takes many minutes on Orin."
+            "TensorRT version and on the GPU model it was built with, so run this on the Jetson itself; it needs "
+            "TensorRT 10 or newer (JetPack 6.1+). fp16 builds the calibrated FP16 graphs of a calibrated bundle as "
+            "typed, else keeps normalisations, softmax, reductions, the halting statistics and the FP32 latent/action "
+            "outputs in FP32; int8 needs the explicit Q/DQ graphs of a calibrated bundle; fp8/fp4 are refused (Orin, "
+            "SM 8.7, has no FP8/FP4 tensor cores). Building the VLM graph takes many minutes on Orin."
         ),
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
@@ -70,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(r.graph) for r in records)
     print(f"built {len(records)} {precision} engines in {bundle.root / engine_dir(precision)}:")
     for r in records:
-        print(f"  {r.graph:<{width}}  {r.bytes / 1e6:8.1f} MB  {r.build_seconds:6.0f} s  {r.fp32_layers} layers in FP32")
+        print(f"  {r.graph:<{width}}  {r.bytes / 1e6:8.1f} MB  {r.build_seconds:6.0f} s  {describe_layers(r.to_json())}")
     print(f"recorded in {bundle.root / MANIFEST} (engines.{precision}); log: {engine_dir(precision)}/build.log")
     return 0

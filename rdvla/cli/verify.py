@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if report:  # written by `rdvla calibrate`: FP16/INT8 against FP32 on the calibration data
         print("\n".join(json.loads(policy.bundle.path(report).read_text())["summary"]))
     print(f"bundle {args.bundle}: {len(cases)} golden cases on {args.backend} {precision} in {time.perf_counter() - start:.1f} s")
+    if args.backend == "tensorrt":  # what TensorRT made of the precision plan (Myelin may override layer precisions)
+        from rdvla.runtime.backends.tensorrt.records import describe_layers
+
+        engines = (policy.bundle.manifest.get("engines") or {}).get(precision) or {}
+        for graph, record in engines.get("graphs", {}).items():
+            print(f"  engine {graph}: {describe_layers(record)}")
     print(f"gate ({precision}): actions max abs <= {gate.actions_max_abs:g}, iteration agreement >= {gate.iteration_agreement:g}")
     print(f"  {'mode':11s} {'max abs':>9s} {'max rel':>9s}  iterations (reference)")
     for mode, r in results.items():

@@ -18,7 +18,7 @@ def load_backend(bundle: "Bundle", name: str, precision: str = "fp32", **options
 
         return OnnxRuntimeBackend(bundle, precision=precision, **options)  # type: ignore[arg-type]
     if name == "tensorrt":
-        from rdvla.runtime.backends.tensorrt import TensorRTBackend
+        from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
 
         return TensorRTBackend(bundle, precision=precision, **options)  # type: ignore[arg-type]
     if name == "torch":

@@ -2,7 +2,7 @@
 
 Every tensor the loop touches lives in a numpy array allocated once at load and wrapped as an
 OrtValue (CPU OrtValues share the numpy memory), and every (graph, ping-pong direction) has its
-own pre-built IOBinding. An iteration is therefore one `run_with_iobinding` call: no allocation,
+own pre-built IOBinding (directions and buffers from `pingpong`, as every backend). An iteration is therefore one `run_with_iobinding` call: no allocation,
 no copy; the halting scalars are read straight from their bound arrays.
 """
 
@@ -14,14 +14,13 @@ from typing import Optional
 import numpy as np
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.backends.base import GRAPH_SECTIONS, Backend
+from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-# Where each precision's graphs are listed: `rdvla calibrate` adds the half and the Q/DQ graphs.
-GRAPH_SECTIONS = {"fp32": "graphs", "fp16": "graphs_fp16", "int8": "graphs_int8"}
 
 
 def graph_file(bundle: Bundle, graph: str, precision: str) -> str:
@@ -70,17 +69,18 @@ class OnnxRuntimeBackend(Backend):
         prelude_out = {t.name: t for t in bundle.graph(names.VLM_PRELUDE).outputs}
         self._context = {n: self._array(prelude_out[n]) for n in self._core_names + self._coda_names}
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
-        self._latents = [np.zeros(self.dims.latent_shape, np.float32) for _ in range(2)]
-        self._actions = [np.zeros(chunk, np.float32) for _ in range(2)]
+        self._buffers = {
+            LATENT_PAIR: [np.zeros(self.dims.latent_shape, np.float32) for _ in range(2)],
+            ACTIONS_PAIR: [np.zeros(chunk, np.float32) for _ in range(2)],
+        }
         self._mse = np.zeros(1, np.float32)
         self._cosine = np.zeros(1, np.float32)
-        self._s = 0  # which latent buffer holds the current latent
-        self._a = 0  # which action buffer holds the latest decode
+        self._schedule = PingPong()
         self._bind_loop()
 
     @staticmethod
     def _array(spec: TensorSpec) -> np.ndarray:
-        if any(isinstance(d, str) for d in spec.shape):
+        if spec.is_dynamic:
             raise BundleError(f"context tensor {spec.name} has a dynamic shape {spec.shape}; the bundle is malformed")
         return np.zeros(spec.shape, dtype=spec.dtype)
 
@@ -98,24 +98,21 @@ class OnnxRuntimeBackend(Backend):
     def _bind_loop(self) -> None:
         core = {n: self._context[n] for n in self._core_names}
         coda = {n: self._context[n] for n in self._coda_names}
-        self._step = [
-            self._binding(names.CORE_STEP, {names.LATENT: self._latents[s], **core}, {names.NEXT_LATENT: self._latents[1 - s]})
-            for s in (0, 1)
-        ]
-        self._step_decode = {
-            (s, a): self._binding(
-                names.CORE_STEP_DECODE,
-                {names.LATENT: self._latents[s], names.PREV_ACTIONS: self._actions[a], **core, **coda},
-                {names.NEXT_LATENT: self._latents[1 - s], names.ACTIONS: self._actions[1 - a],
-                 names.MSE: self._mse, names.COSINE: self._cosine},
-            )
-            for s in (0, 1) for a in (0, 1)
-        }
-        self._decode = {
-            (s, a): self._binding(names.DECODE, {names.LATENT: self._latents[s], **coda}, {names.ACTIONS: self._actions[1 - a]})
-            for s in (0, 1) for a in (0, 1)
-        }
+        reads = {names.CORE_STEP: core, names.CORE_STEP_DECODE: {**core, **coda}, names.DECODE: coda}
+        scalars = {names.MSE: self._mse, names.COSINE: self._cosine}
+        self._bindings = {}
+        for graph, directions in DIRECTIONS.items():
+            for direction in directions:
+                bound = {name: self._buffers[pair][i] for name, (pair, i) in slots(graph, direction).items()}
+                inputs = {n: a for n, a in bound.items() if n in (names.LATENT, names.PREV_ACTIONS)}
+                outputs = {n: a for n, a in bound.items() if n not in inputs}
+                if graph == names.CORE_STEP_DECODE:
+                    outputs.update(scalars)
+                self._bindings[(graph, direction)] = self._binding(graph, {**inputs, **reads[graph]}, outputs)
         self._prelude_outputs = {n: self._value(self._context[n]) for n in self._core_names + self._coda_names}
+
+    def _run(self, graph: str, direction: Direction) -> None:
+        self.sessions[graph].run_with_iobinding(self._bindings[(graph, direction)])
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
         session = self.sessions[names.VLM_PRELUDE]
@@ -130,28 +127,25 @@ class OnnxRuntimeBackend(Backend):
     def reset_latent(self, init_latent: np.ndarray) -> None:
         if init_latent.shape != self.dims.latent_shape:
             raise ValueError(f"initial latent has shape {init_latent.shape}, expected {self.dims.latent_shape}")
-        self._s, self._a = 0, 0
-        self._latents[0][...] = init_latent
-        self._actions[0].fill(0.0)
+        self._schedule.reset()
+        self._buffers[LATENT_PAIR][0][...] = init_latent
+        self._buffers[ACTIONS_PAIR][0].fill(0.0)
 
     def step(self) -> None:
-        self.sessions[names.CORE_STEP].run_with_iobinding(self._step[self._s])
-        self._s = 1 - self._s
+        self._run(names.CORE_STEP, self._schedule.step())
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
-        self.sessions[names.CORE_STEP_DECODE].run_with_iobinding(self._step_decode[(self._s, self._a)])
-        self._s, self._a = 1 - self._s, 1 - self._a
+        self._run(names.CORE_STEP_DECODE, self._schedule.step_decode())
         return (float(self._mse[0]), float(self._cosine[0])) if read else None
 
     def decode(self) -> None:
-        self.sessions[names.DECODE].run_with_iobinding(self._decode[(self._s, self._a)])
-        self._a = 1 - self._a
+        self._run(names.DECODE, self._schedule.decode())
 
     def actions(self) -> np.ndarray:
-        return self._actions[self._a][0].copy()
+        return self._buffers[ACTIONS_PAIR][self._schedule.actions][0].copy()
 
     def latent(self) -> np.ndarray:
-        return self._latents[self._s].copy()
+        return self._buffers[LATENT_PAIR][self._schedule.latent].copy()
 
     def context(self) -> dict[str, np.ndarray]:
         """The VLM+Prelude outputs of the last query (parity checks compare them per output)."""

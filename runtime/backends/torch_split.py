@@ -6,9 +6,10 @@ the same weights, the same split modules (`export.split`), no second implementat
 
 Load, once: verify and load the checkpoint, cast it to the compute dtype, allocate every buffer
 on the device (prelude inputs, context tensors, two latent and two action buffers in FP32, the
-halting scalars), build one closure per (core graph, ping-pong direction) that reads its input
-buffers and `copy_`s its results into the opposite buffers, then, on CUDA, warm the closures up on
-the backend's own stream and capture each as a CUDA graph replaying into the same buffers.
+halting scalars), build one closure per (core graph, ping-pong direction: `pingpong`) that reads its
+input buffers and `copy_`s its results into the opposite buffers, then, on CUDA, warm the closures
+up on the backend's own stream and capture each as a CUDA graph replaying into the same buffers
+(`capture.capture_or_fallback`, shared with the TensorRT backend).
 
 Per iteration: one graph replay (or the eager closure), two timing marks, and only when asked an
 8-byte copy of the halting scalars to pinned memory followed by an event wait.
@@ -27,12 +28,14 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
+from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
 import numpy as np
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
+from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
@@ -47,9 +50,6 @@ PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Eager runs per direction before capture: the first calls load kernels lazily and set up cuBLAS
 # workspaces, neither of which may happen inside a graph.
 WARMUP_RUNS = 3
-
-Runner = Callable[[], None]
-Direction = tuple[int, ...]  # (latent buffer,) or (latent buffer, action buffer) an iteration reads
 
 
 def _import_torch() -> Any:
@@ -152,8 +152,7 @@ class TorchBackend(Backend):
         self._dtype = getattr(torch, PRECISIONS[precision])
         self._modes: dict[str, str] = {}
         self._iterations = 0
-        self._s = 0  # which latent buffer holds the current latent
-        self._a = 0  # which action buffer holds the latest decode
+        self._schedule = PingPong()
         start = time.perf_counter()
         self.checkpoint = source_checkpoint(bundle, checkpoint)
         if self._cuda:
@@ -190,10 +189,10 @@ class TorchBackend(Backend):
         prelude_out = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).outputs}
         self._context: dict[str, Tensor] = {}
         for name in self._core_names + self._coda_names:
-            shape = prelude_out[name].shape
-            if any(isinstance(d, str) for d in shape):
-                raise BundleError(f"context tensor {name} has a dynamic shape {shape}; the bundle is malformed")
-            self._context[name] = torch.zeros(shape, dtype=dtype, device=device)
+            spec = prelude_out[name]
+            if spec.is_dynamic:
+                raise BundleError(f"context tensor {name} has a dynamic shape {spec.shape}; the bundle is malformed")
+            self._context[name] = torch.zeros(spec.shape, dtype=dtype, device=device)
         prelude_in = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).inputs}
         self._pixels = torch.zeros(prelude_in[names.PIXEL_VALUES].shape, dtype=dtype, device=device)
         self._proprio = torch.zeros(prelude_in[names.PROPRIO].shape, dtype=dtype, device=device)
@@ -215,18 +214,28 @@ class TorchBackend(Backend):
             self._end = [0.0] * MAX_SUPPORTED_ITERATIONS
         self._scalar_view = self._host_scalars.numpy()
 
+        self._pairs = {LATENT_PAIR: self._latents, ACTIONS_PAIR: self._actions}
         # The graphs hold only scratch memory (results are copied out into the buffers above) and
         # replay one at a time on one stream, so they can all share one pool.
         self._pool = torch.cuda.graph_pool_handle() if self._cuda and cuda_graphs else None
-        step: dict[Direction, Runner] = {(s,): self._step_closure(s) for s in (0, 1)}
-        step_decode: dict[Direction, Runner] = {(s, a): self._step_decode_closure(s, a) for s in (0, 1) for a in (0, 1)}
-        reason = "CPU" if not self._cuda else None if cuda_graphs else "CUDA graphs disabled"
-        self._step = self._prepare(names.CORE_STEP, step, reason)
-        self._step_decode = self._prepare(names.CORE_STEP_DECODE, step_decode, reason)
+        skip = "CPU" if not self._cuda else None if cuda_graphs else DISABLED
+        closures = {names.CORE_STEP: self._step_closure, names.CORE_STEP_DECODE: self._step_decode_closure}
+        self._runners: dict[str, dict[Direction, Runner]] = {}
+        for graph, closure in closures.items():
+            execution = capture_or_fallback(
+                graph, {d: closure(d) for d in DIRECTIONS[graph]}, self._capture, self.synchronize,
+                warmup_runs=WARMUP_RUNS, direct="eager", skip_reason=skip,
+            )
+            self._runners[graph], self._modes[graph] = execution.runners, execution.mode
 
-    def _step_closure(self, s: int) -> Runner:
+    def _bound(self, graph: str, direction: Direction) -> dict[str, "Tensor"]:
+        """The latent and action buffers one direction of `graph` reads and writes, by tensor name."""
+        return {name: self._pairs[pair][i] for name, (pair, i) in slots(graph, direction).items()}
+
+    def _step_closure(self, direction: Direction) -> Runner:
         core, dtype, inference = self._core_step, self._dtype, self._torch.inference_mode
-        latent, target = self._latents[s], self._latents[1 - s]
+        bound = self._bound(names.CORE_STEP, direction)
+        latent, target = bound[names.LATENT], bound[names.NEXT_LATENT]
         context = tuple(self._context[n] for n in self._core_names)
 
         def run() -> None:
@@ -236,11 +245,12 @@ class TorchBackend(Backend):
 
         return run
 
-    def _step_decode_closure(self, s: int, a: int) -> Runner:
+    def _step_decode_closure(self, direction: Direction) -> Runner:
         core, dtype, inference = self._core_step_decode, self._dtype, self._torch.inference_mode
-        latent, next_latent = self._latents[s], self._latents[1 - s]
+        bound = self._bound(names.CORE_STEP_DECODE, direction)
+        latent, next_latent = bound[names.LATENT], bound[names.NEXT_LATENT]
         # prev_actions stays FP32: the module only reads it for the statistics, which it computes in FP32.
-        prev_actions, actions = self._actions[a], self._actions[1 - a]
+        prev_actions, actions = bound[names.PREV_ACTIONS], bound[names.ACTIONS]
         mse, cosine = self._scalars[0:1], self._scalars[1:2]
         context = tuple(self._context[n] for n in self._core_names + self._coda_names)
 
@@ -254,34 +264,13 @@ class TorchBackend(Backend):
 
         return run
 
-    def _prepare(self, graph: str, closures: dict[Direction, Runner], reason: Optional[str]) -> dict[Direction, Runner]:
-        """The runner of every direction: a CUDA graph's replay, or the eager closure when `reason` says why not."""
-        if reason is None:
-            try:
-                replays = self._capture(closures)
-            except Exception as exc:  # whatever broke the capture, the closures still run eagerly
-                self._stream.synchronize()
-                reason = f"capture failed ({type(exc).__name__}: {exc})"
-            else:
-                self._modes[graph] = f"CUDA graphs ({len(replays)} directions)"
-                return replays
-        (log.warning if reason.startswith("capture failed") else log.info)("%s runs eagerly: %s", graph, reason)
-        self._modes[graph] = f"eager: {reason}"
-        return closures
-
-    def _capture(self, closures: dict[Direction, Runner]) -> dict[Direction, Runner]:
+    def _capture(self, run: Runner) -> Runner:
         torch = self._torch
-        for run in closures.values():
-            for _ in range(WARMUP_RUNS):
-                run()
-        self._stream.synchronize()
-        replays: dict[Direction, Runner] = {}
-        for direction, run in closures.items():
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
-                run()
-            replays[direction] = graph.replay
-        return replays
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            run()
+        replay: Runner = graph.replay
+        return replay
 
     # -- per query -------------------------------------------------------------------------------
 
@@ -307,7 +296,7 @@ class TorchBackend(Backend):
     def reset_latent(self, init_latent: np.ndarray) -> None:
         if init_latent.shape != self.dims.latent_shape:
             raise ValueError(f"initial latent has shape {init_latent.shape}, expected {self.dims.latent_shape}")
-        self._s, self._a = 0, 0
+        self._schedule.reset()
         self._iterations = 0
         with self._on_stream():
             self._latents[0].copy_(_tensor(self._torch, init_latent, np.float32))
@@ -331,17 +320,14 @@ class TorchBackend(Backend):
 
     def step(self) -> None:
         with self._on_stream():
-            self._iterate(self._step[(self._s,)])
-        self._s ^= 1
+            self._iterate(self._runners[names.CORE_STEP][self._schedule.step()])
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
         with self._on_stream():
-            self._iterate(self._step_decode[(self._s, self._a)])
+            self._iterate(self._runners[names.CORE_STEP_DECODE][self._schedule.step_decode()])
             if read and self._cuda:
                 self._host_scalars.copy_(self._scalars, non_blocking=True)
                 self._scalars_ready.record(self._stream)
-        self._s ^= 1
-        self._a ^= 1
         if not read:
             return None
         if self._cuda:
@@ -349,10 +335,10 @@ class TorchBackend(Backend):
         return float(self._scalar_view[0]), float(self._scalar_view[1])
 
     def decode(self) -> None:
+        bound = self._bound(names.DECODE, self._schedule.decode())
         with self._on_stream(), self._torch.inference_mode():
             coda = (self._context[n] for n in self._coda_names)
-            self._actions[1 - self._a].copy_(self._decode(self._latents[self._s].to(self._dtype), *coda))
-        self._a ^= 1
+            bound[names.ACTIONS].copy_(self._decode(bound[names.LATENT].to(self._dtype), *coda))
 
     # -- readback ----------------------------------------------------------------------------------
 
@@ -362,10 +348,10 @@ class TorchBackend(Backend):
         return host
 
     def actions(self) -> np.ndarray:
-        return self._host(self._actions[self._a][0])
+        return self._host(self._actions[self._schedule.actions][0])
 
     def latent(self) -> np.ndarray:
-        return self._host(self._latents[self._s])
+        return self._host(self._latents[self._schedule.latent])
 
     def context(self) -> dict[str, np.ndarray]:
         """The VLM+Prelude outputs of the last query in FP32 (parity checks compare them per output)."""
@@ -398,7 +384,7 @@ class TorchBackend(Backend):
             return
         self.synchronize()
         # The graphs (held by their replay methods) write into the buffers: drop them first.
-        del self._step, self._step_decode
-        for attr in ("_latents", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
+        del self._runners
+        for attr in ("_pairs", "_latents", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
                      "_input_ids", "_prelude", "_core_step", "_core_step_decode", "_decode"):
             delattr(self, attr)

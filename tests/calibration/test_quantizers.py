@@ -1,11 +1,8 @@
-"""The two quantisers agree, ModelOpt is optional, and the TensorRT 8 calibrator replays the data set (faked GPU)."""
+"""The two quantisers agree and ModelOpt is optional."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,6 @@ from rdvla.calibration.data import CalibrationSet
 from rdvla.calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
                                   weight_matmuls)
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import TensorRTUnavailable
 from rdvla.runtime.bundle import Bundle
 
 
@@ -85,65 +81,3 @@ def test_unknown_quantizer_or_method_is_refused(tmp_path: Path) -> None:
         quantize_graph(tmp_path / "x.onnx", tmp_path / "y.onnx", [], "tensorrt")
     with pytest.raises(QuantizationError, match="minmax, percentile, entropy"):
         quantize_graph(tmp_path / "x.onnx", tmp_path / "y.onnx", [], "ort", "max")
-
-
-def _fake_gpu(monkeypatch: pytest.MonkeyPatch) -> dict[int, np.ndarray]:
-    """Just enough of tensorrt and pycuda.driver for the calibrator: device memory is a dict."""
-    memory: dict[int, np.ndarray] = {}
-    trt = types.ModuleType("tensorrt")
-
-    class IInt8EntropyCalibrator2:
-        def __init__(self) -> None:
-            pass
-
-    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2  # type: ignore[attr-defined]
-    driver = types.ModuleType("pycuda.driver")
-    driver.init = lambda: None  # type: ignore[attr-defined]
-    addresses = itertools.count(4096, 4096)
-    driver.mem_alloc = lambda nbytes: next(addresses)  # type: ignore[attr-defined]
-
-    def memcpy_htod(address: int, array: np.ndarray) -> None:
-        memory[int(address)] = np.array(array, copy=True)
-
-    driver.memcpy_htod = memcpy_htod  # type: ignore[attr-defined]
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = driver  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
-    return memory
-
-
-def test_trt8_calibrator_replays_every_sample_then_stops(calibrated: dict[str, Any], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from rdvla.calibration.trt8_calibrator import calibration_batches, make_calibrator
-
-    bundle, data = _dataset(calibrated)
-    spec = bundle.graph(names.CORE_STEP)
-    order = [t.name for t in spec.inputs]
-    batches = calibration_batches(bundle.path(bundle.manifest["calibration"]["int8"]["data"]["dir"]) / "core_step.npz", order)
-    assert len(batches) == data.count(names.CORE_STEP)
-    assert all(batch[t.name].shape == tuple(t.shape) for batch in batches for t in spec.inputs)
-    memory = _fake_gpu(monkeypatch)
-    cache = tmp_path / "core_step.cache"
-    calibrator = make_calibrator(batches, cache)
-    assert calibrator.get_batch_size() == 1 and calibrator.read_calibration_cache() is None
-    asked = list(reversed(order))  # TensorRT names the inputs in its own binding order
-    for batch in batches:
-        pointers = calibrator.get_batch(asked)
-        for name, pointer in zip(asked, pointers):
-            np.testing.assert_array_equal(memory[pointer], batch[name])
-    assert calibrator.get_batch(asked) is None
-    calibrator.write_calibration_cache(b"TRT-8601-EntropyCalibration2\n")
-    assert calibrator.read_calibration_cache() == b"TRT-8601-EntropyCalibration2\n"
-
-
-def test_trt8_cache_needs_tensorrt(calibrated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rdvla.calibration.trt8_calibrator import main
-
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(TensorRTUnavailable):
-        from rdvla.calibration.trt8_calibrator import write_cache
-
-        write_cache(Bundle.open(calibrated["bundle"]), names.CORE_STEP, tmp_path / "c.cache")
-    assert main([str(calibrated["bundle"]), "--graph", "core_step", "--cache", str(tmp_path / "c.cache")]) == 2

@@ -163,8 +163,9 @@ def test_memory_is_constant_in_depth(ort_policy: Policy) -> None:
 def test_loop_allocates_no_buffers_per_iteration(ort_policy: Policy) -> None:
     backend = ort_policy.backend
     assert isinstance(backend, OnnxRuntimeBackend)
-    buffers = [id(a) for a in (*backend._latents, *backend._actions, backend._mse, backend._cosine)]
-    addresses = [a.__array_interface__["data"][0] for a in (*backend._latents, *backend._actions)]
+    pairs = [*backend._buffers["latent"], *backend._buffers["actions"]]
+    buffers = [id(a) for a in (*pairs, backend._mse, backend._cosine)]
+    addresses = [a.__array_interface__["data"][0] for a in pairs]
     backend.reset_latent(np.zeros((1, 8, 64), np.float32))
     backend.step_decode()
     tracemalloc.start()
@@ -176,5 +177,6 @@ def test_loop_allocates_no_buffers_per_iteration(ort_policy: Policy) -> None:
     tracemalloc.stop()
     growth = sum(s.size_diff for s in snap_b.compare_to(snap_a, "filename") if s.size_diff > 0)
     assert growth < 16_000, f"{growth} bytes allocated over 400 iterations"
-    assert buffers == [id(a) for a in (*backend._latents, *backend._actions, backend._mse, backend._cosine)]
-    assert addresses == [a.__array_interface__["data"][0] for a in (*backend._latents, *backend._actions)]
+    pairs = [*backend._buffers["latent"], *backend._buffers["actions"]]
+    assert buffers == [id(a) for a in (*pairs, backend._mse, backend._cosine)]
+    assert addresses == [a.__array_interface__["data"][0] for a in pairs]

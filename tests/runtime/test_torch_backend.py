@@ -218,10 +218,10 @@ def test_failed_capture_falls_back_to_eager(bundle: Bundle, cases: list[GoldenCa
         raise RuntimeError("no graphs here")
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", no_graphs)
-    with caplog.at_level(logging.WARNING, logger="rdvla.runtime.backends.torch_split"):
+    with caplog.at_level(logging.WARNING, logger="rdvla.runtime.backends.capture"):
         policy = Policy(bundle, TorchBackend(bundle, device="cuda"))
     assert set(policy.backend.execution_modes().values()) == {"eager: capture failed (RuntimeError: no graphs here)"}  # type: ignore[attr-defined]
-    assert "core_step runs eagerly: capture failed" in caplog.text
+    assert "core_step runs without CUDA graphs (eager): capture failed" in caplog.text
     reference, k = cases[0].reference(FixedDepth(4))
     result = _act(policy, cases[0], FixedDepth(4))
     assert result.iterations == k and np.abs(result.normalized_actions - reference).max() <= 1e-4

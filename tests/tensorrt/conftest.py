@@ -1,11 +1,14 @@
-"""A small synthetic bundle (manifest + placeholder files) for the TensorRT tests; no TensorRT, no GPU.
+"""A small synthetic bundle (manifest + placeholder files) and a fake CUDA runtime for the TensorRT tests.
 
 The graph and engine files written here hold placeholder bytes: these tests exercise file
-bookkeeping, hashes and refusals, never parsing or running a graph or an engine.
+bookkeeping, hashes and refusals, never parsing or running a graph or an engine. `FakeCudaRuntime`
+stands in for cuda-python's `cuda.bindings.runtime` at the API boundary: tuple-of-error returns,
+streams that record what is enqueued, stream capture and graphs; it runs no kernel.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import sys
@@ -126,8 +129,8 @@ ORIN = {
 
 def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Record placeholder engine files through the builder's own bookkeeping; returns the new manifest."""
-    from rdvla.export.tensorrt_build import EngineRecord, record_engines, save_manifest
-    from rdvla.runtime.backends.tensorrt import EngineEnvironment
+    from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
+    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines, save_manifest
 
     manifest = json.loads((root / "manifest.json").read_text())
     out = root / "engines" / precision
@@ -147,9 +150,10 @@ def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any
                 quantized=False,
                 strongly_typed=False,
                 flags=("FP16", "OBEY_PRECISION_CONSTRAINTS"),
-                fp32_layers=3,
+                pinned_fp32_layers=3,
                 build_seconds=1.0,
                 io=(),
+                layer_precisions={"FP16": 40, "FP32": 12},
             )
         )
     log = b"build log\n"
@@ -162,14 +166,126 @@ def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any
     return new
 
 
+class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+    cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorInsufficientDriver = 35
+    cudaErrorStreamCaptureUnsupported = 900
+    cudaErrorStreamCaptureInvalidated = 901
+
+
+class cudaStreamCaptureMode(enum.IntEnum):  # noqa: N801
+    cudaStreamCaptureModeGlobal = 0
+    cudaStreamCaptureModeThreadLocal = 1
+    cudaStreamCaptureModeRelaxed = 2
+
+
+OK = cudaError_t.cudaSuccess
+
+
+class FakeCudaRuntime(types.SimpleNamespace):
+    """The part of `cuda.bindings.runtime` rdvla calls, returning (error, *values) tuples as cuda-python does.
+
+    A stream records the work enqueued on it (`enqueue`); between begin and end capture that work
+    goes into a graph instead, and launching the graph's executable replays it onto the stream.
+    `failures` maps a function name to the error every call of it returns.
+    """
+
+    cudaError_t = cudaError_t
+    cudaStreamCaptureMode = cudaStreamCaptureMode
+
+    def __init__(self, gpu: str = "Orin", capability: tuple[int, int] = (8, 7), sms: int = 16, driver: int = 12060) -> None:
+        super().__init__()
+        self.gpu, self.capability, self.sms, self.driver = gpu, capability, sms, driver
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.failures: dict[str, cudaError_t] = {}
+        self.work: dict[int, list[str]] = {}  # stream -> what ran on it, in order
+        self.capturing: dict[int, list[str]] = {}  # stream -> work recorded into the graph being captured
+        self.graphs: dict[int, list[str]] = {}  # live graph handles -> their work
+        self.executables: dict[int, list[str]] = {}  # live executable handles -> their work
+        self.last_error = OK
+        self._handles = iter(range(1000, 10**6))
+
+    def _call(self, name: str, *args: Any) -> Optional[cudaError_t]:
+        self.calls.append((name, args))
+        return self.failures.get(name)
+
+    def enqueue(self, stream: int, what: str) -> None:
+        """What `execute_async_v3` would put on `stream`: recorded, or captured while capturing."""
+        (self.capturing[stream] if stream in self.capturing else self.work.setdefault(stream, [])).append(what)
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple[Any, ...]:
+        error = self._call("cudaGetDeviceProperties", device)
+        if error:
+            return (error, None)
+        props = types.SimpleNamespace(name=self.gpu.encode() + b"\0" * 8, major=self.capability[0], minor=self.capability[1],
+                                      multiProcessorCount=self.sms)
+        return (OK, props)
+
+    def cudaDriverGetVersion(self) -> tuple[Any, ...]:
+        return (self._call("cudaDriverGetVersion") or OK, self.driver)
+
+    def cudaSetDevice(self, device: int) -> tuple[Any, ...]:
+        return (self._call("cudaSetDevice", device) or OK,)
+
+    def cudaGetLastError(self) -> tuple[Any, ...]:
+        self.calls.append(("cudaGetLastError", ()))
+        error, self.last_error = self.last_error, OK
+        return (error,)
+
+    def cudaStreamBeginCapture(self, stream: int, mode: cudaStreamCaptureMode) -> tuple[Any, ...]:
+        error = self._call("cudaStreamBeginCapture", stream, mode)
+        if error:
+            return (error,)
+        self.capturing[stream] = []
+        return (OK,)
+
+    def cudaStreamEndCapture(self, stream: int) -> tuple[Any, ...]:
+        error = self._call("cudaStreamEndCapture", stream)
+        work = self.capturing.pop(stream)  # capture mode ends whatever the result
+        if error:
+            self.last_error = error
+            return (error, None)
+        handle = next(self._handles)
+        self.graphs[handle] = work
+        return (OK, handle)
+
+    def cudaGraphInstantiate(self, graph: int, flags: int) -> tuple[Any, ...]:
+        error = self._call("cudaGraphInstantiate", graph, flags)
+        if error:
+            return (error, None)
+        handle = next(self._handles)
+        self.executables[handle] = list(self.graphs[graph])
+        return (OK, handle)
+
+    def cudaGraphDestroy(self, graph: int) -> tuple[Any, ...]:
+        self.calls.append(("cudaGraphDestroy", (graph,)))
+        del self.graphs[graph]
+        return (OK,)
+
+    def cudaGraphLaunch(self, executable: int, stream: int) -> tuple[Any, ...]:
+        error = self._call("cudaGraphLaunch", executable, stream)
+        if error:
+            return (error,)
+        self.work.setdefault(stream, []).extend(f"graph {executable}: {w}" for w in self.executables[executable])
+        return (OK,)
+
+    def cudaGraphExecDestroy(self, executable: int) -> tuple[Any, ...]:
+        self.calls.append(("cudaGraphExecDestroy", (executable,)))
+        del self.executables[executable]
+        return (OK,)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[Any, ...]:
+        return (self._call("cudaStreamSynchronize", stream) or OK,)
+
+
 def fake_gpu_modules(
     monkeypatch: pytest.MonkeyPatch, trt_version: str = "10.3.0.30", gpu: str = "Orin", capability: tuple[int, int] = (8, 7), sms: int = 16
 ) -> Callable[[], int]:
-    """Stand-ins for `tensorrt` and `pycuda.driver` that only report versions and the GPU's identity.
+    """Stand-ins for `tensorrt` and cuda-python's runtime module that only report versions and the GPU's identity.
 
-    They exist to drive the backend's refusal paths; they cannot deserialise or run anything: the
-    fake Runtime raises if reached, and the fake device has no context to make current. Returns a
-    function counting Runtime constructions.
+    They exist to drive the refusal paths; they cannot deserialise or run anything: the fake
+    Runtime raises if reached. Returns a function counting Runtime constructions.
     """
     created = []
 
@@ -182,32 +298,20 @@ def fake_gpu_modules(
     trt.__version__ = trt_version  # type: ignore[attr-defined]
     trt.Builder = object  # type: ignore[attr-defined]
     trt.Runtime = Runtime  # type: ignore[attr-defined]
-
-    class Device:
-        def __init__(self, index: int) -> None:
-            pass
-
-        def name(self) -> str:
-            return gpu
-
-        def compute_capability(self) -> tuple[int, int]:
-            return capability
-
-        def get_attribute(self, attribute: str) -> int:
-            assert attribute == "MULTIPROCESSOR_COUNT"
-            return sms
-
-    driver = types.ModuleType("pycuda.driver")
-    driver.init = lambda: None  # type: ignore[attr-defined]
-    driver.Device = Device  # type: ignore[attr-defined]
-    driver.device_attribute = types.SimpleNamespace(MULTIPROCESSOR_COUNT="MULTIPROCESSOR_COUNT")  # type: ignore[attr-defined]
-    driver.get_driver_version = lambda: 12060  # type: ignore[attr-defined]
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = driver  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    install_fake_cuda(monkeypatch, FakeCudaRuntime(gpu, capability, sms))
     return lambda: len(created)
+
+
+def install_fake_cuda(monkeypatch: pytest.MonkeyPatch, runtime: Any) -> None:
+    """Make `from cuda.bindings import runtime` return `runtime` (None: make the import fail)."""
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = runtime  # type: ignore[attr-defined]
+    cuda = types.ModuleType("cuda")
+    cuda.bindings = bindings  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda", cuda if runtime is not None else None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings if runtime is not None else None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", runtime)
 
 
 @pytest.fixture
@@ -218,6 +322,9 @@ def kit() -> types.SimpleNamespace:
         graph_specs=graph_specs,
         add_engines=add_engines,
         fake_gpu_modules=fake_gpu_modules,
+        install_fake_cuda=install_fake_cuda,
+        FakeCudaRuntime=FakeCudaRuntime,
+        cudaError_t=cudaError_t,
         sha=sha,
         ORIN=dict(ORIN),
         PROMPT=PROMPT,

@@ -1,4 +1,5 @@
-"""The TensorRT backend's refusals: missing libraries, engines for another target, corrupted or stale files.
+"""The TensorRT backend's refusals: missing libraries, TensorRT older than 10, engines for another target,
+corrupted or stale files, engine I/O that differs from the bundle.
 
 The constructor tests use stand-in modules that only report a TensorRT version and a GPU identity;
 every case here is refused before an engine would be deserialised, and the stand-in Runtime fails
@@ -17,21 +18,23 @@ import pytest
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends import load_backend
-from rdvla.runtime.backends.tensorrt import (
+from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
+from rdvla.runtime.backends.tensorrt.buffers import check_engine_io, check_resolved_outputs, numpy_dtype_name
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
+from rdvla.runtime.backends.tensorrt.environment import (
     EngineEnvironment,
-    IOTensor,
-    TensorRTBackend,
     TensorRTUnavailable,
     check_engine_compat,
-    check_engine_io,
     check_engine_sources,
+    check_tensorrt_version,
     engine_section,
-    numpy_dtype_name,
     parse_l4t_release,
-    require_pycuda,
+    query_environment,
+    require_cuda,
+    require_tensorrt,
     verify_engine_files,
 )
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
 
 ROOT = Path("/robot/bundle")
 
@@ -116,22 +119,56 @@ def test_stale_engines_after_reexport(bundle_dir: Path, kit: types.SimpleNamespa
     check_engine_sources(section, manifest, "fp16", bundle_dir)
 
 
-def io(*tensors: tuple[str, str, str, tuple[int, ...]]) -> list[IOTensor]:
-    return [IOTensor(*t) for t in tensors]
+def engine_view(spec: object, resolved_outputs: bool = True) -> list[TensorSpec]:
+    """The I/O a correct engine of `spec` reports: -1 for named dims, outputs static (or -1 where noted)."""
+    inputs = [TensorSpec(t.name, t.dtype, tuple(-1 if isinstance(d, str) else d for d in t.shape), "input") for t in spec.inputs]  # type: ignore[attr-defined]
+    outputs = [TensorSpec(t.name, t.dtype, t.shape, "output") for t in spec.outputs]  # type: ignore[attr-defined]
+    return inputs + outputs
 
 
 def test_engine_io_matches_spec(bundle_dir: Path) -> None:
     spec = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
-    good = [IOTensor(t.name, "input", t.dtype, tuple(-1 if isinstance(d, str) else d for d in t.shape)) for t in spec.inputs]
-    good += [IOTensor(t.name, "output", t.dtype, tuple(t.shape)) for t in spec.outputs]  # type: ignore[arg-type]
+    good = engine_view(spec)
     check_engine_io(spec, good, ROOT, "fp16")
-    # TensorRT 8.6 turns int64 input_ids into int32: accepted
-    check_engine_io(spec, [IOTensor(t.name, t.mode, "int32", t.shape) if t.name == names.INPUT_IDS else t for t in good], ROOT, "fp16")
-    half = [IOTensor(t.name, t.mode, "float16", t.shape) if t.name == names.INJECTION else t for t in good]
+    # int32 input_ids (what TensorRT 8.6 made of int64) is no longer accepted: TensorRT 10 keeps INT64 I/O.
+    int32 = [TensorSpec(t.name, "int32", t.shape, t.mode) if t.name == names.INPUT_IDS else t for t in good]
+    with pytest.raises(BundleError, match=r"input_ids: engine input int32 \[1, -1\], spec input int64 \[1, 'prompt_len'\]"):
+        check_engine_io(spec, int32, ROOT, "fp16")
+    half = [TensorSpec(t.name, "float16", t.shape, t.mode) if t.name == names.INJECTION else t for t in good]
     with pytest.raises(BundleError, match=r"injection: engine output float16 \[1, 8, 32\], spec output float32"):
         check_engine_io(spec, half, ROOT, "fp16")
     with pytest.raises(BundleError, match="proprio is missing from the engine"):
         check_engine_io(spec, [t for t in good if t.name != names.PROPRIO], ROOT, "fp16")
+    static_ids = [TensorSpec(t.name, t.dtype, (1, 64), t.mode) if t.name == names.INPUT_IDS else t for t in good]
+    with pytest.raises(BundleError, match=r"input_ids: engine input int64 \[1, 64\]"):
+        check_engine_io(spec, static_ids, ROOT, "fp16")
+
+
+def test_outputs_derived_from_the_prompt_axis_are_checked_once_resolved(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
+    """TensorRT may report -1 for K/V outputs it derives from prompt_len + 575 though they are fixed at 577."""
+    spec = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
+    kv = (1, kit.HEADS, kit.CONTEXT, kit.HIDDEN // kit.HEADS)
+    derived = [TensorSpec(t.name, t.dtype, (1, kit.HEADS, -1, kit.HIDDEN // kit.HEADS), t.mode) if t.name == "core0_keys" else t
+               for t in engine_view(spec)]
+    check_engine_io(spec, derived, ROOT, "fp16")  # accepted at load...
+    resolved = {t.name: t.shape for t in spec.outputs}
+    check_resolved_outputs(spec, resolved, {"prompt_len": 20}, ROOT, "fp16")  # ...and checked once the prompt length is set
+    wrong = {**resolved, "core0_keys": (1, kit.HEADS, 20 + 575, kit.HIDDEN // kit.HEADS)}
+    with pytest.raises(BundleError, match=rf"with prompt_len=20 the fp16 engine of vlm_prelude makes outputs of other shapes.*"
+                                          rf"core0_keys is \[1, 4, 595, 8\], expected \[1, 4, 577, 8\]"):
+        check_resolved_outputs(spec, wrong, {"prompt_len": 20}, ROOT, "fp16")
+    assert tuple(resolved["core0_keys"]) == kv
+
+
+def test_only_graphs_with_dynamic_inputs_may_report_dynamic_outputs(bundle_dir: Path) -> None:
+    spec = Bundle.open(bundle_dir).graph(names.CORE_STEP)
+    dynamic_out = [TensorSpec(t.name, t.dtype, (1, -1, t.shape[2]), t.mode) if t.name == names.NEXT_LATENT else t for t in engine_view(spec)]
+    with pytest.raises(BundleError, match=r"next_latent: engine output float32 \[1, -1, 32\]"):
+        check_engine_io(spec, dynamic_out, ROOT, "fp16")
+    vlm = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
+    dynamic_in = [TensorSpec(t.name, t.dtype, (-1, 8), t.mode) if t.name == names.PROPRIO else t for t in engine_view(vlm)]
+    with pytest.raises(BundleError, match=r"proprio: engine input float32 \[-1, 8\]"):
+        check_engine_io(vlm, dynamic_in, ROOT, "fp16")
 
 
 def test_dtype_names_and_l4t() -> None:
@@ -143,11 +180,79 @@ def test_dtype_names_and_l4t() -> None:
     assert parse_l4t_release("") is None
 
 
-def test_pycuda_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pycuda", None)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
-    with pytest.raises(TensorRTUnavailable, match="pycuda is not installed: import pycuda.driver failed"):
-        require_pycuda()
+@pytest.mark.parametrize("version", ["8.6.2.3", "8.5.2.2", "7.1.3"])
+def test_tensorrt_older_than_10_refused_with_the_reason_and_the_way_out(version: str) -> None:
+    with pytest.raises(TensorRTUnavailable) as info:
+        check_tensorrt_version(version)
+    message = str(info.value)
+    assert f"TensorRT {version} is too old: rdvla needs TensorRT 10 or newer" in message
+    assert "opset 18" in message and "ReduceMean's axes input" in message and "LayerNormalization" in message
+    assert "JetPack 6.0 ships TensorRT 8.6 and JetPack 5 ships 8.5" in message
+    assert "JetPack 6.1 or newer (TensorRT 10.3)" in message
+
+
+@pytest.mark.parametrize("version", ["10.3.0.30", "10.13.2.6", "11.0.0"])
+def test_tensorrt_10_and_newer_accepted(version: str) -> None:
+    check_tensorrt_version(version)
+
+
+def test_unreadable_tensorrt_version_refused() -> None:
+    with pytest.raises(TensorRTUnavailable, match="cannot read the TensorRT version 'dev'"):
+        check_tensorrt_version("dev")
+
+
+def test_require_tensorrt_checks_the_version(monkeypatch: pytest.MonkeyPatch, kit: types.SimpleNamespace) -> None:
+    kit.fake_gpu_modules(monkeypatch, trt_version="8.6.2.3")
+    with pytest.raises(TensorRTUnavailable, match="TensorRT 8.6.2.3 is too old"):
+        require_tensorrt()
+
+
+def test_cuda_python_absent(monkeypatch: pytest.MonkeyPatch, kit: types.SimpleNamespace) -> None:
+    kit.install_fake_cuda(monkeypatch, None)
+    with pytest.raises(TensorRTUnavailable) as info:
+        require_cuda()
+    assert "cuda-python is not installed: import cuda.bindings.runtime failed" in str(info.value)
+    assert f"pip install '{CUDA_PYTHON_REQUIREMENT}'" in str(info.value)
+
+
+def test_pyproject_installs_the_required_cuda_python() -> None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10 (JetPack 6)
+        import tomli as tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert CUDA_PYTHON_REQUIREMENT in project["optional-dependencies"]["jetson"]
+
+
+def test_environment_from_the_cuda_runtime(kit: types.SimpleNamespace) -> None:
+    env = query_environment("10.3.0.30", CudaRuntime(kit.FakeCudaRuntime("Orin", (8, 7), 16, driver=12060)))
+    assert (env.gpu_name, env.compute_capability, env.sm_count, env.cuda_version) == ("Orin", "8.7", 16, "12.6")
+
+
+def test_no_driver_is_one_clear_line(kit: types.SimpleNamespace) -> None:
+    fake = kit.FakeCudaRuntime()
+    fake.failures["cudaGetDeviceProperties"] = kit.cudaError_t.cudaErrorInsufficientDriver
+    with pytest.raises(TensorRTUnavailable, match=r"CUDA cannot reach GPU 0: cudaGetDeviceProperties failed with "
+                                                  r"cudaErrorInsufficientDriver \(35\); check that the NVIDIA driver is loaded"):
+        query_environment("10.3.0.30", CudaRuntime(fake))
+
+
+def test_real_cuda_python_without_a_driver() -> None:
+    """This machine: cuda-python imports, and without a driver (12.6: libcuda.so.1 not found; 12.9: error 35) the
+    environment query is one clear line too."""
+    try:
+        cuda = require_cuda()
+    except TensorRTUnavailable:
+        pytest.skip("cuda-python is not installed here")
+    try:
+        cuda.device_info()
+    except Exception:
+        pass
+    else:
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(TensorRTUnavailable, match=r"CUDA cannot reach GPU 0: .*check that the NVIDIA driver is loaded"):
+        query_environment("10.3.0.30", cuda)
 
 
 def test_backend_without_tensorrt(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,6 +286,15 @@ def test_backend_checks_engine_hashes_before_deserialising(bundle_dir: Path, kit
     assert runtimes() == 0
 
 
-def test_backend_argument_check(bundle_dir: Path) -> None:
-    with pytest.raises(ValueError, match="check_every must be at least 1"):
-        TensorRTBackend(Bundle.open(bundle_dir), check_every=0)
+def test_backend_refuses_tensorrt_8(bundle_dir: Path, kit: types.SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    kit.add_engines(bundle_dir, "fp16")
+    runtimes = kit.fake_gpu_modules(monkeypatch, trt_version="8.6.2.3")
+    with pytest.raises(TensorRTUnavailable, match="TensorRT 8.6.2.3 is too old"):
+        load_backend(Bundle.open(bundle_dir), "tensorrt", precision="fp16")
+    assert runtimes() == 0
+
+
+def test_backend_has_no_check_every_parameter(bundle_dir: Path) -> None:
+    # The loop's readback cadence belongs to Policy; the backend reads the scalars exactly when asked.
+    with pytest.raises(TypeError, match="check_every"):
+        TensorRTBackend(Bundle.open(bundle_dir), check_every=2)  # type: ignore[call-arg]

@@ -1,4 +1,4 @@
-"""The backend's bookkeeping without a GPU: buffer plan, ping-pong schedule, capture decision."""
+"""The backends' bookkeeping without a GPU: buffer plan, the shared ping-pong schedule, the capture decision."""
 
 from __future__ import annotations
 
@@ -11,17 +11,11 @@ from typing import Any
 import pytest
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import (
-    DIRECTIONS,
-    SCALAR_STRIDE,
-    IOTensor,
-    PingPong,
-    capture_plan,
-    dynamic_dims,
-    plan_buffers,
-    slots,
-)
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.backends.capture import DISABLED
+from rdvla.runtime.backends.pingpong import DIRECTIONS, PingPong, slots
+from rdvla.runtime.backends.tensorrt.backend import capture_skip_reason
+from rdvla.runtime.backends.tensorrt.buffers import SCALAR_STRIDE, dynamic_dims, plan_buffers
+from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
 
 
 def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
@@ -147,14 +141,30 @@ def test_reset_returns_to_the_first_buffers() -> None:
     assert copy.copy(schedule).step_decode() == (0, 0)
 
 
-def static(name: str, shape: tuple[int, ...]) -> IOTensor:
-    return IOTensor(name, "input", "float32", shape)
+def static(name: str, shape: tuple[int, ...]) -> TensorSpec:
+    return TensorSpec(name, "float32", shape, "input")
 
 
-def test_capture_plan() -> None:
+def test_capture_skip_reason() -> None:
     io = [static("latent", (1, 8, 32)), static("injection", (1, 8, 32))]
-    assert capture_plan(True, True, io) is None
-    assert capture_plan(False, True, io) == "CUDA graphs disabled"
-    assert "no stream capture" in str(capture_plan(True, False, io))
-    reason = capture_plan(True, True, [*io, static("input_ids", (1, -1))])
+    assert capture_skip_reason(True, io) is None
+    assert capture_skip_reason(False, io) == DISABLED
+    reason = capture_skip_reason(True, [*io, static("input_ids", (1, -1))])
     assert reason is not None and "dynamic shapes (input_ids)" in reason
+
+
+def test_dynamic_is_one_check_for_names_and_minus_one() -> None:
+    assert TensorSpec("ids", "int64", (1, "prompt_len")).is_dynamic
+    assert TensorSpec("ids", "int64", (1, -1), "input").is_dynamic
+    assert not TensorSpec("latent", "float32", (1, 8, 32)).is_dynamic
+    with pytest.raises(ValueError, match="ids has a dynamic shape"):
+        TensorSpec("ids", "int64", (1, -1)).nbytes
+    assert TensorSpec("ids", "int64", (1, "prompt_len")).resolve({"prompt_len": 9}).nbytes == 72
+
+
+def test_tensor_spec_json_round_trip() -> None:
+    engine = TensorSpec("input_ids", "int64", (1, -1), "input")
+    assert engine.to_json() == {"name": "input_ids", "dtype": "int64", "shape": [1, -1], "mode": "input"}
+    assert TensorSpec.from_json(engine.to_json()) == engine
+    graph = TensorSpec("input_ids", "int64", (1, "prompt_len"))
+    assert "mode" not in graph.to_json() and TensorSpec.from_json(graph.to_json()) == graph

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.export import tensorrt_build
 from rdvla.cli.build import register, run
-from rdvla.export.tensorrt_build import BuildError, graph_sources, open_for_build
-from rdvla.runtime.backends.tensorrt import TensorRTUnavailable, require_tensorrt
+from rdvla.runtime.backends.tensorrt.builder import graph_sources, open_for_build
+from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable, require_tensorrt
+from rdvla.runtime.backends.tensorrt.precision import BuildError, GraphSource
 from rdvla.runtime.bundle import Bundle, BundleError
 
 
@@ -130,15 +130,27 @@ def test_tensorrt_absent_simulated(
     assert err.startswith("error: TensorRT is not installed: ") and why in err
 
 
-def test_pycuda_absent_after_tensorrt(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """A fake tensorrt that only passes the import check: the build then needs pycuda to identify the GPU."""
+def test_cuda_python_absent_after_tensorrt(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kit: types.SimpleNamespace
+) -> None:
+    """A fake tensorrt that only passes the import check: the build then needs cuda-python to identify the GPU."""
     fake = types.ModuleType("tensorrt")
     fake.__version__ = "10.3.0.30"  # type: ignore[attr-defined]
     fake.Builder = object  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setitem(sys.modules, "pycuda", None)
+    kit.install_fake_cuda(monkeypatch, None)
     assert invoke(str(bundle_dir), "--precision", "fp16") == 2
-    assert "pycuda is not installed" in one_error_line(capsys)
+    assert "cuda-python is not installed" in one_error_line(capsys)
+
+
+def test_tensorrt_8_refused_before_building(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kit: types.SimpleNamespace
+) -> None:
+    kit.fake_gpu_modules(monkeypatch, trt_version="8.6.2.3")
+    assert invoke(str(bundle_dir), "--precision", "fp16") == 2
+    err = one_error_line(capsys)
+    assert "TensorRT 8.6.2.3 is too old" in err and "JetPack 6.1 or newer" in err
+    assert not (bundle_dir / "engines").exists() or not any((bundle_dir / "engines").iterdir())
 
 
 def test_partial_rebuild_for_another_target_is_refused_before_building(
@@ -166,10 +178,38 @@ def test_graph_sources_int8_prefers_qdq_graphs(tmp_path: Path, kit: types.Simple
     (root / "manifest.json").write_text(json.dumps(manifest))
     bundle = Bundle.open(root, verify_hashes=False)
     sources = {s.name: s for s in graph_sources(bundle, "int8")}
-    assert sources["core_step"] == tensorrt_build.GraphSource("core_step", "core_step.int8.onnx", True, True)
-    assert sources["decode"] == tensorrt_build.GraphSource("decode", "decode.onnx", False, False)
+    assert sources["core_step"] == GraphSource("core_step", "core_step.int8.onnx", True, True)
+    assert sources["decode"] == GraphSource("decode", "decode.onnx", False, False)
     assert "decode has no Q/DQ graph" in caplog.text
     assert [s.name for s in graph_sources(bundle, "fp16", ["decode", "core_step", "decode"])] == ["decode", "core_step"]
+
+
+def calibrated_bundle(tmp_path: Path, kit: types.SimpleNamespace, graphs_fp16: dict[str, object]) -> Bundle:
+    root = kit.write_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in graphs_fp16.values():
+        (root / entry["file"]).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[index]
+        (root / entry["file"]).write_bytes(b"placeholder")  # type: ignore[index]
+    manifest["graphs_fp16"] = graphs_fp16
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return Bundle.open(root, verify_hashes=False)
+
+
+def test_fp16_builds_from_the_calibrated_fp16_graphs(tmp_path: Path, kit: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    half = {g: {"file": f"calibration/run/fp16/{g}.onnx", "strongly_typed": True} for g in ("vlm_prelude", "core_step", "core_step_decode")}
+    bundle = calibrated_bundle(tmp_path, kit, half)
+    sources = {s.name: s for s in graph_sources(bundle, "fp16")}
+    assert sources["core_step_decode"] == GraphSource("core_step_decode", "calibration/run/fp16/core_step_decode.onnx", False, True)
+    assert sources["decode"] == GraphSource("decode", "decode.onnx", False, False)  # left in FP32 by the calibration
+    assert "decode has no calibrated FP16 graph" in caplog.text
+    # fp32 engines still come from the exported graphs
+    assert {s.file for s in graph_sources(bundle, "fp32")} == {f"{g}.onnx" for g in bundle.graphs}
+
+
+def test_fp16_without_calibration_builds_the_exported_graphs(bundle_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sources = graph_sources(Bundle.open(bundle_dir), "fp16")
+    assert [(s.file, s.strongly_typed) for s in sources] == [(f"{g}.onnx", False) for g in Bundle.open(bundle_dir).graphs]
+    assert "calibrated" not in caplog.text
 
 
 def test_damaged_engines_do_not_block_a_rebuild(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

@@ -6,16 +6,15 @@ from typing import Optional
 
 import pytest
 
-from rdvla.export.tensorrt_build import (
+from rdvla.runtime.backends.tensorrt.builder import build_failure_message, format_parser_error, profile_shapes
+from rdvla.runtime.backends.tensorrt.precision import (
     BuildError,
     GraphSource,
     LayerInfo,
-    build_failure_message,
     check_precision,
-    format_parser_error,
     fp32_layers,
-    precision_policy,
-    profile_shapes,
+    halting_chain,
+    precision_plan,
 )
 from rdvla.runtime.bundle import TensorSpec
 
@@ -57,17 +56,21 @@ def src(quantized: bool = False, strongly_typed: bool = False) -> GraphSource:
     return GraphSource("core_step", "core_step.onnx", quantized, strongly_typed)
 
 
-def test_precision_policy() -> None:
-    fp16 = precision_policy("fp16", src())
+def test_precision_plan() -> None:
+    fp16 = precision_plan("fp16", src())
     assert fp16.set_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and fp16.pin_fp32 and not fp16.strongly_typed
-    int8 = precision_policy("int8", src(quantized=True))
+    int8 = precision_plan("int8", src(quantized=True))
     assert int8.set_flags == ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS") and int8.pin_fp32
     # an int8 build of a graph without Q/DQ: FP16 kernels, never implicit (calibrator) INT8
-    assert precision_policy("int8", src()).set_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
-    fp32 = precision_policy("fp32", src())
+    assert precision_plan("int8", src()).set_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS")
+    fp32 = precision_plan("fp32", src())
     assert fp32.set_flags == () and fp32.clear_flags == ("TF32",) and not fp32.pin_fp32
-    typed = precision_policy("int8", src(quantized=True, strongly_typed=True))
+    typed = precision_plan("int8", src(quantized=True, strongly_typed=True))
     assert typed.strongly_typed and typed.set_flags == () and not typed.pin_fp32
+    assert typed.recorded_flags == ("STRONGLY_TYPED",) and fp32.recorded_flags == ("no TF32",)
+    # the calibrated FP16 graphs are strongly typed: built as typed, no flags, no pinning
+    half = precision_plan("fp16", src(strongly_typed=True))
+    assert half.strongly_typed and half.set_flags == () and not half.pin_fp32
 
 
 def test_profile_shapes_clamp_the_typical_length() -> None:
@@ -127,6 +130,48 @@ def test_state_residual_stream_and_halting_statistics_stay_fp32() -> None:
     ]
     pinned = fp32_layers(layers, network_inputs={"latent", "injection", "prev_actions"}, network_outputs={"actions", "mse"})
     assert sorted(pinned) == [0, 1, 3, 4, 5, 6, 7]
+
+
+def halting_layers() -> list[LayerInfo]:
+    """core_step_decode's statistics as TensorRT's ONNX parser imports export/head.py adjacent_statistic_tensors."""
+    return [
+        layer(0, "MATRIX_MULTIPLY", ("h", "w_out"), ("actions",)),  # the Coda's last projection writes the actions
+        layer(1, "SHAPE", ("actions",), ("act_shape",), floats=False),
+        layer(2, "SHUFFLE", ("actions", "act_shape"), ("a",)),  # flatten, its shape computed from the actions
+        layer(3, "SHUFFLE", ("prev_actions", "flat_shape"), ("b",)),
+        layer(4, "ELEMENTWISE", ("a", "b"), ("d",), "SUB"),
+        layer(5, "ELEMENTWISE", ("d", "two"), ("d2",), "POW"),
+        layer(6, "REDUCE", ("d2",), ("mean",)),
+        layer(7, "SHUFFLE", ("mean", "one"), ("mse",)),  # reshape(1)
+        layer(8, "ELEMENTWISE", ("a", "b"), ("ab",), "PROD"),
+        layer(9, "REDUCE", ("ab",), ("dot",)),
+        layer(10, "REDUCE", ("a",), ("na",)),  # ReduceL2
+        layer(11, "REDUCE", ("b",), ("nb",)),
+        layer(12, "ELEMENTWISE", ("na", "nb"), ("nanb",), "PROD"),
+        layer(13, "ACTIVATION", ("nanb",), ("den",)),  # Clip(min=1e-8): kCLIP with alpha 1e-8
+        layer(14, "ELEMENTWISE", ("dot", "den"), ("cos",), "DIV"),
+        layer(15, "SHUFFLE", ("cos", "one"), ("cosine",)),
+        layer(16, "SHUFFLE", ("h", "heads"), ("h_heads",)),  # not on the halting chain: free to run in FP16
+        layer(17, "ACTIVATION", ("h_heads",), ("gelu",)),
+    ]
+
+
+def test_halting_chain_covers_shuffles_and_the_clip() -> None:
+    assert halting_chain([(x.inputs, x.outputs) for x in halting_layers()]) == set(range(1, 16))
+
+
+def test_whole_halting_chain_pinned_to_fp32() -> None:
+    pinned = fp32_layers(halting_layers(), network_inputs={"prev_actions"}, network_outputs={"actions", "mse", "cosine"})
+    assert sorted(pinned) == [0, *range(2, 16)]  # every float layer of the chain, the integer SHAPE layer excluded
+    assert pinned[2] == pinned[3] == pinned[13] == "halting statistic"  # the flatten shuffles and the clip
+    assert pinned[0] == "writes an FP32 network output"
+    assert 16 not in pinned and 17 not in pinned
+
+
+def test_graphs_without_halting_outputs_have_no_chain() -> None:
+    core_step = [layer(0, "SHUFFLE", ("latent", "s"), ("x",)), layer(1, "ELEMENTWISE", ("x", "y"), ("next_latent",), "SUM")]
+    assert halting_chain([(x.inputs, x.outputs) for x in core_step]) == set()
+    assert fp32_layers(core_step, network_inputs={"latent"}, network_outputs={"next_latent"}) == {1: "writes an FP32 network output"}
 
 
 def test_parser_error_format() -> None:

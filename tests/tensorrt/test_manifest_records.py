@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.export.tensorrt_build import BuildError, EngineRecord, record_engines, save_manifest
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import EngineEnvironment, IOTensor
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
+from rdvla.runtime.backends.tensorrt.precision import BuildError
+from rdvla.runtime.backends.tensorrt.records import EngineRecord, describe_layers, record_engines, save_manifest
+from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
 
 
 def test_engines_section_and_file_hashes(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
@@ -45,10 +46,11 @@ def record(graph: str, digest: str = "0" * 64) -> EngineRecord:
         quantized=False,
         strongly_typed=False,
         flags=("FP16",),
-        fp32_layers=0,
+        pinned_fp32_layers=0,
         build_seconds=12.34,
-        io=(IOTensor("latent", "input", "float32", (1, 8, 32)), IOTensor("input_ids", "input", "int64", (1, -1))),
+        io=(TensorSpec("latent", "float32", (1, 8, 32), "input"), TensorSpec("input_ids", "int64", (1, -1), "input")),
         profile={"input_ids": [[1, 8], [1, 56], [1, 64]]},
+        layer_precisions={"FP16": 30, "FP32": 4, "other": 2},
     )
 
 
@@ -56,8 +58,15 @@ def test_record_json() -> None:
     data = record("vlm_prelude").to_json()
     assert data["io"][1] == {"name": "input_ids", "mode": "input", "dtype": "int64", "shape": [1, -1]}
     assert data["profile"] == {"input_ids": [[1, 8], [1, 56], [1, 64]]} and data["build_seconds"] == 12.3
-    assert IOTensor.from_json(data["io"][0]) == IOTensor("latent", "input", "float32", (1, 8, 32))
+    assert TensorSpec.from_json(data["io"][0]) == TensorSpec("latent", "float32", (1, 8, 32), "input")
+    assert data["layer_precisions"] == {"FP16": 30, "FP32": 4, "other": 2} and data["pinned_fp32_layers"] == 0
     json.dumps(data)
+
+
+def test_layer_description_for_build_and_verify(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
+    record = kit.add_engines(bundle_dir, "fp16")["engines"]["fp16"]["graphs"]["core_step_decode"]
+    assert describe_layers(record) == "layers as built: 40 FP16, 12 FP32 (3 pinned to FP32)"
+    assert describe_layers({"pinned_fp32_layers": 0}) == "layers as built: not recorded"
 
 
 def test_partial_rebuild_keeps_the_other_graphs(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

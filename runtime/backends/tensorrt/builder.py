@@ -1,152 +1,87 @@
 """`rdvla build`: TensorRT engines from a bundle's ONNX graphs, built on the device that will run them.
 
 Engines go to `engines/<precision>/<graph>.plan` inside the bundle with a `build.log`, and are
-recorded in `manifest["engines"][precision]` (file, SHA-256, I/O as TensorRT reports them, and the
-TensorRT / CUDA / GPU they are tied to) and in `manifest["files"]`, so the bundle's hash check and
-the TensorRT backend's compatibility check cover them.
+recorded in `manifest["engines"][precision]` (`records`), so the bundle's hash check and the
+TensorRT backend's compatibility check cover them.
 
-Precision policy. The bundle's graphs are exported in FP32, so TensorRT owns the precision choice:
-an fp16 (or int8) build parses them into a weakly typed network, enables FP16 (and INT8 for
-explicit Q/DQ graphs), and pins to FP32, with OBEY_PRECISION_CONSTRAINTS, the layers that overflow
-or lose range in FP16: normalisations, softmax, reductions, the power/square-root steps of
-decomposed norms, the element-wise layers that work on FP32 values (the residual stream fed by the
-recurrent latent, the halting statistics) and every layer that writes a network output, so latent and
-actions leave the engine as FP32 values, not up-cast FP16 ones: the recurrence accumulates in the
-latent. MatMuls, convolutions and attention products run in FP16. A graph whose entry says `"strongly_typed": true` (its types
-were already fixed, e.g. by ModelOpt AutoCast or Q/DQ with FP16 high precision) is parsed as a
-strongly typed network instead and built exactly as typed. INT8 needs the Q/DQ graphs the
-calibration step lists in `manifest["graphs_int8"]`; TensorRT's implicit INT8 calibrators are
-deprecated since TensorRT 10.1 and are not used. FP8 and FP4 are refused: Orin (SM 8.7) has no such
-tensor cores and bundles carry no FP8/FP4 graphs.
+What each engine is built from: fp32 from `graphs`; fp16 from the `graphs_fp16` that `rdvla calibrate`
+converted and validated, when the bundle has them (strongly typed: built exactly as typed), else
+from `graphs` with FP16 enabled and the FP32 layers of `precision.fp32_layers` pinned; int8 from the
+Q/DQ `graphs_int8` (TensorRT's implicit INT8 calibrators are deprecated since TensorRT 10.1 and not
+used). Every engine is built with ProfilingVerbosity.DETAILED so that the engine inspector can say
+which precision each layer runs in (`inspector`).
 
-TensorRT is imported inside functions only; everything that decides (precision policy, profile
-shapes, which layers stay FP32, manifest bookkeeping, error messages) is a plain function tested
+TensorRT is imported inside functions only; everything that decides (sources, precision plan,
+profile shapes, FP32 layers, manifest bookkeeping, error messages) is a plain function tested
 without it.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import (
-    EngineEnvironment,
-    IOTensor,
-    TensorRTUnavailable,
-    dynamic_dims,
-    make_trt_logger,
-    numpy_dtype_name,
-    query_environment,
-    require_pycuda,
-    require_tensorrt,
-    resolve_shape,
+from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name
+from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
+from rdvla.runtime.backends.tensorrt.inspector import InspectorFormatError, layer_precisions
+from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
+from rdvla.runtime.backends.tensorrt.precision import (
+    REFUSED,
+    BuildError,
+    GraphSource,
+    LayerInfo,
+    PrecisionPlan,
+    canonical_precision,
+    check_precision,
+    fp32_layers,
+    precision_plan,
 )
-from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, TensorSpec
+from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines, save_manifest
+from rdvla.runtime.bundle import MANIFEST, Bundle, TensorSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "int8", "fp32")
-REFUSED = ("fp8", "fp4")
 TYPICAL_PROMPT_LEN = 56  # the LIBERO prompts are 44-56 tokens
-_ALIASES = {"nvfp4": "fp4", "half": "fp16", "float16": "fp16", "float32": "fp32"}
-# The oldest GPU generation with each kind of arithmetic: Maxwell-Tegra FP16, Pascal DP4A, Ada FP8, Blackwell FP4.
-_MIN_CAPABILITY = {"fp32": (0, 0), "fp16": (5, 3), "int8": (6, 1), "fp8": (8, 9), "fp4": (10, 0)}
 _MIB = 1 << 20
 
 
-class BuildError(ValueError):
-    """A build request this tool refuses or a build TensorRT could not finish (reported in one line)."""
-
-
-def check_precision(precision: str, capability: Optional[tuple[int, int]] = None) -> str:
-    """The canonical precision name, or BuildError for an unknown one, FP8/FP4, or one the GPU lacks."""
-    wanted = _ALIASES.get(precision.lower(), precision.lower())
-    if wanted not in PRECISIONS and wanted not in REFUSED:
-        raise BuildError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    need = _MIN_CAPABILITY[wanted]
-    if capability is not None and tuple(capability) < need:
-        usable = [p for p in PRECISIONS if _MIN_CAPABILITY[p] <= tuple(capability)]
-        orin = " (Jetson Orin has no FP8/FP4 tensor cores)" if wanted in REFUSED else ""
-        raise BuildError(
-            f"{wanted} needs compute capability {need[0]}.{need[1]} or newer and this GPU is "
-            f"{capability[0]}.{capability[1]}{orin}: build {' or '.join(usable)}"
-        )
-    if wanted in REFUSED:
-        raise BuildError(
-            f"{wanted} engines are not supported: they need compute capability {need[0]}.{need[1]} or newer "
-            f"(Jetson Orin is 8.7, without FP8/FP4 tensor cores) and {wanted.upper()} Q/DQ graphs, which bundles "
-            "do not carry; build fp16 or int8"
-        )
-    return wanted
-
-
-@dataclass(frozen=True)
-class GraphSource:
-    """The ONNX file one engine is built from."""
-
-    name: str
-    file: str  # relative to the bundle root
-    quantized: bool  # an explicit Q/DQ graph from manifest["graphs_int8"]
-    strongly_typed: bool  # the graph fixes its own tensor types
-
-
 def graph_sources(bundle: Bundle, precision: str, selected: Optional[Sequence[str]] = None) -> list[GraphSource]:
-    """What to build: the selected graphs (default all), from their Q/DQ versions for int8."""
+    """What to build: the selected graphs (default all), from their calibrated versions for fp16 and int8."""
     available = list(bundle.graphs)
     wanted = list(dict.fromkeys(selected)) if selected else available
     unknown = [g for g in wanted if g not in bundle.graphs]
     if unknown:
         raise BuildError(f"unknown graph {', '.join(unknown)}: this bundle has {', '.join(available)}")
-    quantized: Mapping[str, Any] = bundle.manifest.get("graphs_int8") or {}
-    if precision == "int8" and not quantized:
+    # fp32 reads `graphs` itself; fp16 and int8 read what the calibration wrote.
+    calibrated: Mapping[str, Any] = bundle.manifest.get(names.GRAPH_SECTIONS[precision]) or {}
+    if precision == "int8" and not calibrated:
         raise BuildError(
             f"{bundle.root}: int8 engines are built from explicit Q/DQ graphs (manifest 'graphs_int8') and this "
             "bundle has none: run the calibration step on it first, or build fp16"
         )
     sources = []
     for graph in wanted:
-        qdq = quantized.get(graph) if precision == "int8" else None
-        entry: Mapping[str, Any] = qdq if qdq is not None else bundle.manifest["graphs"][graph]
-        source = GraphSource(graph, str(entry["file"]), qdq is not None, bool(entry.get("strongly_typed", False)))
+        entry = calibrated.get(graph)
+        used: Mapping[str, Any] = entry if entry is not None else bundle.manifest["graphs"][graph]
+        source = GraphSource(graph, str(used["file"]), precision == "int8" and entry is not None, bool(used.get("strongly_typed", False)))
         if not bundle.path(source.file).is_file():
             raise BuildError(f"{bundle.root}: graph file {source.file} ({graph}) is missing; re-export the bundle")
-        if precision == "int8" and qdq is None:
-            log.warning("%s has no Q/DQ graph: its int8 engine is built from %s with FP16 kernels", graph, source.file)
+        if calibrated and entry is None:
+            kind = "Q/DQ graph: its int8 engine is built" if precision == "int8" else "calibrated FP16 graph: its fp16 engine is built"
+            log.warning("%s has no %s from %s with FP16 kernels", graph, kind, source.file)
         sources.append(source)
     return sources
-
-
-@dataclass(frozen=True)
-class PrecisionPolicy:
-    strongly_typed: bool
-    set_flags: tuple[str, ...]  # BuilderFlag names
-    clear_flags: tuple[str, ...]
-    pin_fp32: bool  # apply `fp32_layers` as layer precision constraints
-
-
-def precision_policy(precision: str, source: GraphSource) -> PrecisionPolicy:
-    """How one graph is built at `precision` (see the module docstring)."""
-    if source.strongly_typed:
-        return PrecisionPolicy(True, (), (), False)
-    if precision == "fp32":
-        # TF32 would round matmul inputs to 10 mantissa bits: fp32 engines are the accuracy reference.
-        return PrecisionPolicy(False, (), ("TF32",), False)
-    low = ("FP16", "INT8") if precision == "int8" and source.quantized else ("FP16",)
-    return PrecisionPolicy(False, (*low, "OBEY_PRECISION_CONSTRAINTS"), (), True)
 
 
 def profile_shapes(
@@ -156,59 +91,16 @@ def profile_shapes(
 
     opt is the typical prompt length clamped into the exported range: TensorRT tunes kernels for it.
     """
-    if not any(isinstance(d, str) for d in spec.shape):
+    if not spec.is_dynamic:
         return None
     low = {d: lo for d, (lo, _) in ranges.items()}
     opt = {d: min(max(typical, lo), hi) for d, (lo, hi) in ranges.items()}
     high = {d: hi for d, (_, hi) in ranges.items()}
-    return resolve_shape(spec, low), resolve_shape(spec, opt), resolve_shape(spec, high)
 
+    def shape(dims: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(int(d) for d in spec.resolve(dims).shape)
 
-@dataclass(frozen=True)
-class LayerInfo:
-    """What the FP32 policy needs to know about one network layer."""
-
-    index: int
-    kind: str  # LayerType name
-    op: Optional[str]  # ElementWiseOperation / UnaryOperation name for those layers
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    float_outputs: bool  # constraining a layer with integer (shape) outputs to FP32 would fail the build
-
-
-_FP32_KINDS = {"NORMALIZATION": "normalisation", "SOFTMAX": "softmax", "REDUCE": "reduction"}
-_FP32_OPS = {("ELEMENTWISE", "POW"): "power (decomposed norm)", ("UNARY", "SQRT"): "square root (decomposed norm)"}
-_CHAIN_KINDS = ("ELEMENTWISE", "UNARY", "REDUCE")
-
-
-def fp32_layers(layers: Sequence[LayerInfo], network_inputs: Collection[str], network_outputs: Collection[str]) -> dict[int, str]:
-    """Layer index -> why it must run in FP32 in an FP16 build.
-
-    Layers arrive in topological order. Besides normalisations, softmax and reductions, FP32 spreads
-    through element-wise layers from FP32 values: the network inputs (the recurrent latent, the
-    previous actions, pixel values), reductions, powers and square roots (the rest of a decomposed
-    RMSNorm, the halting statistics) and the layers that write network outputs. It stops at the first
-    layer of another kind (typically a MatMul, which runs in FP16), so the residual stream and the
-    statistics stay FP32 and the heavy layers do not.
-    """
-    pinned: dict[int, str] = {}
-    chain = set(network_inputs)
-    outputs = set(network_outputs)
-    for layer in layers:
-        if not layer.float_outputs:
-            continue
-        reason = _FP32_KINDS.get(layer.kind) or _FP32_OPS.get((layer.kind, layer.op or ""))
-        if reason is None and layer.kind in ("ELEMENTWISE", "UNARY") and chain.intersection(layer.inputs):
-            reason = "element-wise on an FP32 value"
-        writes_output = bool(outputs.intersection(layer.outputs))
-        if reason is None and writes_output:
-            reason = "writes an FP32 network output"
-        if reason is None:
-            continue
-        pinned[layer.index] = reason
-        if layer.kind in _CHAIN_KINDS or writes_output:
-            chain.update(layer.outputs)
-    return pinned
+    return shape(low), shape(opt), shape(high)
 
 
 def format_parser_error(node: int, node_name: str, operator: str, desc: str) -> str:
@@ -240,114 +132,6 @@ def build_failure_message(graph: str, messages: Sequence[str], workspace_mb: Opt
     return f"not enough GPU memory to build {graph} ({detail}): {advice} (full log: {log_path})"
 
 
-@dataclass(frozen=True)
-class EngineRecord:
-    """One built engine, as `manifest["engines"][precision]["graphs"][graph]` records it."""
-
-    graph: str
-    file: str  # bundle-relative .plan path
-    sha256: str
-    bytes: int
-    source: str
-    source_sha256: Optional[str]
-    quantized: bool
-    strongly_typed: bool
-    flags: tuple[str, ...]
-    fp32_layers: int
-    build_seconds: float
-    io: tuple[IOTensor, ...]
-    profile: Optional[Mapping[str, Sequence[Sequence[int]]]] = None  # input -> [min, opt, max]
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "file": self.file,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "source": self.source,
-            "source_sha256": self.source_sha256,
-            "quantized": self.quantized,
-            "strongly_typed": self.strongly_typed,
-            "flags": list(self.flags),
-            "fp32_layers": self.fp32_layers,
-            "build_seconds": round(self.build_seconds, 1),
-            "io": [t.to_json() for t in self.io],
-        }
-        if self.profile:
-            data["profile"] = {k: [list(s) for s in v] for k, v in self.profile.items()}
-        return data
-
-
-def engine_dir(precision: str) -> str:
-    return f"engines/{precision}"
-
-
-def check_partial_rebuild(existing: Optional[Mapping[str, Any]], env: EngineEnvironment, precision: str) -> None:
-    """Refuse rebuilding some graphs when the others were built for another TensorRT or GPU."""
-    if existing is None:
-        return
-    built = EngineEnvironment.from_section(existing)
-    if not built.same_target(env):
-        raise BuildError(
-            f"the existing {precision} engines were built with TensorRT {built.tensorrt_version} for GPU "
-            f"{built.gpu_name} (SM {built.compute_capability}); rebuilding only some graphs here would mix "
-            "targets: rebuild all graphs (omit --graphs)"
-        )
-
-
-def record_engines(
-    manifest: Mapping[str, Any],
-    precision: str,
-    records: Sequence[EngineRecord],
-    env: EngineEnvironment,
-    builder: Mapping[str, Any],
-    build_log: tuple[str, str],
-    built_at: str,
-    partial: bool = False,
-) -> dict[str, Any]:
-    """A copy of `manifest` with the engines section of `precision` and the new files' hashes.
-
-    A full build replaces the section (and forgets the hashes of the files it listed); a partial one
-    (`rdvla build --graphs`) updates the rebuilt graphs and keeps the others.
-    """
-    out = copy.deepcopy(dict(manifest))
-    engines = out.setdefault("engines", {})
-    files = out.setdefault("files", {})
-    old = engines.get(precision)
-    graphs: dict[str, Any] = {}
-    if old is not None:
-        if partial:
-            check_partial_rebuild(old, env, precision)
-            graphs = dict(old.get("graphs", {}))
-        else:
-            for rec in old.get("graphs", {}).values():
-                files.pop(rec.get("file"), None)
-            files.pop(old.get("log"), None)
-    for record in records:
-        graphs[record.graph] = record.to_json()
-        files[record.file] = record.sha256
-    log_rel, log_sha = build_log
-    files[log_rel] = log_sha
-    engines[precision] = {
-        **env.to_json(),
-        "built_at": built_at,
-        "builder": dict(builder),
-        "log": log_rel,
-        "graphs": {g: graphs[g] for g in sorted(graphs, key=_graph_order)},
-    }
-    return out
-
-
-def _graph_order(graph: str) -> tuple[int, str]:
-    return (names.GRAPHS.index(graph) if graph in names.GRAPHS else len(names.GRAPHS), graph)
-
-
-def save_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
-    """Replace manifest.json atomically: a crash leaves the old or the new one, never half of one."""
-    tmp = root / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST)
-
-
 class _BuildLog:
     """Progress lines for the console (logging) and, with TensorRT's own messages, for build.log."""
 
@@ -376,10 +160,8 @@ def open_for_build(root: Path) -> Bundle:
 
 def _probe_capability() -> Optional[tuple[int, int]]:
     try:
-        cuda = require_pycuda()
-        major, minor = cuda.Device(0).compute_capability()
-        return int(major), int(minor)
-    except Exception:  # only tailors a refusal message: no pycuda, no driver or no GPU all mean "unknown"
+        return require_cuda().device_info().capability
+    except Exception:  # only tailors a refusal message: no cuda-python, no driver or no GPU all mean "unknown"
         return None
 
 
@@ -391,14 +173,13 @@ def build_engines(
     graphs: Optional[Sequence[str]] = None,
 ) -> list[EngineRecord]:
     """Build the engines of `bundle` at `precision` on this GPU, write them and record them in the manifest."""
-    wanted = _ALIASES.get(precision.lower(), precision.lower())
+    wanted = canonical_precision(precision)
     precision = check_precision(wanted, _probe_capability() if wanted in REFUSED else None)
     if workspace_mb is not None and workspace_mb < 1:
         raise BuildError(f"--workspace must be a positive number of MiB, got {workspace_mb}")
     sources = graph_sources(bundle, precision, graphs)
     ranges = dynamic_dims(bundle.graphs, bundle.prompt_len)
-    trt_version = require_tensorrt()
-    env = query_environment(trt_version, require_pycuda())
+    env = query_environment(require_tensorrt(), require_cuda())
     check_precision(precision, env.capability)
     partial = {s.name for s in sources} != set(bundle.graphs)
     existing = (bundle.manifest.get("engines") or {}).get(precision)
@@ -427,9 +208,11 @@ def build_engines(
         for i, source in enumerate(sources, 1):
             build_log.note(f"[{i}/{len(sources)}] {source.name}: building from {source.file}")
             record = builder.build(source, precision, staging, engine_dir(precision))
+            chosen = ", ".join(f"{n} {p}" for p, n in (record.layer_precisions or {}).items()) or "unknown"
             build_log.note(
                 f"[{i}/{len(sources)}] {source.name}: {record.bytes / 1e6:.1f} MB in {record.build_seconds:.0f} s "
-                f"({', '.join(record.flags) or 'as typed'}; {record.fp32_layers} layers kept in FP32)"
+                f"({', '.join(record.flags) or 'as typed'}; {record.pinned_fp32_layers} layers pinned to FP32; "
+                f"layers as built: {chosen})"
             )
             records.append(record)
         settings["builder_optimization_level"] = builder.optimization_level
@@ -451,7 +234,7 @@ def build_engines(
 
 
 class _EngineBuilder:
-    """The thin layer that calls TensorRT: one Builder and one timing cache, one graph at a time."""
+    """The thin layer that calls TensorRT: one Builder, one Runtime (to inspect) and one timing cache, one graph at a time."""
 
     def __init__(
         self,
@@ -468,32 +251,27 @@ class _EngineBuilder:
         self.build_log = build_log
         self.logger = make_trt_logger(log, sink=build_log.lines)
         self.builder = trt.Builder(self.logger)
+        self.runtime = trt.Runtime(self.logger)
         self.cache: Optional[trt.ITimingCache] = None
         self.optimization_level: Optional[int] = None
-        self.major = int(trt.__version__.split(".")[0])
 
-    def _network(self, strongly_typed: bool, file: str) -> "trt.INetworkDefinition":
+    def _network(self, strongly_typed: bool) -> "trt.INetworkDefinition":
         import tensorrt as trt
 
-        flags = 0
-        if strongly_typed:
-            flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-            if flag is None:
-                raise BuildError(f"{file} is strongly typed and TensorRT {trt.__version__} predates strongly typed networks (9.1)")
-            flags |= 1 << int(flag)
-        if self.major < 10:  # implicit-batch networks were the default before TensorRT 10
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
         return self.builder.create_network(flags)
 
-    def _config(self, policy: PrecisionPolicy) -> "trt.IBuilderConfig":
+    def _config(self, plan: PrecisionPlan) -> "trt.IBuilderConfig":
         import tensorrt as trt
 
         config = self.builder.create_builder_config()
+        # Per-layer precisions and formats in the engine, for the inspector (a few KB more per engine).
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if self.workspace_mb is not None:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb * _MIB)
-        for name in policy.set_flags:
+        for name in plan.set_flags:
             config.set_flag(getattr(trt.BuilderFlag, name))
-        for name in policy.clear_flags:
+        for name in plan.clear_flags:
             config.clear_flag(getattr(trt.BuilderFlag, name))
         if self.cache is None:
             path = self.timing_cache_path
@@ -512,15 +290,15 @@ class _EngineBuilder:
         import tensorrt as trt
 
         start = time.perf_counter()
-        policy = precision_policy(precision, source)
-        network = self._network(policy.strongly_typed, source.file)
+        plan = precision_plan(precision, source)
+        network = self._network(plan.strongly_typed)
         parser = trt.OnnxParser(network, self.logger)
         # parse_from_file resolves external weight files relative to the .onnx file.
         if not parser.parse_from_file(str(self.bundle.path(source.file))):
             errors = [self._parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
             raise BuildError(f"{source.file}: TensorRT's ONNX parser rejected the graph: {'; '.join(errors) or 'no details'}")
-        config = self._config(policy)
-        pinned = self._pin_fp32(network) if policy.pin_fp32 else {}
+        config = self._config(plan)
+        pinned = self._pin_fp32(network) if plan.pin_fp32 else {}
         profile = self._profile(network, config, source)
         io = self._network_io(network)
         first_message = len(self.build_log.lines)
@@ -528,11 +306,13 @@ class _EngineBuilder:
         if serialized is None:
             messages = self.build_log.lines[first_message:]
             raise BuildError(build_failure_message(source.name, messages, self.workspace_mb, str(out_dir / "build.log")))
+        del config, parser, network  # the inspection and the next graph's build need this memory
         path = out_dir / f"{source.name}.plan"
         with open(path, "wb") as f:
             f.write(serialized)
         digest, size = hashlib.sha256(serialized).hexdigest(), serialized.nbytes
-        del serialized, config, parser, network  # the next graph's build needs this memory
+        chosen = self._inspect(serialized, source.name)
+        del serialized
         return EngineRecord(
             graph=source.name,
             file=f"{rel_dir}/{source.name}.plan",
@@ -542,20 +322,34 @@ class _EngineBuilder:
             source_sha256=self.bundle.manifest.get("files", {}).get(source.file),
             quantized=source.quantized,
             strongly_typed=source.strongly_typed,
-            flags=policy.set_flags + tuple(f"no {f}" for f in policy.clear_flags) + (("STRONGLY_TYPED",) if policy.strongly_typed else ()),
-            fp32_layers=len(pinned),
+            flags=plan.recorded_flags,
+            pinned_fp32_layers=len(pinned),
             build_seconds=time.perf_counter() - start,
             io=io,
             profile=profile,
+            layer_precisions=chosen,
         )
 
-    @staticmethod
-    def _parser_error(error: Any) -> str:
-        def field(name: str) -> str:
-            value = getattr(error, name, None)  # node_name / node_operator are missing before TensorRT 10
-            return str(value() if callable(value) else value or "")
+    def _inspect(self, serialized: "trt.IHostMemory", graph: str) -> Optional[dict[str, int]]:
+        """Layer counts per precision as the built engine runs them; None (logged) when they cannot be read."""
+        import tensorrt as trt
 
-        return format_parser_error(int(error.node()), field("node_name"), field("node_operator"), str(error.desc()))
+        engine = self.runtime.deserialize_cuda_engine(serialized)
+        if engine is None:
+            self.build_log.note(f"{graph}: the engine could not be deserialised for inspection; layer precisions not recorded")
+            return None
+        inspector = engine.create_engine_inspector()
+        try:
+            return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        except InspectorFormatError as exc:
+            self.build_log.note(f"{graph}: layer precisions not recorded ({exc})")
+            return None
+        finally:
+            del inspector, engine
+
+    @staticmethod
+    def _parser_error(error: "trt.ParserError") -> str:
+        return format_parser_error(int(error.node()), error.node_name(), error.node_operator(), str(error.desc()))
 
     def _pin_fp32(self, network: "trt.INetworkDefinition") -> dict[int, str]:
         import tensorrt as trt
@@ -601,9 +395,8 @@ class _EngineBuilder:
 
         specs = {t.name: t for t in self.bundle.graph(source.name).inputs}
         shapes: dict[str, list[list[int]]] = {}
-        for i in range(network.num_inputs):
-            tensor = network.get_input(i)
-            if -1 not in [tensor.shape[k] for k in range(len(tensor.shape))]:
+        for tensor in self._network_io(network):
+            if tensor.mode != "input" or not tensor.is_dynamic:
                 continue
             spec = specs.get(tensor.name)
             bounds = profile_shapes(spec, self.ranges) if spec is not None else None
@@ -619,11 +412,11 @@ class _EngineBuilder:
         return shapes
 
     @staticmethod
-    def _network_io(network: "trt.INetworkDefinition") -> tuple[IOTensor, ...]:
+    def _network_io(network: "trt.INetworkDefinition") -> tuple[TensorSpec, ...]:
         tensors = [(network.get_input(i), "input") for i in range(network.num_inputs)]
         tensors += [(network.get_output(i), "output") for i in range(network.num_outputs)]
         return tuple(
-            IOTensor(t.name, mode, numpy_dtype_name(t.dtype.name), tuple(int(t.shape[k]) for k in range(len(t.shape))))
+            TensorSpec(t.name, numpy_dtype_name(t.dtype.name), tuple(int(t.shape[k]) for k in range(len(t.shape))), mode)
             for t, mode in tensors
         )
 
