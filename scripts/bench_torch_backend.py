@@ -16,6 +16,7 @@ as null. Each configuration loads the backend afresh; only one is in memory at a
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -80,7 +81,8 @@ def bench(bundle: Bundle, args: argparse.Namespace, cuda_graphs: bool) -> dict[s
             "execution_modes": backend.execution_modes(),
             "vlm_prelude_ms": _median(prelude),
             "step": _loop(backend, backend.step, args.iterations, args.queries, init_latent),
-            "step_decode": _loop(backend, lambda: backend.step_decode(read=False), args.iterations, args.queries, init_latent),
+            "step_decode": _loop(backend, functools.partial(backend.step_decode, read=False), args.iterations, args.queries,
+                                 init_latent),
             "step_decode_read": _loop(backend, backend.step_decode, args.iterations, args.queries, init_latent),
         }
     finally:

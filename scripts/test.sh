@@ -7,6 +7,8 @@ export RDVLA_REQUIRE_NATIVE=1
 bash scripts/install.sh --dev
 py=.venv/bin/python
 
+echo "==> ruff"
+.venv/bin/ruff check --quiet .
 echo "==> shellcheck"
 .venv/bin/shellcheck scripts/*.sh .ci/run
 echo "==> mypy (TensorRT code against tensorrt-stubs)"

@@ -154,8 +154,8 @@ def test_outputs_derived_from_the_prompt_axis_are_checked_once_resolved(bundle_d
     resolved = {t.name: t.shape for t in spec.outputs}
     check_resolved_outputs(spec, resolved, {"prompt_len": 20}, ROOT, "fp16")  # ...and checked once the prompt length is set
     wrong = {**resolved, "core0_keys": (1, kit.HEADS, 20 + 575, kit.HIDDEN // kit.HEADS)}
-    with pytest.raises(BundleError, match=rf"with prompt_len=20 the fp16 engine of vlm_prelude makes outputs of other shapes.*"
-                                          rf"core0_keys is \[1, 4, 595, 8\], expected \[1, 4, 577, 8\]"):
+    with pytest.raises(BundleError, match=r"with prompt_len=20 the fp16 engine of vlm_prelude makes outputs of other shapes.*"
+                                          r"core0_keys is \[1, 4, 595, 8\], expected \[1, 4, 577, 8\]"):
         check_resolved_outputs(spec, wrong, {"prompt_len": 20}, ROOT, "fp16")
     assert tuple(resolved["core0_keys"]) == kv
 
