@@ -119,6 +119,8 @@ def open_source(spec: str, bundle: Bundle, instruction: Optional[str]) -> Source
             log.info("%s: --instruction ignored, the episode logs its own", paths[0])
     else:
         recordings = _recordings_in(paths[0]) if len(paths) == 1 and paths[0].is_dir() else paths
+        if not recordings:
+            raise CalibrationDataError(f"{spec} holds neither an episode ({EPISODE_FILE}) nor camera recordings (.db3/.bag)")
         for path in recordings:
             if not path.is_file():
                 raise CalibrationDataError(f"calibration source {path} does not exist")

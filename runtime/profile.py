@@ -109,7 +109,9 @@ def profile(
     stage_times: dict[str, list[float]] = {}
     progress(f"per-iteration latency: {repeats} queries of {deepest} iterations, with and without decode")
     for r in range(repeats):
-        for name, halting in (("core_step_decode", AdjacentMSE(1e-30, max_iterations=deepest)), ("core_step", FixedDepth(deepest))):
+        # A threshold never met: every query runs `deepest` iterations with the decode and halting statistics.
+        decoding = AdjacentMSE(1e-30, min_iterations=1, max_iterations=deepest)
+        for name, halting in (("core_step_decode", decoding), ("core_step", FixedDepth(deepest))):
             result = query(halting, r)
             for i, ms in enumerate(result.iteration_ms):
                 per_index[name][i].append(ms)
@@ -147,10 +149,16 @@ def profile(
     }
 
 
+REPORT_JSON = "profile.json"
+PLOTS = {"per_iteration": "per_iteration_latency.png", "depth": "latency_vs_depth.png", "memory": "memory_vs_depth.png",
+         "adaptive": "adaptive_iterations.png"}
+REPORT_FILES = (REPORT_JSON, *PLOTS.values())
+
+
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """profile.json and, where matplotlib is installed, the PNG plots; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "profile.json"]
+    written = [out / REPORT_JSON]
     written[0].write_text(json.dumps(report, indent=2) + "\n")
     try:
         import matplotlib
@@ -170,7 +178,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         ax.plot(idx, [r["max"] for r in rows], linestyle=":", color=color, label=f"{name} max")
     ax.set(xlabel="iteration index", ylabel="ms", title=f"per-iteration latency ({title})")
     ax.legend(fontsize=7)
-    written.append(_save(fig, out / "per_iteration_latency.png", plt))
+    written.append(_save(fig, out / PLOTS["per_iteration"], plt))
 
     depths = sorted(report["end_to_end_ms"], key=int)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -182,12 +190,12 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         ax.axhline(vlm["p50"], color="gray", linestyle="--", label=f"VLM+Prelude p50 {vlm['p50']:.1f} ms")
     ax.set(xlabel="recurrent depth (iterations)", ylabel="ms", title="query latency against depth")
     ax.legend(fontsize=7)
-    written.append(_save(fig, out / "latency_vs_depth.png", plt))
+    written.append(_save(fig, out / PLOTS["depth"], plt))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([int(d) for d in depths], [report["resident_mb"][d] for d in depths], marker="o")
     ax.set(xlabel="recurrent depth (iterations)", ylabel="resident MB", title="memory against depth")
-    written.append(_save(fig, out / "memory_vs_depth.png", plt))
+    written.append(_save(fig, out / PLOTS["memory"], plt))
 
     if report["adaptive_iterations"]:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -197,7 +205,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
             ax.bar([int(k) + (i - 0.5) * width for k in ks], [counts[k] for k in ks], width=width, label=mode)
         ax.set(xlabel="iterations at stop", ylabel="queries", title="adaptive halting over the golden cases")
         ax.legend(fontsize=7)
-        written.append(_save(fig, out / "adaptive_iterations.png", plt))
+        written.append(_save(fig, out / PLOTS["adaptive"], plt))
     return written
 
 

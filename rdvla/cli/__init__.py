@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -51,16 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--proprio -0.1,0.2,...` as `--proprio=-0.1,0.2,...`: argparse takes a value that starts with a dash
+    and is not one plain number (a list of them, say) for an option and reports a missing argument."""
+    out: list[str] = []
+    for token in argv:
+        if out and _NEGATIVE_VALUE.match(token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def _dispatcher(parser: argparse.ArgumentParser) -> Callable[[Sequence[str]], int]:
     def dispatch(argv: Sequence[str]) -> int:
-        args = parser.parse_args(list(argv))
+        args = parser.parse_args(attach_negative_values(argv))
         return int(args.run(args))
 
     return dispatch
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     # Progress from our own modules at INFO; third-party libraries only when they warn.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -69,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("rdvla").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # SIGTERM unwinds like Ctrl+C, so work in progress is cleaned up (`rdvla run` installs its own handlers).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.run(args))
     except USER_ERRORS as exc:
@@ -84,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def depth_list(text: str) -> list[int]:
+    """Comma-separated recurrent depths, each in 1..MAX_SUPPORTED_ITERATIONS, sorted and deduplicated."""
+    from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
+
+    try:
+        depths = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not depths or depths[0] < 1 or depths[-1] > MAX_SUPPORTED_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"depths must lie in 1..{MAX_SUPPORTED_ITERATIONS}, got {text!r}")
+    return depths
+
+
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",

@@ -19,7 +19,9 @@ import numpy as np
 from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.bundle import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
-from rdvla.cli.inputs import load_images, load_npy, parse_proprio
+from rdvla.cli.arguments import positive_int
+from rdvla.cli.inputs import load_images, load_npy, parse_proprio, seed
+from rdvla.runtime.outputs import check_new_file
 from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
 
 
@@ -40,18 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proprio", required=True, help="raw proprio state: 8 comma-separated numbers (eef pos 3, axis-angle 3, gripper 2)")
     latent = p.add_mutually_exclusive_group()
     latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
-    latent.add_argument("--seed", type=int, default=0, help="seed of the truncated-normal initial latent (default 0)")
+    latent.add_argument("--seed", type=seed, default=0, help="seed of the truncated-normal initial latent (default 0)")
     depth = p.add_mutually_exclusive_group()
-    depth.add_argument("--iterations", type=int, help="fixed number of recurrent iterations (default 12)")
+    depth.add_argument("--iterations", type=positive_int, help="fixed number of recurrent iterations (default 12)")
     depth.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
-    p.add_argument("--min-iterations", type=int, help="adaptive halting: fewest iterations (default 2)")
-    p.add_argument("--max-iterations", type=int, help="adaptive halting: most iterations (default 32)")
+    p.add_argument("--min-iterations", type=positive_int, help="adaptive halting: fewest iterations (default 2)")
+    p.add_argument("--max-iterations", type=positive_int, help="adaptive halting: most iterations (default 32)")
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
     p.add_argument("--backend", choices=BACKENDS, help="bundle only: backend (default onnxruntime)")
     p.add_argument("--precision", help="bundle only: fp32 (default), fp16 or int8 where the bundle has them")
-    p.add_argument("--out", type=Path, help="write the result to this .npz")
+    p.add_argument("--out", type=Path, help="write the result to this file (an .npz archive, under exactly this name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
 
 
@@ -64,13 +67,14 @@ class Prediction:
     seconds: float
 
     def save(self, path: Path) -> None:
-        np.savez(
-            path,
-            normalized_actions=self.normalized_actions.astype(np.float32),
-            actions=self.actions.astype(np.float32),
-            iterations=np.int64(self.iterations),
-            deltas=self.deltas.astype(np.float32),
-        )
+        with open(path, "wb") as f:  # np.savez would append ".npz" to a name without it
+            np.savez(
+                f,
+                normalized_actions=self.normalized_actions.astype(np.float32),
+                actions=self.actions.astype(np.float32),
+                iterations=np.int64(self.iterations),
+                deltas=self.deltas.astype(np.float32),
+            )
 
 
 def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
@@ -120,6 +124,11 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction
     from rdvla.runtime.policy import Policy
 
     policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
+    exported_key = policy.bundle.manifest["normalization"]["key"]
+    if args.unnorm_key is not None and args.unnorm_key != exported_key:
+        policy.close()
+        raise ValueError(f"--unnorm-key {args.unnorm_key}: this bundle was exported with the statistics of {exported_key!r}; "
+                         f"re-export the checkpoint with --unnorm-key {args.unnorm_key} for another dataset")
     try:
         dims = policy.bundle.dims
         pixels = images = None
@@ -145,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--dtype applies to checkpoints; for a bundle choose --precision")
     if not is_bundle and (args.backend is not None or args.precision is not None):
         raise ValueError(f"--backend/--precision apply to bundles; {args.source} is a checkpoint (no {MANIFEST})")
+    if args.out is not None:
+        check_new_file(args.out, overwrite=args.overwrite, option="--out")
     result = predict_bundle(args, halting) if is_bundle else predict_checkpoint(args, halting)
+    if not (np.isfinite(result.actions).all() and np.isfinite(result.normalized_actions).all()):
+        raise ValueError(f"{args.source} produced non-finite actions (NaN or inf): its weights or normalisation "
+                         "statistics are broken; nothing was written")
     what = f"bundle, {args.backend or 'onnxruntime'} {args.precision or 'fp32'}" if is_bundle else f"reference, {args.dtype or 'float32'}"
     if args.out is not None:
         result.save(args.out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdvla.cli.arguments import add_backend_options, open_policy
+from rdvla.cli.arguments import add_backend_options, depth_list, open_policy, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Lock the clocks first on a Jetson (sudo nvpmodel -m 0 && sudo jetson_clocks).",
     )
     add_backend_options(p)
-    p.add_argument("--iterations", default="1,2,4,8,12,16,24,32", help="depths to measure, comma-separated (default 1,2,4,8,12,16,24,32)")
-    p.add_argument("--repeats", type=int, default=10, help="queries per measurement (default 10)")
+    p.add_argument("--iterations", type=depth_list, default=depth_list("1,2,4,8,12,16,24,32"),
+                   help="depths to measure, comma-separated (default 1,2,4,8,12,16,24,32)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="queries per measurement (default 10)")
     p.add_argument("--out", type=Path, default=Path("profile"), help="directory for profile.json and the PNG plots (default ./profile)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report files already in --out")
     p.set_defaults(run=run)
 
 
@@ -30,10 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from rdvla.runtime.golden import load_cases
     from rdvla.runtime.profile import profile, write_report
 
-    try:
-        depths = sorted({int(v) for v in args.iterations.split(",")})
-    except ValueError:
-        raise ValueError(f"--iterations must be comma-separated integers, got {args.iterations!r}") from None
+    from rdvla.runtime.outputs import check_new_files
+    from rdvla.runtime.profile import REPORT_FILES
+
+    check_new_files(args.out, REPORT_FILES, overwrite=args.overwrite, option="--out")  # before minutes of measuring
+    depths = args.iterations
     policy, precision = open_policy(args)
     try:
         cases = load_cases(policy.bundle)
