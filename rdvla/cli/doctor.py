@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and whether the clocks are locked, free memory and disk, pyrealsense2 and every connected RealSense camera "
         "(USB 3 or not), and the native preprocessing extension. With BUNDLE: whether it opens (every file's "
         "SHA-256) and whether each precision's engines were built for this GPU and this TensorRT. Exit status 1 "
-        "when a FAIL line would stop `rdvla run` on TensorRT (off a Jetson with TensorRT and pycuda, always), else 0.",
+        "when a FAIL line says `rdvla run` on TensorRT would stop (so wherever TensorRT or pycuda is missing), else 0.",
     )
     p.add_argument("bundle", type=Path, nargs="?", metavar="BUNDLE", help="also check this bundle directory")
     p.add_argument("--json", action="store_true", help="print the findings as JSON instead of lines")

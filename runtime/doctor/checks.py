@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 MIN_TENSORRT_MAJOR = 10
 LOW_DISK_BYTES = 2 * 1024**3  # an engine build writes about the graphs' size; `rdvla run --record` writes episodes
-LOW_MEMORY_FRACTION = 0.1
+LOW_MEMORY_FRACTION = 0.1  # of the total: below it, other programs hold what the engines and the loop need
 NO_JETSON = "not a Jetson"
 
 
@@ -114,8 +114,7 @@ class Machine:
         cuda = self.cuda.value
         if cuda is None:
             return Answer(exception=self.cuda.exception)
-        release = parse_l4t_release(self.release_text or "")
-        return _ask(lambda: replace(query_environment(self.tensorrt.value or "", cuda), l4t_release=release))
+        return _ask(lambda: query_environment(self.tensorrt.value or "", cuda))
 
     @cached_property
     def memory(self) -> Optional[Memory]:
@@ -126,7 +125,7 @@ class Machine:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+    return f"{n / 2**30:.1f} GiB"
 
 
 def _major(version: str) -> Optional[int]:
@@ -136,12 +135,14 @@ def _major(version: str) -> Optional[int]:
 
 def check_jetpack(machine: Machine) -> list[Finding]:
     if machine.release_text is None:
-        return [Finding("jetpack", Status.SKIP, f"{NO_JETSON} (no {jetson.NV_TEGRA_RELEASE}): the JetPack, power mode and clock checks do not apply")]
+        return [Finding("jetpack", Status.SKIP,
+                        f"{NO_JETSON} (no {jetson.NV_TEGRA_RELEASE}): the JetPack, power mode and clock checks do not apply")]
     release = parse_l4t_release(machine.release_text)
     version = jetson.parse_release(release) if release else None
     if release is None or version is None:
         first = machine.release_text.strip().splitlines()[0] if machine.release_text.strip() else "empty"
-        return [Finding("jetpack", Status.WARN, f"{jetson.NV_TEGRA_RELEASE} names no L4T release ({first!r}): cannot tell the JetPack")]
+        return [Finding("jetpack", Status.WARN,
+                        f"{jetson.NV_TEGRA_RELEASE} names no L4T release ({first!r}): cannot tell the JetPack")]
     jetpack = jetson.jetpack_of(version)
     named = f"JetPack {jetpack}" if jetpack else "a release older than JetPack 4"
     if version < jetson.MIN_L4T:
@@ -173,7 +174,8 @@ def check_pycuda(machine: Machine) -> list[Finding]:
         return [Finding("pycuda", Status.FAIL, f"pycuda cannot initialise the CUDA driver ({machine.cuda.error}): check that the GPU "
                         "driver is loaded and that this user may use the GPU (on a Jetson: the video and render groups)")]
     built = ".".join(str(part) for part in cuda.get_version()[:2])
-    return [Finding("pycuda", Status.OK, f"CUDA driver {_cuda_version(int(cuda.get_driver_version()))} (pycuda built for CUDA {built})")]
+    driver = _cuda_version(int(cuda.get_driver_version()))
+    return [Finding("pycuda", Status.OK, f"CUDA driver {driver} (pycuda built for CUDA {built})")]
 
 
 def check_cuda_python(machine: Machine) -> list[Finding]:
@@ -186,8 +188,8 @@ def check_cuda_python(machine: Machine) -> list[Finding]:
     for name in ("cudaRuntimeGetVersion", "cudaDriverGetVersion"):
         error, number = getattr(runtime.value, name)()
         if int(error) != 0:
-            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {int(error)} ({getattr(error, 'name', error)}): "
-                            "check the GPU driver (error 35: the driver is older than the CUDA runtime, or absent)")]
+            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {int(error)} ({getattr(error, 'name', error)}):"
+                            " check the GPU driver (error 35: the driver is older than the CUDA runtime, or absent)")]
         versions.append(_cuda_version(int(number)))
     return [Finding("cuda-python", Status.OK, f"CUDA runtime {versions[0]}, driver {versions[1]}")]
 
@@ -206,8 +208,8 @@ def check_power(machine: Machine) -> list[Finding]:
         return [Finding("power", Status.SKIP, NO_JETSON)]
     mode = jetson.read_power_mode(machine.probe)
     if mode is None:
-        return [Finding("power", Status.WARN, f"cannot read the power mode (`nvpmodel -q` failed, {jetson.NVPMODEL_STATUS} unreadable): "
-                        "check that nvpmodel is installed (nvidia-l4t-nvpmodel)")]
+        return [Finding("power", Status.WARN, f"cannot read the power mode (`nvpmodel -q` failed, {jetson.NVPMODEL_STATUS} "
+                        "unreadable): check that nvpmodel is installed (nvidia-l4t-nvpmodel)")]
     if mode.is_max:
         return [Finding("power", Status.OK, f"power mode {mode.name} (nvpmodel {mode.id})")]
     fastest = next((m for m in jetson.parse_power_modes(machine.probe.read_text(jetson.NVPMODEL_CONF) or "") if m.is_max), None)
@@ -297,7 +299,8 @@ def check_bundle(machine: Machine) -> list[Finding]:
     engines = bundle.manifest.get("engines") or {}
     findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.get('files', {}))} files match their SHA-256")]
     if not engines:
-        return findings + [Finding("engines", Status.WARN, f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device")]
+        hint = f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device"
+        return findings + [Finding("engines", Status.WARN, hint)]
     return findings + [_engines(machine, bundle, precision) for precision in sorted(engines)]
 
 
@@ -309,8 +312,8 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
         return Finding("engines", Status.FAIL, one_line(exc))
     target = f"TensorRT {built.tensorrt_version}, {built.gpu_name} SM {built.compute_capability} with {built.sm_count} SMs"
     if machine.tensorrt.value is None or machine.gpu.value is None:
-        return Finding("engines", Status.SKIP, f"{precision}: built for {target}; cannot compare with this device without TensorRT "
-                       "and pycuda (see above)")
+        return Finding("engines", Status.SKIP, f"{precision}: built for {target}; cannot compare with this device without "
+                       "TensorRT and pycuda (see above)")
     try:
         check_engine_compat(section, machine.gpu.value, precision, bundle.root)
         check_engine_sources(section, bundle.manifest, precision, bundle.root)
@@ -321,7 +324,8 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
     if memory is not None and size > memory.available:
         return Finding("engines", Status.WARN, f"{precision}: built here, but its {_gb(size)} of engines exceed the "
                        f"{_gb(memory.available)} available: close other programs, or run a smaller precision")
-    return Finding("engines", Status.OK, f"{precision}: {len(section['graphs'])} engines ({_gb(size)}) built for this device ({target})")
+    count = len(section["graphs"])
+    return Finding("engines", Status.OK, f"{precision}: {count} engines ({_gb(size)}) built for this device ({target})")
 
 
 CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
