@@ -8,6 +8,7 @@ not apply here (not a Jetson) or needs something another line already reports mi
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,7 @@ from rdvla.runtime.doctor import jetson
 from rdvla.runtime.doctor.probe import Probe
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MIN_TENSORRT_MAJOR = 10
 LOW_DISK_BYTES = 2 * 1024**3  # an engine build writes about the graphs' size; `rdvla run --record` writes episodes
@@ -184,12 +186,16 @@ def check_cuda_python(machine: Machine) -> list[Finding]:
     runtime = _ask(lambda: machine.probe.import_module("cuda.bindings.runtime"))
     if runtime.value is None:
         return [Finding("cuda-python", Status.SKIP, f"not installed (optional; cuda.bindings.runtime: {runtime.error})")]
+    calls = ("cudaRuntimeGetVersion", "cudaDriverGetVersion")
+    answers = _ask(lambda: [getattr(runtime.value, name)() for name in calls])  # each returns (error, value)
+    if answers.value is None:
+        return [Finding("cuda-python", Status.WARN, f"cuda.bindings.runtime imports but cannot report versions ({answers.error})")]
     versions = []
-    for name in ("cudaRuntimeGetVersion", "cudaDriverGetVersion"):
-        error, number = getattr(runtime.value, name)()
+    for name, (error, number) in zip(calls, answers.value):
         if int(error) != 0:
-            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {int(error)} ({getattr(error, 'name', error)}):"
-                            " check the GPU driver (error 35: the driver is older than the CUDA runtime, or absent)")]
+            code = f"{int(error)} ({getattr(error, 'name', error)})"
+            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {code}: check the GPU driver "
+                            "(error 35: the driver is older than the CUDA runtime, or absent)")]
         versions.append(_cuda_version(int(number)))
     return [Finding("cuda-python", Status.OK, f"CUDA runtime {versions[0]}, driver {versions[1]}")]
 
@@ -344,10 +350,20 @@ CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
 )
 
 
+def _run_check(check: Callable[[Machine], list[Finding]], machine: Machine) -> list[Finding]:
+    try:
+        return check(machine)
+    except Exception as exc:  # a library answering in a way no check expects: one line, never a traceback
+        log.debug("%s raised", check.__name__, exc_info=True)
+        name = check.__name__.removeprefix("check_").replace("_", "-")
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        return [Finding(name, Status.WARN, f"the check itself failed ({why}); `rdvla -v doctor` shows where")]
+
+
 def diagnose(probe: Probe, bundle: Optional[Path] = None) -> list[Finding]:
     """Every check, in order; the bundle's only when one is named."""
     machine = Machine(probe, bundle)
-    return [finding for check in CHECKS for finding in check(machine)]
+    return [finding for check in CHECKS for finding in _run_check(check, machine)]
 
 
 def summary(findings: list[Finding]) -> Finding:

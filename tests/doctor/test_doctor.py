@@ -278,3 +278,15 @@ def test_system_probe_reads_files_and_runs_commands(tmp_path: Path) -> None:
     assert probe.run(["rdvla-no-such-program"]) is None
     usage = probe.disk_usage(str(tmp_path))
     assert 0 < usage.free <= usage.total
+
+
+def test_a_library_answering_unexpectedly_is_one_line_not_a_traceback(jetson: Any, doctor: Doctor) -> None:
+    jetson.modules["cuda.bindings.runtime"] = types.SimpleNamespace()  # no version functions
+    jetson.cameras = ("2.56.3", [object()])  # not a camera description
+    status, lines = doctor(jetson)
+    assert status == 0
+    assert all(LINE.match(line) for line in lines), lines
+    cuda_python = line_of(lines, "cuda-python")
+    assert cuda_python.startswith("WARN") and "cannot report versions" in cuda_python
+    realsense = line_of(lines, "realsense")
+    assert realsense.startswith("WARN") and "the check itself failed (AttributeError" in realsense
