@@ -17,7 +17,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar
 
 from rdvla.devices.cameras.base import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
-from rdvla.devices.cameras.sdk import one_line
+from rdvla.devices.cameras.realsense.sdk import one_line
 from rdvla.runtime.backends.tensorrt import (
     EngineEnvironment,
     TensorRTUnavailable,

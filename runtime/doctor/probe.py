@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Sequence
 
 from rdvla.devices.cameras.realsense import CameraInfo, find_cameras
-from rdvla.devices.cameras.sdk import import_rs
+from rdvla.devices.cameras.realsense.sdk import import_rs
 from rdvla.runtime.backends.tensorrt import require_pycuda, require_tensorrt
 
 COMMAND_TIMEOUT_S = 5.0

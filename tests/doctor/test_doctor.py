@@ -248,9 +248,13 @@ def test_json_output(jetson: Any, doctor: Doctor) -> None:
     assert report["findings"][-1]["check"] == "summary"
 
 
-def test_this_machine(tmp_path: Path) -> None:
-    """The real probe, as a user runs it: every line has a status, no traceback, exit 1 exactly when a line FAILs."""
-    code = "import sys; from rdvla.cli import main; sys.exit(main(['doctor']))"
+def test_this_machine(kit: types.SimpleNamespace, tmp_path: Path) -> None:
+    """The real probe, as a user runs it, where the workstation libraries cannot be imported (as on the robot):
+    every line has a status, no traceback, exit status 1 exactly when a line FAILs."""
+    bundle = kit.write_bundle(tmp_path / "bundle", {"fp16": kit.ORIN})
+    code = ("import sys\n"
+            "for name in ('torch', 'transformers', 'timm', 'onnx', 'onnxscript', 'safetensors'): sys.modules[name] = None\n"
+            f"from rdvla.cli import main; sys.exit(main(['doctor', {str(bundle)!r}]))\n")
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
@@ -259,8 +263,10 @@ def test_this_machine(tmp_path: Path) -> None:
     assert lines and all(LINE.match(line) for line in lines), result.stdout
     failed = [line for line in lines if line.startswith("FAIL")]
     assert result.returncode == (1 if failed else 0), result.stdout
+    assert line_of(lines, "bundle").startswith("OK")
     if importlib.util.find_spec("pycuda") is None:  # the CPU tier: TensorRT cannot run here
         assert result.returncode == 1 and line_of(lines, "pycuda").startswith("FAIL")
+        assert line_of(lines, "engines").startswith("SKIP")
     if not Path("/etc/nv_tegra_release").exists():
         assert line_of(lines, "jetpack").startswith("SKIP  jetpack      not a Jetson")
         assert line_of(lines, "power").startswith("SKIP") and line_of(lines, "clocks").startswith("SKIP")
