@@ -1,9 +1,10 @@
 """Everything `rdvla doctor` learns about the machine goes through a `Probe`.
 
-The checks never open a file, start a program or import a library themselves: they ask the
-probe. `SystemProbe` answers from this machine; tests pass a probe of their own that describes
-a Jetson (files, command outputs, modules) without one. Every method answers for the whole
-machine or raises; none of them may leave a library half-initialised behind.
+The checks read no system file, start no program and import no library themselves: they ask the
+probe. `SystemProbe` answers from this machine, through the functions the runtime itself uses to
+import TensorRT, pycuda and pyrealsense2; tests pass a probe of their own that describes a Jetson
+(files, command outputs, modules) without one. Only the bundle, a directory the user names, is
+read directly, with `Bundle.open` as `rdvla run` reads it.
 """
 
 from __future__ import annotations
