@@ -289,7 +289,7 @@ def check_native(machine: Machine) -> list[Finding]:
     native = _ask(lambda: machine.probe.import_module("rdvla._native"))
     if native.value is None:
         return [Finding("native", Status.WARN, f"rdvla._native is not built ({native.error}): numpy preprocessing fallback, slower; "
-                        "reinstall rdvla (`pip install -e .`) with a C++17 compiler, CMake and the libjpeg-turbo headers")]
+                        "reinstall rdvla with a C++ compiler, CMake and libjpeg-turbo's headers (scripts/setup_jetson.sh)")]
     return [Finding("native", Status.OK, "rdvla._native: native preprocessing")]
 
 
