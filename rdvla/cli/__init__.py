@@ -20,6 +20,7 @@ from rdvla.cli import (
     cameras,
     checkpoint,
     demo,
+    doctor,
     export,
     predict,
     preprocess,
@@ -35,7 +36,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, F
 WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
 
 # In the order of the offline-to-robot flow; `rdvla --help` lists them so.
-COMMANDS = (checkpoint, predict, export, calibrate, build, verify, profile, preprocess, cameras, run, demo)
+COMMANDS = (checkpoint, predict, export, calibrate, doctor, build, verify, profile, preprocess, cameras, run, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,378 @@
+"""The checks of `rdvla doctor`: one function per check, each returning one-line findings.
+
+A finding names what was found and, unless it is OK, the fix. FAIL means `rdvla run` on TensorRT
+would stop; WARN that it runs, but slower or less reliably than it could; SKIP that the check does
+not apply here (not a Jetson) or needs something another line already reports missing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from rdvla.devices.cameras.base import RealSenseUnavailableError
+from rdvla.devices.cameras.realsense import CameraInfo
+from rdvla.devices.cameras.realsense.sdk import one_line
+from rdvla.runtime.backends.tensorrt import (
+    EngineEnvironment,
+    TensorRTUnavailable,
+    check_engine_compat,
+    check_engine_sources,
+    engine_section,
+    parse_l4t_release,
+    query_environment,
+)
+from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.doctor import jetson
+from rdvla.runtime.doctor.probe import Probe
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MIN_TENSORRT_MAJOR = 10
+LOW_DISK_BYTES = 2 * 1024**3  # an engine build writes about the graphs' size; `rdvla run --record` writes episodes
+LOW_MEMORY_FRACTION = 0.1  # of the total: below it, other programs hold what the engines and the loop need
+NO_JETSON = "not a Jetson"
+
+
+class Status(str, enum.Enum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    message: str  # one line: what was found and, unless OK, the fix
+
+    def line(self) -> str:
+        return f"{self.status.value:<4}  {self.check:<11}  {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.check, "status": self.status.value, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Answer(Generic[T]):
+    """What the probe answered, or the exception it raised instead."""
+
+    value: Optional[T] = None
+    exception: Optional[Exception] = None
+
+    @property
+    def error(self) -> str:
+        return one_line(self.exception) if self.exception is not None else ""
+
+
+def _ask(question: Callable[[], T]) -> Answer[T]:
+    # A library failing in any way is reported on its line, never as a traceback.
+    try:
+        return Answer(question())
+    except Exception as exc:
+        return Answer(exception=exc)
+
+
+@dataclass(frozen=True)
+class Memory:
+    total: int  # bytes
+    available: int
+
+
+class Machine:
+    """What the checks look at: the probe, the bundle if one is named, and the facts several checks share,
+    each asked of the probe once."""
+
+    def __init__(self, probe: Probe, bundle: Optional[Path] = None) -> None:
+        self.probe = probe
+        self.bundle = bundle
+
+    @cached_property
+    def release_text(self) -> Optional[str]:
+        return self.probe.read_text(jetson.NV_TEGRA_RELEASE)
+
+    @property
+    def is_jetson(self) -> bool:
+        return self.release_text is not None
+
+    @cached_property
+    def tensorrt(self) -> Answer[str]:
+        return _ask(self.probe.tensorrt_version)
+
+    @cached_property
+    def cuda(self) -> Answer[Any]:
+        return _ask(self.probe.cuda_driver)
+
+    @cached_property
+    def gpu(self) -> Answer[EngineEnvironment]:
+        """This GPU, described as the TensorRT backend describes it before loading engines."""
+        cuda = self.cuda.value
+        if cuda is None:
+            return Answer(exception=self.cuda.exception)
+        return _ask(lambda: query_environment(self.tensorrt.value or "", cuda))
+
+    @cached_property
+    def memory(self) -> Optional[Memory]:
+        fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", self.probe.read_text("/proc/meminfo") or "", re.MULTILINE))
+        if "MemTotal" not in fields or "MemAvailable" not in fields:
+            return None
+        return Memory(int(fields["MemTotal"]) * 1024, int(fields["MemAvailable"]) * 1024)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _major(version: str) -> Optional[int]:
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def check_jetpack(machine: Machine) -> list[Finding]:
+    if machine.release_text is None:
+        return [Finding("jetpack", Status.SKIP,
+                        f"{NO_JETSON} (no {jetson.NV_TEGRA_RELEASE}): the JetPack, power mode and clock checks do not apply")]
+    release = parse_l4t_release(machine.release_text)
+    version = jetson.parse_release(release) if release else None
+    if release is None or version is None:
+        first = machine.release_text.strip().splitlines()[0] if machine.release_text.strip() else "empty"
+        return [Finding("jetpack", Status.WARN,
+                        f"{jetson.NV_TEGRA_RELEASE} names no L4T release ({first!r}): cannot tell the JetPack")]
+    jetpack = jetson.jetpack_of(version)
+    named = f"JetPack {jetpack}" if jetpack else "a release older than JetPack 4"
+    if version < jetson.MIN_L4T:
+        return [Finding("jetpack", Status.FAIL, f"L4T {release} is {named}, whose TensorRT is older than 10: rdvla needs "
+                        "JetPack 6.1 or newer (L4T R36.4+); flash it with NVIDIA SDK Manager")]
+    return [Finding("jetpack", Status.OK, f"L4T {release} ({named})")]
+
+
+def check_tensorrt(machine: Machine) -> list[Finding]:
+    version = machine.tensorrt.value
+    if version is None:
+        return [Finding("tensorrt", Status.FAIL, machine.tensorrt.error)]
+    major = _major(version)
+    if major is None or major < MIN_TENSORRT_MAJOR:
+        return [Finding("tensorrt", Status.FAIL, f"TensorRT {version} is older than {MIN_TENSORRT_MAJOR}: rdvla's graphs are ONNX "
+                        "opset 18, which the TensorRT 8.x parsers read wrongly; install JetPack 6.1 or newer (TensorRT 10.3)")]
+    return [Finding("tensorrt", Status.OK, f"TensorRT {version}")]
+
+
+def _cuda_version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"  # 12060 -> 12.6, CUDA's encoding
+
+
+def check_pycuda(machine: Machine) -> list[Finding]:
+    cuda = machine.cuda.value
+    if cuda is None:
+        if isinstance(machine.cuda.exception, TensorRTUnavailable):  # pycuda missing: the message says how to install it
+            return [Finding("pycuda", Status.FAIL, machine.cuda.error)]
+        return [Finding("pycuda", Status.FAIL, f"pycuda cannot initialise the CUDA driver ({machine.cuda.error}): check that the GPU "
+                        "driver is loaded and that this user may use the GPU (on a Jetson: the video and render groups)")]
+    built = ".".join(str(part) for part in cuda.get_version()[:2])
+    driver = _cuda_version(int(cuda.get_driver_version()))
+    return [Finding("pycuda", Status.OK, f"CUDA driver {driver} (pycuda built for CUDA {built})")]
+
+
+def check_cuda_python(machine: Machine) -> list[Finding]:
+    # Optional: rdvla drives CUDA through pycuda. cuda-python 12.6.1 moved its runtime bindings to
+    # cuda.bindings.runtime (NVIDIA/cuda-python, cuda_bindings/docs/source/release/12.6.1-notes.md).
+    runtime = _ask(lambda: machine.probe.import_module("cuda.bindings.runtime"))
+    if runtime.value is None:
+        return [Finding("cuda-python", Status.SKIP, f"not installed (optional; cuda.bindings.runtime: {runtime.error})")]
+    calls = ("cudaRuntimeGetVersion", "cudaDriverGetVersion")
+    answers = _ask(lambda: [getattr(runtime.value, name)() for name in calls])  # each returns (error, value)
+    if answers.value is None:
+        return [Finding("cuda-python", Status.WARN, f"cuda.bindings.runtime imports but cannot report versions ({answers.error})")]
+    versions = []
+    for name, (error, number) in zip(calls, answers.value):
+        if int(error) != 0:
+            code = f"{int(error)} ({getattr(error, 'name', error)})"
+            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {code}: check the GPU driver "
+                            "(error 35: the driver is older than the CUDA runtime, or absent)")]
+        versions.append(_cuda_version(int(number)))
+    return [Finding("cuda-python", Status.OK, f"CUDA runtime {versions[0]}, driver {versions[1]}")]
+
+
+def check_gpu(machine: Machine) -> list[Finding]:
+    gpu = machine.gpu.value
+    if gpu is None:
+        if machine.cuda.value is None:
+            return [Finding("gpu", Status.SKIP, "needs pycuda and a CUDA driver (see the pycuda line)")]
+        return [Finding("gpu", Status.FAIL, f"cannot query GPU 0 ({machine.gpu.error})")]
+    return [Finding("gpu", Status.OK, f"{gpu.gpu_name}, SM {gpu.compute_capability}, {gpu.sm_count} SMs")]
+
+
+def check_power(machine: Machine) -> list[Finding]:
+    if not machine.is_jetson:
+        return [Finding("power", Status.SKIP, NO_JETSON)]
+    mode = jetson.read_power_mode(machine.probe)
+    if mode is None:
+        return [Finding("power", Status.WARN, f"cannot read the power mode (`nvpmodel -q` failed, {jetson.NVPMODEL_STATUS} "
+                        "unreadable): check that nvpmodel is installed (nvidia-l4t-nvpmodel)")]
+    if mode.is_max:
+        return [Finding("power", Status.OK, f"power mode {mode.name} (nvpmodel {mode.id})")]
+    fastest = next((m for m in jetson.parse_power_modes(machine.probe.read_text(jetson.NVPMODEL_CONF) or "") if m.is_max), None)
+    fix = f"sudo nvpmodel -m {fastest.id}` ({fastest.name})" if fastest else "sudo nvpmodel -m 0`"
+    return [Finding("power", Status.WARN, f"power mode {mode.name} (nvpmodel {mode.id}) caps the clocks and so slows every query: "
+                    f"for the lowest latency run `{fix}, then `sudo jetson_clocks`")]
+
+
+def check_clocks(machine: Machine) -> list[Finding]:
+    if not machine.is_jetson:
+        return [Finding("clocks", Status.SKIP, NO_JETSON)]
+    clocks = jetson.read_clocks(machine.probe)
+    if not any(clock.name != "EMC" for clock in clocks):
+        return [Finding("clocks", Status.WARN, "cannot read the CPU and GPU clocks from sysfs (cpufreq, devfreq)")]
+    note = "" if any(clock.name == "EMC" for clock in clocks) else "; the EMC clock is readable by root only"
+    unlocked = [clock for clock in clocks if not clock.locked]
+    if unlocked:
+        return [Finding("clocks", Status.WARN, f"not locked: {', '.join(c.describe() for c in unlocked)}: latency varies with load; "
+                        f"run `sudo jetson_clocks` (after choosing the power mode){note}")]
+    return [Finding("clocks", Status.OK, f"locked (jetson_clocks): {', '.join(c.describe() for c in clocks)}{note}")]
+
+
+def check_memory(machine: Machine) -> list[Finding]:
+    memory = machine.memory
+    if memory is None:
+        return [Finding("memory", Status.SKIP, "cannot read /proc/meminfo")]
+    shared = " (the GPU shares it)" if machine.is_jetson else ""
+    text = f"{_gb(memory.available)} available of {_gb(memory.total)}{shared}"
+    if memory.available < LOW_MEMORY_FRACTION * memory.total:
+        return [Finding("memory", Status.WARN, f"only {text}: close other programs before loading engines")]
+    return [Finding("memory", Status.OK, text)]
+
+
+def check_disk(machine: Machine) -> list[Finding]:
+    where = machine.bundle if machine.bundle is not None and machine.bundle.is_dir() else Path.cwd()
+    usage = _ask(lambda: machine.probe.disk_usage(str(where)))
+    if usage.value is None:
+        return [Finding("disk", Status.WARN, f"cannot read the free space at {where} ({usage.error})")]
+    text = f"{_gb(usage.value.free)} free of {_gb(usage.value.total)} at {where}"
+    if usage.value.free < LOW_DISK_BYTES:
+        return [Finding("disk", Status.WARN, f"only {text}: `rdvla build` writes engines about the size of the graphs and "
+                        "`rdvla run --record` writes episodes; free some space")]
+    return [Finding("disk", Status.OK, text)]
+
+
+def _camera(camera: CameraInfo) -> Finding:
+    text = f"{camera.name} {camera.serial}, firmware {camera.firmware}, USB {camera.usb_type}"
+    if camera.usb_type.startswith("2"):
+        # On USB 2 a D400 offers far fewer stream profiles (librealsense, doc/RaspberryPi3.md: "capabilities are
+        # severely reduced when connected to USB2"), and the profiles it lacks are simply not offered.
+        return Finding("camera", Status.WARN, f"{text}: on USB 2 the camera offers only reduced resolutions and frame "
+                       "rates; plug it into a USB 3 port with a USB 3 cable")
+    return Finding("camera", Status.OK, text)
+
+
+def check_realsense(machine: Machine) -> list[Finding]:
+    found = _ask(machine.probe.realsense)
+    if found.value is None:
+        if isinstance(found.exception, RealSenseUnavailableError):
+            return [Finding("realsense", Status.WARN, f"{found.error}: `rdvla run` cannot open RealSense cameras")]
+        return [Finding("realsense", Status.WARN, f"pyrealsense2 cannot list the cameras ({found.error}): check the udev rules "
+                        "(99-realsense-libusb.rules) and that no other program holds a camera")]
+    version, cameras = found.value
+    if not cameras:
+        return [Finding("realsense", Status.WARN, f"pyrealsense2 {version}: no RealSense camera connected: check the USB 3 cable "
+                        "and port, the udev rules (99-realsense-libusb.rules), and that no other program holds the camera")]
+    return [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")] + [_camera(c) for c in cameras]
+
+
+def check_native(machine: Machine) -> list[Finding]:
+    native = _ask(lambda: machine.probe.import_module("rdvla._native"))
+    if native.value is None:
+        return [Finding("native", Status.WARN, f"rdvla._native is not built ({native.error}): numpy preprocessing fallback, slower; "
+                        "reinstall rdvla with a C++ compiler, CMake and libjpeg-turbo's headers (scripts/setup_jetson.sh)")]
+    return [Finding("native", Status.OK, "rdvla._native: native preprocessing")]
+
+
+def check_bundle(machine: Machine) -> list[Finding]:
+    """The bundle opens (every file's SHA-256), and each precision's engines fit this GPU and this TensorRT."""
+    root = machine.bundle
+    if root is None:
+        return []
+    try:
+        bundle = Bundle.open(root)
+    except (ValueError, OSError) as exc:
+        return [Finding("bundle", Status.FAIL, one_line(exc))]
+    engines = bundle.manifest.get("engines") or {}
+    findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.get('files', {}))} files match their SHA-256")]
+    if not engines:
+        hint = f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device"
+        return findings + [Finding("engines", Status.WARN, hint)]
+    return findings + [_engines(machine, bundle, precision) for precision in sorted(engines)]
+
+
+def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
+    try:
+        section = engine_section(bundle.manifest, precision, bundle.root)
+        built = EngineEnvironment.from_section(section)
+    except BundleError as exc:
+        return Finding("engines", Status.FAIL, one_line(exc))
+    target = f"TensorRT {built.tensorrt_version}, {built.gpu_name} SM {built.compute_capability} with {built.sm_count} SMs"
+    if machine.tensorrt.value is None or machine.gpu.value is None:
+        return Finding("engines", Status.SKIP, f"{precision}: built for {target}; cannot compare with this device without "
+                       "TensorRT and pycuda (see above)")
+    try:
+        check_engine_compat(section, machine.gpu.value, precision, bundle.root)
+        check_engine_sources(section, bundle.manifest, precision, bundle.root)
+    except BundleError as exc:
+        return Finding("engines", Status.FAIL, one_line(exc))
+    size = sum(int(graph.get("bytes", 0)) for graph in section["graphs"].values())
+    memory = machine.memory
+    if memory is not None and size > memory.available:
+        return Finding("engines", Status.WARN, f"{precision}: built here, but its {_gb(size)} of engines exceed the "
+                       f"{_gb(memory.available)} available: close other programs, or run a smaller precision")
+    count = len(section["graphs"])
+    return Finding("engines", Status.OK, f"{precision}: {count} engines ({_gb(size)}) built for this device ({target})")
+
+
+CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
+    check_jetpack,
+    check_tensorrt,
+    check_pycuda,
+    check_cuda_python,
+    check_gpu,
+    check_power,
+    check_clocks,
+    check_memory,
+    check_disk,
+    check_realsense,
+    check_native,
+    check_bundle,
+)
+
+
+def _run_check(check: Callable[[Machine], list[Finding]], machine: Machine) -> list[Finding]:
+    try:
+        return check(machine)
+    except Exception as exc:  # a library answering in a way no check expects: one line, never a traceback
+        log.debug("%s raised", check.__name__, exc_info=True)
+        name = check.__name__.removeprefix("check_").replace("_", "-")
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        return [Finding(name, Status.WARN, f"the check itself failed ({why}); `rdvla -v doctor` shows where")]
+
+
+def diagnose(probe: Probe, bundle: Optional[Path] = None) -> list[Finding]:
+    """Every check, in order; the bundle's only when one is named."""
+    machine = Machine(probe, bundle)
+    return [finding for check in CHECKS for finding in _run_check(check, machine)]
+
+
+def summary(findings: list[Finding]) -> Finding:
+    """The closing line: FAIL when `rdvla run` would stop, WARN when it would run below its best."""
+    failed = [f.check for f in findings if f.status is Status.FAIL]
+    warned = [f.check for f in findings if f.status is Status.WARN]
+    if failed:
+        return Finding("summary", Status.FAIL, f"`rdvla run` on TensorRT would stop: fix {', '.join(dict.fromkeys(failed))} first"
+                       + (f" (warnings: {', '.join(dict.fromkeys(warned))})" if warned else ""))
+    if warned:
+        return Finding("summary", Status.WARN, f"ready, with warnings: {', '.join(dict.fromkeys(warned))}")
+    return Finding("summary", Status.OK, "ready")
