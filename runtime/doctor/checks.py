@@ -13,16 +13,17 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
 from rdvla.devices.cameras.base import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.devices.cameras.realsense.sdk import one_line
-from rdvla.runtime.backends.tensorrt import (
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
+from rdvla.runtime.backends.tensorrt.environment import (
     EngineEnvironment,
-    TensorRTUnavailable,
     check_engine_compat,
     check_engine_sources,
+    check_tensorrt_version,
     engine_section,
     parse_l4t_release,
     query_environment,
@@ -34,7 +35,6 @@ from rdvla.runtime.doctor.probe import Probe
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MIN_TENSORRT_MAJOR = 10
 LOW_DISK_BYTES = 2 * 1024**3  # an engine build writes about the graphs' size; `rdvla run --record` writes episodes
 LOW_MEMORY_FRACTION = 0.1  # of the total: below it, other programs hold what the engines and the loop need
 NO_JETSON = "not a Jetson"
@@ -107,15 +107,23 @@ class Machine:
         return _ask(self.probe.tensorrt_version)
 
     @cached_property
-    def cuda(self) -> Answer[Any]:
-        return _ask(self.probe.cuda_driver)
+    def cuda(self) -> Answer[CudaRuntime]:
+        return _ask(self.probe.cuda_runtime)
+
+    @cached_property
+    def cuda_versions(self) -> Answer[tuple[str, str]]:
+        """CUDA's runtime and driver versions: cuda-python reaches the driver."""
+        cuda = self.cuda.value
+        if cuda is None:
+            return Answer(exception=self.cuda.exception)
+        return _ask(lambda: (cuda.runtime_version(), cuda.driver_version()))
 
     @cached_property
     def gpu(self) -> Answer[EngineEnvironment]:
         """This GPU, described as the TensorRT backend describes it before loading engines."""
         cuda = self.cuda.value
-        if cuda is None:
-            return Answer(exception=self.cuda.exception)
+        if cuda is None or self.cuda_versions.value is None:
+            return Answer(exception=self.cuda_versions.exception)
         return _ask(lambda: query_environment(self.tensorrt.value or "", cuda))
 
     @cached_property
@@ -128,11 +136,6 @@ class Machine:
 
 def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
-
-
-def _major(version: str) -> Optional[int]:
-    match = re.match(r"(\d+)", version)
-    return int(match.group(1)) if match else None
 
 
 def check_jetpack(machine: Machine) -> list[Finding]:
@@ -157,54 +160,29 @@ def check_tensorrt(machine: Machine) -> list[Finding]:
     version = machine.tensorrt.value
     if version is None:
         return [Finding("tensorrt", Status.FAIL, machine.tensorrt.error)]
-    major = _major(version)
-    if major is None or major < MIN_TENSORRT_MAJOR:
-        return [Finding("tensorrt", Status.FAIL, f"TensorRT {version} is older than {MIN_TENSORRT_MAJOR}: rdvla's graphs are ONNX "
-                        "opset 18, which the TensorRT 8.x parsers read wrongly; install JetPack 6.1 or newer (TensorRT 10.3)")]
+    supported = _ask(lambda: check_tensorrt_version(version))  # the runtime's own rule: TensorRT 10 or newer
+    if supported.exception is not None:
+        return [Finding("tensorrt", Status.FAIL, supported.error)]
     return [Finding("tensorrt", Status.OK, f"TensorRT {version}")]
 
 
-def _cuda_version(number: int) -> str:
-    return f"{number // 1000}.{number % 1000 // 10}"  # 12060 -> 12.6, CUDA's encoding
-
-
-def check_pycuda(machine: Machine) -> list[Finding]:
+def check_cuda(machine: Machine) -> list[Finding]:
     cuda = machine.cuda.value
-    if cuda is None:
-        if isinstance(machine.cuda.exception, TensorRTUnavailable):  # pycuda missing: the message says how to install it
-            return [Finding("pycuda", Status.FAIL, machine.cuda.error)]
-        return [Finding("pycuda", Status.FAIL, f"pycuda cannot initialise the CUDA driver ({machine.cuda.error}): check that the GPU "
+    if cuda is None:  # cuda-python missing: the runtime's message says how to install it
+        return [Finding("cuda", Status.FAIL, machine.cuda.error)]
+    versions = machine.cuda_versions
+    if versions.value is None:
+        return [Finding("cuda", Status.FAIL, f"cuda-python cannot reach the CUDA driver ({versions.error}): check that the GPU "
                         "driver is loaded and that this user may use the GPU (on a Jetson: the video and render groups)")]
-    built = ".".join(str(part) for part in cuda.get_version()[:2])
-    driver = _cuda_version(int(cuda.get_driver_version()))
-    return [Finding("pycuda", Status.OK, f"CUDA driver {driver} (pycuda built for CUDA {built})")]
-
-
-def check_cuda_python(machine: Machine) -> list[Finding]:
-    # Optional: rdvla drives CUDA through pycuda. cuda-python 12.6.1 moved its runtime bindings to
-    # cuda.bindings.runtime (NVIDIA/cuda-python, cuda_bindings/docs/source/release/12.6.1-notes.md).
-    runtime = _ask(lambda: machine.probe.import_module("cuda.bindings.runtime"))
-    if runtime.value is None:
-        return [Finding("cuda-python", Status.SKIP, f"not installed (optional; cuda.bindings.runtime: {runtime.error})")]
-    calls = ("cudaRuntimeGetVersion", "cudaDriverGetVersion")
-    answers = _ask(lambda: [getattr(runtime.value, name)() for name in calls])  # each returns (error, value)
-    if answers.value is None:
-        return [Finding("cuda-python", Status.WARN, f"cuda.bindings.runtime imports but cannot report versions ({answers.error})")]
-    versions = []
-    for name, (error, number) in zip(calls, answers.value):
-        if int(error) != 0:
-            code = f"{int(error)} ({getattr(error, 'name', error)})"
-            return [Finding("cuda-python", Status.WARN, f"{name} failed with CUDA error {code}: check the GPU driver "
-                            "(error 35: the driver is older than the CUDA runtime, or absent)")]
-        versions.append(_cuda_version(int(number)))
-    return [Finding("cuda-python", Status.OK, f"CUDA runtime {versions[0]}, driver {versions[1]}")]
+    runtime, driver = versions.value
+    return [Finding("cuda", Status.OK, f"CUDA runtime {runtime} (cuda-python), driver {driver}")]
 
 
 def check_gpu(machine: Machine) -> list[Finding]:
     gpu = machine.gpu.value
     if gpu is None:
-        if machine.cuda.value is None:
-            return [Finding("gpu", Status.SKIP, "needs pycuda and a CUDA driver (see the pycuda line)")]
+        if machine.cuda_versions.value is None:
+            return [Finding("gpu", Status.SKIP, "needs cuda-python and a CUDA driver (see the cuda line)")]
         return [Finding("gpu", Status.FAIL, f"cannot query GPU 0 ({machine.gpu.error})")]
     return [Finding("gpu", Status.OK, f"{gpu.gpu_name}, SM {gpu.compute_capability}, {gpu.sm_count} SMs")]
 
@@ -319,7 +297,7 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
     target = f"TensorRT {built.tensorrt_version}, {built.gpu_name} SM {built.compute_capability} with {built.sm_count} SMs"
     if machine.tensorrt.value is None or machine.gpu.value is None:
         return Finding("engines", Status.SKIP, f"{precision}: built for {target}; cannot compare with this device without "
-                       "TensorRT and pycuda (see above)")
+                       "TensorRT and cuda-python (see above)")
     try:
         check_engine_compat(section, machine.gpu.value, precision, bundle.root)
         check_engine_sources(section, bundle.manifest, precision, bundle.root)
@@ -337,8 +315,7 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
 CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
     check_jetpack,
     check_tensorrt,
-    check_pycuda,
-    check_cuda_python,
+    check_cuda,
     check_gpu,
     check_power,
     check_clocks,

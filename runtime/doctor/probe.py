@@ -2,7 +2,7 @@
 
 The checks read no system file, start no program and import no library themselves: they ask the
 probe. `SystemProbe` answers from this machine, through the functions the runtime itself uses to
-import TensorRT, pycuda and pyrealsense2; tests pass a probe of their own that describes a Jetson
+import TensorRT, cuda-python and pyrealsense2; tests pass a probe of their own that describes a Jetson
 (files, command outputs, modules) without one. Only the bundle, a directory the user names, is
 read directly, with `Bundle.open` as `rdvla run` reads it.
 """
@@ -18,7 +18,8 @@ from typing import Any, Optional, Protocol, Sequence
 
 from rdvla.devices.cameras.realsense import CameraInfo, find_cameras
 from rdvla.devices.cameras.realsense.sdk import import_rs
-from rdvla.runtime.backends.tensorrt import require_pycuda, require_tensorrt
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
+from rdvla.runtime.backends.tensorrt.environment import require_cuda, require_tensorrt
 
 COMMAND_TIMEOUT_S = 5.0
 
@@ -52,8 +53,8 @@ class Probe(Protocol):
     def tensorrt_version(self) -> str:
         """TensorRT's version as the runtime imports it; raises TensorRTUnavailable."""
 
-    def cuda_driver(self) -> Any:
-        """An initialised `pycuda.driver`, as the runtime gets it; raises TensorRTUnavailable or pycuda's errors."""
+    def cuda_runtime(self) -> CudaRuntime:
+        """cuda-python's runtime API, as the TensorRT backend gets it; raises TensorRTUnavailable."""
 
     def import_module(self, name: str) -> Any:
         """A module by name; raises ImportError (or OSError for a library that cannot load)."""
@@ -94,8 +95,8 @@ class SystemProbe:
     def tensorrt_version(self) -> str:
         return require_tensorrt()
 
-    def cuda_driver(self) -> Any:
-        return require_pycuda()
+    def cuda_runtime(self) -> CudaRuntime:
+        return require_cuda()
 
     def import_module(self, name: str) -> Any:
         return importlib.import_module(name)

@@ -2,7 +2,7 @@
 
 `jetson` is a healthy Jetson AGX Orin 64GB on JetPack 6.2 (L4T R36.4.3, TensorRT 10.3, CUDA 12.6), in MAXN
 with its clocks locked, one RealSense on USB 3, as a user without root (so no EMC clock). Tests change
-what they need. The stand-in `pycuda.driver` only reports the GPU's identity; nothing here runs TensorRT.
+what they need. The stand-in `cuda.bindings.runtime` only reports the GPU's identity and CUDA's versions; nothing here runs TensorRT.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.tensorrt import EngineEnvironment, TensorRTUnavailable
+from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment, TensorRTUnavailable
 from rdvla.runtime.bundle import SCHEMA_VERSION
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
 from rdvla.runtime.doctor import CommandOutput, DiskUsage
 
 ORIN = {"tensorrt_version": "10.3.0.30", "cuda_version": "12.6", "gpu_name": "Orin", "compute_capability": "8.7", "sm_count": 16}
@@ -49,7 +50,7 @@ class FakeProbe:
         self.commands: dict[tuple[str, ...], CommandOutput] = {}
         self.modules: dict[str, Any] = {}
         self.tensorrt: Union[str, Exception] = TensorRTUnavailable("TensorRT is not installed: import tensorrt failed")
-        self.cuda: Any = TensorRTUnavailable("pycuda is not installed: import pycuda.driver failed")
+        self.cuda: Any = TensorRTUnavailable("cuda-python is not installed: import cuda.bindings.runtime failed")
         self.cameras: Union[tuple[str, list[CameraInfo]], Exception] = ("2.56.3", [])
         self.disk = DiskUsage(total=1_000_000_000_000, free=400_000_000_000)
 
@@ -74,8 +75,8 @@ class FakeProbe:
     def tensorrt_version(self) -> str:
         return str(_answer(self.tensorrt))
 
-    def cuda_driver(self) -> Any:
-        return _answer(self.cuda)
+    def cuda_runtime(self) -> CudaRuntime:
+        return CudaRuntime(_answer(self.cuda))
 
     def import_module(self, name: str) -> Any:
         if name not in self.modules:
@@ -96,39 +97,23 @@ class FakeProbe:
                            f"{gpu}/min_freq": f"{gpu_floor_hz}\n", f"{gpu}/max_freq": f"{GPU_MAX_HZ}\n"})
 
 
-def fake_cuda_driver(gpu: str = "Orin", capability: tuple[int, int] = (8, 7), sms: int = 16, driver: int = 12060) -> Any:
-    """A stand-in for an initialised `pycuda.driver` that reports a GPU's identity and the driver's version."""
-
-    class Device:
-        def __init__(self, index: int) -> None:
-            assert index == 0
-
-        def name(self) -> str:
-            return gpu
-
-        def compute_capability(self) -> tuple[int, int]:
-            return capability
-
-        def get_attribute(self, attribute: str) -> int:
-            assert attribute == "MULTIPROCESSOR_COUNT"
-            return sms
-
-    return types.SimpleNamespace(
-        Device=Device,
-        device_attribute=types.SimpleNamespace(MULTIPROCESSOR_COUNT="MULTIPROCESSOR_COUNT"),
-        get_driver_version=lambda: driver,
-        get_version=lambda: (12, 6, 0),
-    )
-
-
 class CudaError(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorInsufficientDriver = 35
 
 
-def fake_cuda_runtime(runtime: int = 12060, driver: int = 12060, error: CudaError = CudaError.cudaSuccess) -> Any:
-    """A stand-in for cuda-python's `cuda.bindings.runtime`: every call returns (error, value)."""
-    return types.SimpleNamespace(cudaRuntimeGetVersion=lambda: (error, runtime), cudaDriverGetVersion=lambda: (error, driver))
+def fake_cuda_runtime(gpu: str = "Orin", capability: tuple[int, int] = (8, 7), sms: int = 16, runtime: int = 12060,
+                      driver: int = 12060, error: CudaError = CudaError.cudaSuccess) -> Any:
+    """A stand-in for cuda-python's `cuda.bindings.runtime` reporting a GPU and CUDA's versions: every call
+    returns (error, value), as cuda-python's do."""
+    properties = types.SimpleNamespace(name=gpu.encode() + b"\0" * 8, major=capability[0], minor=capability[1],
+                                       multiProcessorCount=sms)
+    return types.SimpleNamespace(
+        cudaError_t=CudaError,
+        cudaRuntimeGetVersion=lambda: (error, runtime),
+        cudaDriverGetVersion=lambda: (error, driver),
+        cudaGetDeviceProperties=lambda device: (error, properties),
+    )
 
 
 def camera(serial: str = "234322070123", usb: str = "3.2") -> CameraInfo:
@@ -150,9 +135,9 @@ def healthy_jetson() -> FakeProbe:
     })
     probe.set_clocks()
     probe.commands[("nvpmodel", "-q")] = CommandOutput(0, "NV Power Mode: MAXN\n0\n", "")
-    probe.modules.update({"rdvla._native": types.SimpleNamespace(), "cuda.bindings.runtime": fake_cuda_runtime()})
+    probe.modules.update({"rdvla._native": types.SimpleNamespace()})
     probe.tensorrt = ORIN["tensorrt_version"]
-    probe.cuda = fake_cuda_driver()
+    probe.cuda = fake_cuda_runtime()
     probe.cameras = ("2.56.3", [camera()])
     return probe
 
@@ -169,7 +154,7 @@ def _sha(data: bytes) -> str:
 def write_bundle(root: Path, engines: Optional[dict[str, dict[str, Any]]] = None) -> Path:
     """A bundle that opens (manifest, placeholder graph files and their hashes) with engines recorded, through
     the builder's own bookkeeping, for each precision -> environment of `engines`; the files are placeholders."""
-    from rdvla.export.tensorrt_build import EngineRecord, record_engines, save_manifest
+    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines, save_manifest
 
     root.mkdir(parents=True)
     files = {}
@@ -208,7 +193,7 @@ def write_bundle(root: Path, engines: Optional[dict[str, dict[str, Any]]] = None
 def kit() -> types.SimpleNamespace:
     """The helpers above, for tests (conftest modules are not importable under --import-mode=importlib)."""
     return types.SimpleNamespace(ORIN=dict(ORIN), FakeProbe=FakeProbe, healthy_jetson=healthy_jetson, camera=camera,
-                                 fake_cuda_driver=fake_cuda_driver, fake_cuda_runtime=fake_cuda_runtime, CudaError=CudaError,
+                                 fake_cuda_runtime=fake_cuda_runtime, CudaError=CudaError,
                                  write_bundle=write_bundle)
 
 

@@ -67,6 +67,10 @@ class DeviceInfo:
     sm_count: int
 
 
+def _cuda_version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"  # CUDA's encoding: 12060 -> 12.6
+
+
 class CudaRuntime:
     """The calls rdvla makes, each checked; `rt` is `cuda.bindings.runtime` (or a fake of it)."""
 
@@ -86,8 +90,11 @@ class CudaRuntime:
 
     def driver_version(self) -> str:
         """The CUDA version the driver supports, e.g. "12.6"."""
-        version = int(self.call("cudaDriverGetVersion"))
-        return f"{version // 1000}.{version % 1000 // 10}"
+        return _cuda_version(int(self.call("cudaDriverGetVersion")))
+
+    def runtime_version(self) -> str:
+        """The CUDA runtime cuda-python was built against, e.g. "12.6"."""
+        return _cuda_version(int(self.call("cudaRuntimeGetVersion")))
 
     def set_device(self, device: int = 0) -> None:
         """Make `device`'s primary context (the one TensorRT uses) current on this thread."""
