@@ -42,7 +42,7 @@ SMALL_TENSOR_BYTES = 64 * 1024
 # AttributeProto.AttributeType -> the AttributeProto field holding the value (onnx.proto).
 _ATTRIBUTE_FIELDS = {1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 11: 22, 6: 7, 7: 8, 8: 9, 9: 10, 10: 11}
 _LIST_FIELDS = {7, 8, 9, 10, 11}
-_SCALAR_DEFAULTS: dict[int | None, Any] = {2: 0.0, 3: 0, 4: ""}  # proto2 defaults of f, i, s when a writer omits them
+_SCALAR_DEFAULTS: dict[int, Any] = {2: 0.0, 3: 0, 4: ""}  # proto2 defaults of f, i, s when a writer omits them
 
 # Wire types of the protobuf encoding.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -164,6 +164,7 @@ class _Decoder:
         if end > len(self.buf):
             raise OnnxReadError(f"graph {self.path}: truncated file ({len(self.buf)} bytes, a field ends at {end})")
         pos = start
+        value: Any
         while pos < end:
             key, pos = self._varint(pos)
             number, wire = key >> 3, key & 7
@@ -319,12 +320,14 @@ class _Decoder:
                 lists.setdefault(10, []).append(self.tensor(value))
             elif number == 11 and wire == _LEN:
                 lists.setdefault(11, []).append(self.graph(value))
-        number = _ATTRIBUTE_FIELDS.get(kind)
-        if number is None:  # files older than IR 2 may omit `type`: take the field that is present
-            number = next(iter(scalars), None) or next(iter(lists), None)
-        if number in _LIST_FIELDS:
-            return name, tuple(lists.get(number, ()))
-        return name, scalars.get(number, _SCALAR_DEFAULTS.get(number))
+        chosen = _ATTRIBUTE_FIELDS.get(kind)
+        if chosen is None:  # files older than IR 2 may omit `type`: take the field that is present
+            chosen = next(iter(scalars), None) or next(iter(lists), None)
+        if chosen is None:
+            return name, None
+        if chosen in _LIST_FIELDS:
+            return name, tuple(lists.get(chosen, ()))
+        return name, scalars.get(chosen, _SCALAR_DEFAULTS.get(chosen))
 
     def tensor(self, span: tuple[int, int]) -> Tensor:
         name = ""

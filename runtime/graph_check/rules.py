@@ -208,11 +208,14 @@ _TYPED_INPUTS: dict[str, Optional[tuple[int, ...]]] = {
     **{op: None for op in _ELEMENTWISE | {"Equal", "And", "Or", "Xor", "Concat", "MatMul", "Gemm"}},  # None: all inputs
     "Where": (1, 2),
 }
-# Inputs that 10.3's importers read as build-time constants (operators.md Restrictions column):
-# op -> (input index, what it is). Slice's `axes` may be a tensor since 10.3 (docs/Changelog.md, 10.3 GA).
-_CONSTANT_INPUTS = {**{op: (1, "axes") for op in _REDUCTIONS | {"Squeeze", "Unsqueeze"}},
-                    "CumSum": (1, "axis"), "Pad": (3, "axes")}
+# Inputs 10.3's importers read as weights (operators.md Restrictions: "must be an initializer"; importerUtils.cpp
+# reduceTensor asserts "Axis input must be an initializer!"): op -> (input index, what it is). Unsqueeze's
+# axes need only be a constant ("must be a constant tensor": values known at build time). Slice's `axes` may be
+# a tensor since 10.3 (docs/Changelog.md, 10.3 GA).
+_WEIGHT_INPUTS = {**{op: (1, "axes") for op in _REDUCTIONS | {"Squeeze"}}, "CumSum": (1, "axis"), "Pad": (3, "axes")}
+_CONSTANT_INPUTS = {"Unsqueeze": (1, "axes")}
 _QDQ_ZERO_POINT_TYPES = {INT8, FLOAT8E4M3FN, INT4}
+_NOT_CONSTANT = {"RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
 
 
 @dataclass(frozen=True)
@@ -236,16 +239,21 @@ class Facts:
 
     model: Model
     types: dict[str, int]
-    constants: frozenset[str]  # initializers and Constant outputs: the parser imports both as weights
+    weights: frozenset[str]  # initializers and Constant outputs: what the parser imports as weights
+    constants: frozenset[str]  # weights and what nodes compute from weights alone: build-time constants to TensorRT
     producers: dict[str, Node]
 
     @classmethod
     def of(cls, model: Model) -> "Facts":
         graph = model.graph
-        constants = set(graph.initializers)
-        constants |= {out for n in graph.nodes if n.op_type == "Constant" for out in n.outputs}
+        weights = set(graph.initializers) | {out for n in graph.nodes if n.op_type == "Constant" for out in n.outputs}
+        constants = set(weights)
+        for node in graph.nodes:  # topological order: one pass closes the set
+            inputs = [name for name in node.inputs if name]
+            if inputs and node.op_type not in _NOT_CONSTANT and all(name in constants for name in inputs):
+                constants.update(out for out in node.outputs if out)
         producers = {out: n for n in graph.nodes for out in n.outputs if out}
-        return cls(model, tensor_types(graph), frozenset(constants), producers)
+        return cls(model, tensor_types(graph), frozenset(weights), frozenset(constants), producers)
 
     def type_of(self, name: str) -> int:
         return self.types.get(name, 0)
@@ -301,7 +309,8 @@ def _unsupported_op(facts: Facts) -> Iterator[Finding]:
     for node in facts.model.graph.walk():
         if node.op_type not in SUPPORTED_TYPES and node.op_type not in local:
             domain = f" (domain {node.domain})" if node.domain else ""
-            yield at(node), f"{node.op_type}{domain} has no importer (the parser would look for a TensorRT plugin of that name)"
+            yield at(node), (f"{node.op_type}{domain} has no importer "
+                             "(the parser would look for a TensorRT plugin of that name)")
 
 
 def _input_type(facts: Facts) -> Iterator[Finding]:
@@ -326,12 +335,14 @@ def _input_types(facts: Facts, node: Node) -> set[int]:
 
 def _constant_inputs(facts: Facts) -> Iterator[Finding]:
     for node in facts.model.graph.nodes:
-        spec = _CONSTANT_INPUTS.get(node.op_type)
-        if spec is None:
-            continue
-        index, what = spec
-        if index < len(node.inputs) and node.inputs[index] and node.inputs[index] not in facts.constants:
-            yield at(node), f"`{what}` comes from the tensor {node.inputs[index]!r}, not an initializer or Constant"
+        for table, known, kind in ((_WEIGHT_INPUTS, facts.weights, "an initializer or Constant"),
+                                   (_CONSTANT_INPUTS, facts.constants, "computed from constants alone")):
+            spec = table.get(node.op_type)
+            if spec is None:
+                continue
+            index, what = spec
+            if index < len(node.inputs) and node.inputs[index] and node.inputs[index] not in known:
+                yield at(node), f"`{what}` comes from the tensor {node.inputs[index]!r}, not {kind}"
 
 
 def _qdq_zero_point(facts: Facts) -> Iterator[Finding]:
@@ -341,7 +352,7 @@ def _qdq_zero_point(facts: Facts) -> Iterator[Finding]:
         name = node.inputs[2]
         values = _constant_values(facts, name)
         elem_type = facts.type_of(name)
-        if elem_type not in _QDQ_ZERO_POINT_TYPES:
+        if elem_type and elem_type not in _QDQ_ZERO_POINT_TYPES:
             yield at(node), f"zero point {name!r} is {_type_name(elem_type)}, which TensorRT reads as INT8"
         elif values is not None and np.any(values != 0):
             yield at(node), f"zero point {name!r} is not all zeros (asymmetric quantization)"
@@ -353,7 +364,7 @@ def _qdq_scale(facts: Facts) -> Iterator[Finding]:
             continue
         name = node.inputs[1]
         if name not in facts.constants:
-            yield at(node), f"scale {name!r} is computed in the graph, not a constant"
+            yield at(node), f"scale {name!r} is not a build-time constant"
             continue
         values = _constant_values(facts, name)
         if values is not None and not np.all(values.astype(np.float64) > 0):
@@ -404,8 +415,8 @@ _OPS_DOC = "docs/operators.md (10.1-GA, 10.0-GA)"
 RULES: tuple[Rule, ...] = (
     Rule(
         "trt-trilu-bool", "Trilu on a BOOL input",
-        "onnx-tensorrt 8.5-10.1 read in source; 10.3 (JetPack 6.1/6.2) assumed (its sources are not in the mirror); "
-        "later parsers make the zeros without PROD",
+        "onnx-tensorrt 8.5-10.1 (read in their sources); 10.3 (JetPack 6.1/6.2) assumed: its sources are not in the "
+        "mirror; a later importerUtils.cpp (one that knows FP4, so 10.8+) makes the zeros with a Slice, without PROD",
         "onnx/onnx-tensorrt Trilu importer: builtin_op_importers.cpp (8.6-GA), onnxOpImporters.cpp (10.0-GA, 10.1-GA) "
         "selects against createZeroTensor(data) = ElementWise kPROD of the data with 0 (onnx2trt_utils.cpp 8.6-GA, "
         "importerUtils.cpp 10.0-GA/10.1-GA); NVIDIA/TensorRT include/NvInfer.h (release/10.3) ElementWiseOperation: "
@@ -415,7 +426,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "trt-bool-arithmetic", "element-wise arithmetic, comparison or reduction with a BOOL input",
-        f"all TensorRT 10.x parsers, {TENSORRT} included",
+        f"TensorRT 8.x-10.3: read in the 10.0/10.1 parsers and {TENSORRT}'s NvInfer.h",
         "onnx/onnx-tensorrt importerUtils.cpp elementwiseCheck (10.0-GA, 10.1-GA): SUM, PROD, SUB, DIV, MIN, MAX, "
         "FLOOR_DIV, GREATER, LESS refuse BOOL, POW also integers; NVIDIA/TensorRT include/NvInfer.h (release/10.3) "
         f"ElementWiseOperation; {_OPS_DOC}: no BOOL among the Reduce* and CumSum types",
@@ -424,7 +435,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "trt-opset", f"an ai.onnx opset outside {OPSET_RANGE[0]}..{OPSET_RANGE[1]}",
-        f"TensorRT 10.0-10.3 parsers (later ones read newer opsets); {TENSORRT}",
+        "TensorRT 10.0/10.1 parsers as documented, 10.3 assumed the same (later ones read newer opsets)",
         f"onnx/onnx-tensorrt {_OPS_DOC}: 'supports operators in the inclusive range of opset 9 to opset 20'",
         f"export with an opset in {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (rdvla exports opset 18)",
         _opset,
@@ -445,7 +456,8 @@ RULES: tuple[Rule, ...] = (
         _input_type,
     ),
     Rule(
-        "trt-constant-input", "Reduce*/Squeeze/Unsqueeze `axes`, Pad `axes` or CumSum `axis` computed in the graph",
+        "trt-constant-input",
+        "Reduce*/Squeeze/Pad `axes` or CumSum `axis` not an initializer; Unsqueeze `axes` not constant",
         f"{TENSORRT} (Squeeze/Unsqueeze take tensor axes from 10.7, Pad from 10.4)",
         f"onnx/onnx-tensorrt {_OPS_DOC}, Restrictions column; docs/Changelog.md 10.4 GA, 10.7 GA",
         "make it an initializer (constant-fold the graph)",
@@ -453,17 +465,18 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "trt-qdq-zero-point", "a Q/DQ zero point that is not INT8 (FP8/INT4) zeros",
-        f"all TensorRT 10.x parsers, {TENSORRT} included",
+        f"TensorRT 10.0-10.3 (read in the 10.0/10.1 parsers and {TENSORRT}'s NvInfer.h)",
         "onnx/onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.0-GA, 10.1-GA): symmetric only, a UINT8 "
         f"zero point is read as INT8; {_OPS_DOC}: 'x_zero_point must be zero', 'y_zero_point must be 0'",
         "quantize symmetrically to INT8 (zero points 0 of type INT8)",
         _qdq_zero_point,
     ),
     Rule(
-        "trt-qdq-scale", "a Q/DQ scale that is computed in the graph or not positive",
-        f"all TensorRT 10.x parsers, {TENSORRT} included",
+        "trt-qdq-scale", "a Q/DQ scale that is not a build-time constant, or not positive",
+        f"TensorRT 10.0-10.3 (read in the 10.0/10.1 parsers and {TENSORRT}'s NvInfer.h)",
         "onnx/onnx-tensorrt onnxOpImporters.cpp QuantDequantLinearHelper (10.0-GA, 10.1-GA): 'Scale coefficients must "
-        "all be positive', 'Dynamic shape for scale tensor is not supported'",
+        "all be positive'; NVIDIA/TensorRT include/NvInfer.h (release/10.3) IQuantizeLayer/IDequantizeLayer: 'The "
+        "subgraph which terminates with the scale tensor must be a build-time constant'",
         "store positive scales as initializers",
         _qdq_scale,
     ),

@@ -38,7 +38,8 @@ def assert_same_structure(path: Path) -> None:
     assert [(t.name, t.data_type, t.dims) for t in g.initializers.values()] == [
         (t.name, t.data_type, tuple(t.dims)) for t in ref.initializer]
     for mine, their in ((g.inputs, ref.input), (g.outputs, ref.output), (g.value_info, ref.value_info)):
-        assert [(v.name, v.elem_type, v.shape) for v in mine] == [(v.name, v.type.tensor_type.elem_type, _shape(v)) for v in their]
+        assert [(v.name, v.elem_type, v.shape) for v in mine] == [
+            (v.name, v.type.tensor_type.elem_type, _shape(v)) for v in their]
 
 
 @pytest.mark.parametrize("graph", GRAPHS)

@@ -47,8 +47,10 @@ def opset_21() -> onnx.ModelProto:
 
 
 def unsupported_op() -> onnx.ModelProto:
-    then = helper.make_graph([helper.make_node("Col2Im", ["x", "s", "s"], ["t"], name="inner_col2im")], "then", [], [vi("t", F)])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"], name="inner_identity")], "else", [], [vi("e", F)])
+    then = helper.make_graph([helper.make_node("Col2Im", ["x", "s", "s"], ["t"], name="inner_col2im")], "then",
+                             [], [vi("t", F)])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"], name="inner_identity")], "else",
+                              [], [vi("e", F)])
     m = model([helper.make_node("QuickGelu", ["x"], ["g"], name="ms_gelu", domain="com.microsoft"),
                helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=other)],
               [vi("x", F), vi("c", B, ()), vi("s", I64, (2,))], [vi("g", F), vi("y", F)])
@@ -62,10 +64,13 @@ def input_type() -> onnx.ModelProto:
 
 
 def constant_input() -> onnx.ModelProto:
+    # Unsqueeze takes axes computed from constants alone; ReduceMean wants an initializer; neither a graph input
     return model([helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean_dynamic_axes"),
-                  helper.make_node("Unsqueeze", ["y", "one"], ["z"], name="unsqueeze_constant")],
-                 [vi("x", F), vi("axes", I64, (1,))], [vi("z", F, ("a", "b", "c"))],
-                 (np.array([1], np.int64),), names=("one",))
+                  helper.make_node("Add", ["one", "zero"], ["folded"], name="axes_sum"),
+                  helper.make_node("Unsqueeze", ["y", "folded"], ["z"], name="unsqueeze_folded"),
+                  helper.make_node("Unsqueeze", ["z", "axes"], ["w"], name="unsqueeze_dynamic")],
+                 [vi("x", F), vi("axes", I64, (1,))], [vi("w", F, ("a", "b", "c", "d"))],
+                 (np.array([1], np.int64), np.array([0], np.int64)), names=("one", "zero"))
 
 
 def qdq(zero_point: np.ndarray, scale: float = 0.1, scale_input: bool = False) -> onnx.ModelProto:
@@ -106,7 +111,8 @@ CASES: list[tuple[str, Callable[[], onnx.ModelProto], list[tuple[str, str]]]] = 
     ("unsupported-op", unsupported_op, [("trt-unsupported-op", "node ms_gelu (QuickGelu)"),
                                         ("trt-unsupported-op", "node inner_col2im (Col2Im)")]),
     ("input-type", input_type, [("trt-input-type", "node matmul_int (MatMul)")]),
-    ("constant-input", constant_input, [("trt-constant-input", "node mean_dynamic_axes (ReduceMean)")]),
+    ("constant-input", constant_input, [("trt-constant-input", "node mean_dynamic_axes (ReduceMean)"),
+                                        ("trt-constant-input", "node unsqueeze_dynamic (Unsqueeze)")]),
     ("qdq-asymmetric", lambda: qdq(np.array(3, np.int8)),
      [("trt-qdq-zero-point", "node quantize (QuantizeLinear)"), ("trt-qdq-zero-point", "node dequantize (DequantizeLinear)")]),
     ("qdq-uint8", lambda: qdq(np.array(0, np.uint8)),  # the parser also refuses DequantizeLinear of UINT8 outright
@@ -151,13 +157,18 @@ def test_every_rule_has_a_breaking_graph_and_its_facts() -> None:
 
 
 def test_the_fixed_constructs_pass(save) -> None:
-    """What each fix describes is accepted: a float Trilu, arithmetic after a Cast, symmetric INT8 Q/DQ."""
+    """What each fix describes is accepted: a float Trilu, arithmetic after a Cast, symmetric INT8 Q/DQ (its scale
+    an initializer or computed from constants)."""
     float_trilu = model([helper.make_node("Trilu", ["x"], ["y"], name="t", upper=1)], [vi("x", F)], [vi("y", F)])
     cast_first = model([helper.make_node("Greater", ["x", "z"], ["b"], name="gt"),
                         helper.make_node("Cast", ["b"], ["f"], name="cast", to=F),
                         helper.make_node("Mul", ["f", "x"], ["y"], name="mul")],
                        [vi("x", F), vi("z", F)], [vi("y", F)])
-    for i, m in enumerate((float_trilu, cast_first, qdq(np.array(0, np.int8), scale=0.5))):
+    folded_scale = qdq(np.array(0, np.int8), scale=0.5)
+    folded_scale.graph.node.insert(0, helper.make_node("Mul", ["half_scale", "two"], ["scale"], name="scale_of_constants"))
+    folded_scale.graph.initializer[0].name = "half_scale"
+    folded_scale.graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+    for i, m in enumerate((float_trilu, cast_first, qdq(np.array(0, np.int8), scale=0.5), folded_scale)):
         assert check_graph(save(m, f"ok{i}")) == []
 
 
