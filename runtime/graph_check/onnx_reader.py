@@ -3,12 +3,12 @@
 A small decoder of the protobuf wire format for the parts of `onnx.proto` (ONNX 1.16+, IR 10) that
 graph checks need: opset imports, nodes with their attributes (subgraphs included), initializers
 (name, type, dims), graph inputs/outputs and value_info types, and the names of local functions.
-The file is memory-mapped and length-delimited fields are skipped by offset, so tensor data is
-never read: weights inline in a graph, or in external-data files, cost nothing. Only tensors of at
-most `SMALL_TENSOR_BYTES` keep their values (Q/DQ scales and zero points, shape constants).
+The file is memory-mapped and length-delimited fields are skipped by offset, so weights are never
+read: inline in the graph (any size) or in external-data files, they cost nothing. Only tensors of
+at most `SMALL_TENSOR_BYTES` keep their values (Q/DQ scales and zero points, shape constants).
 
-`tensor_types` gives every tensor name its element type: value_info and graph I/O where the file
-records them, initializers, and a small forward propagation for the rest.
+`tensor_types` gives every tensor name its element type: initializers by their data, value_info and
+graph I/O where the file records them, and a small forward propagation for the rest.
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ TYPE_NAMES = {
 }
 _NUMPY = {FLOAT: np.float32, UINT8: np.uint8, INT8: np.int8, UINT16: np.uint16, INT16: np.int16, INT32: np.int32,
           INT64: np.int64, BOOL: np.bool_, FLOAT16: np.float16, DOUBLE: np.float64, UINT32: np.uint32, UINT64: np.uint64}
-# Types TensorProto stores in int32_data when not in raw_data (onnx.proto, field int32_data); FLOAT16 as its bits.
-_IN_INT32_DATA = {INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16}
-
 SMALL_TENSOR_BYTES = 64 * 1024
 
 # AttributeProto.AttributeType -> the AttributeProto field holding the value (onnx.proto).
