@@ -6,9 +6,9 @@ anything spends time on them: `rdvla export` and `rdvla calibrate` on the graphs
 where that fact comes from, the fix, and a predicate over the parsed graph (`onnx_reader`). A
 violation reads `graph <file>: node <name> (<op_type>): <rule id>: <what is wrong>; <fix>`.
 
-Sources. onnx-tensorrt is read at the release branches of github.com/onnx/onnx-tensorrt that the
-mirror holds (8.6-GA, 10.0-GA, 10.1-GA); TensorRT 10.3's parser is onnx-tensorrt commit 62bdde2a
-(the parsers/onnx submodule of NVIDIA/TensorRT release/10.3), which is not in it. So the operator
+Sources. onnx-tensorrt was read at its release branches 8.6-GA, 10.0-GA and 10.1-GA
+(github.com/onnx/onnx-tensorrt); TensorRT 10.3's parser is onnx-tensorrt commit 62bdde2a (the
+parsers/onnx submodule of NVIDIA/TensorRT release/10.3), whose sources were not available. So the operator
 table is docs/operators.md at 10.1-GA with the changes the 10.2 and 10.3 entries of
 docs/Changelog.md list (10.3: tensor `axes` for Slice; nothing added to or removed from the
 operator list; 10.4 is the first to add operators since). Operator names and types are facts
@@ -415,8 +415,8 @@ _OPS_DOC = "docs/operators.md (10.1-GA, 10.0-GA)"
 RULES: tuple[Rule, ...] = (
     Rule(
         "trt-trilu-bool", "Trilu on a BOOL input",
-        "onnx-tensorrt 8.5-10.1 (read in their sources); 10.3 (JetPack 6.1/6.2) assumed: its sources are not in the "
-        "mirror; a later importerUtils.cpp (one that knows FP4, so 10.8+) makes the zeros with a Slice, without PROD",
+        "onnx-tensorrt 8.5-10.1 (read in their sources); 10.3 (JetPack 6.1/6.2) assumed: its sources were not "
+        "available; a later importerUtils.cpp (one that knows FP4, so 10.8+) makes the zeros with a Slice, without PROD",
         "onnx/onnx-tensorrt Trilu importer: builtin_op_importers.cpp (8.6-GA), onnxOpImporters.cpp (10.0-GA, 10.1-GA) "
         "selects against createZeroTensor(data) = ElementWise kPROD of the data with 0 (onnx2trt_utils.cpp 8.6-GA, "
         "importerUtils.cpp 10.0-GA/10.1-GA); NVIDIA/TensorRT include/NvInfer.h (release/10.3) ElementWiseOperation: "
