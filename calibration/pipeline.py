@@ -37,6 +37,7 @@ from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
 from rdvla.runtime.bundle import MANIFEST, Bundle, sha256_file
 from rdvla.runtime.golden import load_cases
+from rdvla.runtime.graph_check.rules import require_compatible
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ def calibrate_bundle(
                               "measured_with": "emulation: the FP32 graph rounding every tensor the FP16 graph stores in FP16",
                               "findings": findings}
 
+        require_compatible(bundle.path(entry["file"]) for p in precisions for entry in manifest[GRAPH_SECTIONS[p]].values())
         log.info("[4/4] accuracy report")
         staged = deepcopy(manifest)
         for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it

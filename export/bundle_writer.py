@@ -33,6 +33,7 @@ from rdvla.runtime.policy import Policy, truncated_normal_latent
 from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
 from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
+from rdvla.runtime.graph_check.rules import require_compatible
 from rdvla.runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,12 @@ def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
         case.save(work / rel)
         golden_files.append(rel)
 
-    log.info("[3/5] exporting graphs (opset %d)", OPSET)
+    log.info("[3/5] exporting graphs (opset %d) and checking them against TensorRT's ONNX parser", OPSET)
     graphs = {}
     for plan in graph_plans(ckpt.model, prompt_len):
         spec = export_graph(plan, work / "graphs")
         graphs[plan.name] = GraphSpec(spec.name, f"graphs/{spec.file}", spec.inputs, spec.outputs)
+    require_compatible(work / g.file for g in graphs.values())
 
     log.info("[4/5] writing the manifest")
     manifest = build_manifest(ckpt, stats, graphs, prompt_len, golden_files)

@@ -72,9 +72,16 @@ class ProprioProjector(nn.Module):
 
 
 def causal_mask(length: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive (1, 1, S, S) mask: 0 on and below the diagonal, the dtype's minimum above."""
-    blocked = torch.ones(length, length, dtype=torch.bool).triu(1)
-    return torch.zeros(length, length, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)[None, None]
+    """Additive (1, 1, S, S) mask: 0 on and below the diagonal, the dtype's minimum above.
+
+    Built by comparing two index ranges (Range, Greater, Where in the graph), not with `triu` on a
+    BOOL tensor: onnx-tensorrt imports Trilu as a Select against zeros made by an elementwise PROD
+    with the input, which TensorRT refuses for BOOL (rule trt-trilu-bool in rdvla.runtime.graph_check).
+    """
+    position = torch.arange(length)
+    blocked = position[None, :] > position[:, None]
+    fill = torch.tensor(torch.finfo(dtype).min, dtype=dtype)
+    return torch.where(blocked, fill, torch.zeros((), dtype=dtype))[None, None]
 
 
 class PrismaticVLM(nn.Module):
