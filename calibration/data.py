@@ -35,7 +35,8 @@ import numpy as np
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from rdvla.runtime.bundle import Bundle, sha256_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import sha256_file
 from rdvla.runtime.control.episode import EPISODE_FILE, read_episode
 from rdvla.runtime.golden import TRACE_DEPTH
 from rdvla.runtime.normalization import normalize_proprio

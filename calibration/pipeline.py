@@ -7,35 +7,36 @@ bundle as it was (plus an unlisted folder, and maybe hidden `.rdvla-*.onnx` prob
 exported graphs, which the next run removes). A precision not asked for keeps
 its graphs and the record of the data they came from.
 
-Manifest entries:
-* `graphs_int8[graph]`: file, inputs, outputs (as `graphs[graph]`): what `rdvla build --precision int8` reads;
-* `graphs_fp16[graph]`: the same plus `strongly_typed: true` (types fixed by the conversion) and
-  `fp32_nodes`, the nodes the FP16 graph keeps in FP32;
+Manifest entries (`Manifest.calibrated[precision][graph]`, written as `graphs_int8` / `graphs_fp16`):
+* int8: file, inputs, outputs (as `graphs[graph]`): what `rdvla build --precision int8` reads;
+* fp16: the same plus `strongly_typed: true` (types fixed by the conversion) and `fp32_nodes`, the
+  nodes the FP16 graph keeps in FP32;
 * `calibration`: per precision the run, the data fingerprint and how the graphs were made; `report`.
+
+Stages: capture (1), INT8 (2), FP16 (3), report (4), then publish the manifest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from contextlib import ExitStack
-from copy import deepcopy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import onnx
 
-from rdvla.calibration.data import capture, fingerprint, observations, open_source
+from rdvla.calibration.data import CalibrationSet, capture, fingerprint, observations, open_source
 from rdvla.calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
 from rdvla.calibration.probe import beside
 from rdvla.calibration.quantize import quantize_graph
 from rdvla.calibration.report import accuracy_report, summary_lines, with_manifest
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
-from rdvla.runtime.bundle import MANIFEST, Bundle, sha256_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import sha256_file
 from rdvla.runtime.golden import load_cases
 from rdvla.runtime.graph_check.rules import require_compatible
 
@@ -60,7 +61,7 @@ def _graph_files(root: Path, rel: str) -> list[str]:
 
 
 def _entry(bundle: Bundle, graph: str, rel: str, **extra: Any) -> dict[str, Any]:
-    """A graphs_* entry: the exported graph's I/O, after checking the new graph kept its names and types."""
+    """A calibrated graph's manifest entry: the exported graph's I/O, after checking the new graph kept its names and types."""
     model = onnx.load(str(bundle.path(rel)), load_external_data=False)
     original = onnx.load(str(bundle.path(bundle.graph(graph).file)), load_external_data=False)
 
@@ -69,8 +70,7 @@ def _entry(bundle: Bundle, graph: str, rel: str, **extra: Any) -> dict[str, Any]
 
     if io(model) != io(original):
         raise RuntimeError(f"{rel}: inputs/outputs differ from {bundle.graph(graph).file}")
-    spec = bundle.manifest["graphs"][graph]
-    return {"file": rel, "inputs": spec["inputs"], "outputs": spec["outputs"], **extra}
+    return {**bundle.graph(graph).to_json(), "file": rel, **extra}
 
 
 def _evenly(samples: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -78,12 +78,6 @@ def _evenly(samples: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
         return samples
     step = len(samples) / count
     return [samples[int(i * step)] for i in range(count)]
-
-
-def save_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    tmp = root / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST)
 
 
 def _collect_garbage(root: Path, listed: set[str], graph_dirs: set[Path]) -> None:
@@ -99,6 +93,22 @@ def _collect_garbage(root: Path, listed: set[str], graph_dirs: set[Path]) -> Non
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+@dataclass
+class Run:
+    """One calibration run: where it writes, and the files it has written (bundle-relative -> SHA-256)."""
+
+    bundle: Bundle
+    id: str
+    new_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> str:
+        return f"{ROOT}/{self.id}"
+
+    def add_graph(self, rel: str) -> None:
+        self.new_files.update({f: sha256_file(self.bundle.path(f)) for f in _graph_files(self.bundle.root, rel)})
 
 
 def calibrate_bundle(
@@ -125,15 +135,33 @@ def calibrate_bundle(
     if queries < 1:
         raise ValueError(f"--queries must be at least 1, got {queries}")
 
-    run = _run_id()
-    run_dir = f"{ROOT}/{run}"
-    shutil.rmtree(bundle.path(run_dir), ignore_errors=True)
-    sources = [open_source(spec, bundle, instruction) for spec in data]
+    run = Run(bundle, _run_id())
+    shutil.rmtree(bundle.path(run.dir), ignore_errors=True)
+    dataset, data_record = capture_stage(run, data, instruction, queries, latents_per_query, seed)
+    calibrated = dict(bundle.manifest.calibrated)
+    record = {k: v for k, v in bundle.manifest.calibration.items() if k != "report"}
+    if "int8" in precisions:
+        calibrated["int8"], record["int8"] = int8_stage(run, selected, dataset, data_record, quantizer, method)
+    with ExitStack() as emulations:  # the FP16 emulation graphs (what the report measures FP16 with) live for this run
+        emulated: dict[str, str] = {}
+        if "fp16" in precisions:
+            calibrated["fp16"], record["fp16"], emulated = fp16_stage(run, selected, dataset, data_record, emulations)
+        require_compatible(bundle.path(entry["file"]) for p in precisions for entry in calibrated[p].values())
+        report = report_stage(run, calibrated, emulated, dataset, record)
+    publish_stage(run, calibrated, record)
+    return report
+
+
+def capture_stage(run: Run, data: Sequence[str], instruction: Optional[str], queries: int, latents_per_query: int,
+                  seed: int) -> tuple[CalibrationSet, dict[str, Any]]:
+    """Stage 1: the core's inputs at iteration indices spread over 1..32, from the recorded observations."""
+    sources = [open_source(spec, run.bundle, instruction) for spec in data]
     log.info("[1/4] capturing: %d queries from %d source(s), %d latents per query", queries, len(sources), latents_per_query)
-    dataset = capture(bundle, list(observations(sources, queries)), latents_per_query, seed, sources)
-    data_files = dataset.save(bundle.path(f"{run_dir}/data"))
-    data_record = {
-        "dir": f"{run_dir}/data",
+    dataset = capture(run.bundle, list(observations(sources, queries)), latents_per_query, seed, sources)
+    data_files = dataset.save(run.bundle.path(f"{run.dir}/data"))
+    run.new_files.update({f"{run.dir}/data/{name}": digest for name, digest in data_files.items()})
+    return dataset, {
+        "dir": f"{run.dir}/data",
         "fingerprint": fingerprint(data_files, dataset.meta),
         "queries": len(dataset.meta["queries"]),
         "samples": dataset.meta["samples"],
@@ -143,76 +171,79 @@ def calibrate_bundle(
         "reference": dataset.meta["reference"],
         "files": sorted(data_files),
     }
-    manifest = deepcopy(bundle.manifest)
-    files: dict[str, str] = manifest.setdefault("files", {})
-    new_files = {f"{run_dir}/data/{name}": digest for name, digest in data_files.items()}
-    record: dict[str, Any] = dict(manifest.get("calibration") or {})
-    record.pop("report", None)
 
-    if "int8" in precisions:
-        log.info("[2/4] INT8: quantising %s with %s", ", ".join(selected), quantizer)
-        section: dict[str, Any] = {}
-        used_method = None
-        for graph in selected:
-            rel = f"{run_dir}/int8/{graph}.onnx"
-            result = quantize_graph(bundle.path(bundle.graph(graph).file), bundle.path(rel), dataset.samples(graph), quantizer, method)
-            used_method = result.method
-            section[graph] = _entry(bundle, graph, rel)
-            new_files.update({f: sha256_file(bundle.path(f)) for f in _graph_files(bundle.root, rel)})
-        manifest[GRAPH_SECTIONS["int8"]] = section
-        record["int8"] = {"run": run, "data": data_record, "quantizer": quantizer, "method": used_method,
-                          "graphs": selected, "scheme": "weight MatMul/Gemm: INT8 per output channel; their input: INT8 per tensor; symmetric"}
-    # The FP16 emulation graphs (what the report measures FP16 with) live only for this run.
-    with ExitStack() as emulations:
-        emulated: dict[str, str] = {}
-        if "fp16" in precisions:
-            log.info("[3/4] FP16: scanning and converting %s", ", ".join(selected))
-            section = {}
-            findings: dict[str, Any] = {}
-            for graph in selected:
-                rel = f"{run_dir}/fp16/{graph}.onnx"
-                source = bundle.path(bundle.graph(graph).file)
-                half = make_fp16(source, bundle.path(rel), _evenly(list(dataset.samples(graph)), FP16_MAX_SAMPLES))
-                emulated[graph] = str(emulations.enter_context(beside(half.emulation, source, "fp16-emulation")))
-                section[graph] = _entry(bundle, graph, rel, strongly_typed=True, fp32_nodes=sorted(half.fp32_nodes))
-                new_files.update({f: sha256_file(bundle.path(f)) for f in _graph_files(bundle.root, rel)})
-                reasons: dict[str, int] = {}
-                for why in half.fp32_nodes.values():
-                    key = why if not why.startswith("FP32 peak") else "FP32 peak above the limit"
-                    reasons[key] = reasons.get(key, 0) + 1
-                findings[graph] = {"fp32_nodes": len(half.fp32_nodes), "reasons": reasons,
-                                   "above_limit": peak_table(half.overflow, top=None), "mask_nodes": len(half.masks),
-                                   "nonfinite_if_all_fp16": half.naive_nonfinite, "rounds": half.rounds}
-            manifest[GRAPH_SECTIONS["fp16"]] = section
-            record["fp16"] = {"run": run, "data": data_record, "graphs": selected, "limit": FP16_LIMIT, "headroom": HEADROOM,
-                              "measured_with": "emulation: the FP32 graph rounding every tensor the FP16 graph stores in FP16",
-                              "findings": findings}
 
-        require_compatible(bundle.path(entry["file"]) for p in precisions for entry in manifest[GRAPH_SECTIONS[p]].values())
-        log.info("[4/4] accuracy report")
-        staged = deepcopy(manifest)
-        for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it
-            staged[GRAPH_SECTIONS["fp16"]][graph] = {**staged[GRAPH_SECTIONS["fp16"]][graph], "file": path}
-        present = [p for p in PRECISIONS if staged.get(GRAPH_SECTIONS[p])]
-        golden = load_cases(bundle)
-        report = accuracy_report(with_manifest(bundle, staged), dataset, present, golden, extra={"run": run, "calibration": record})
+def int8_stage(run: Run, selected: Sequence[str], dataset: CalibrationSet, data_record: dict[str, Any], quantizer: str,
+               method: Optional[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage 2: INT8 Q/DQ graphs; returns their manifest entries and the calibration record."""
+    log.info("[2/4] INT8: quantising %s with %s", ", ".join(selected), quantizer)
+    section: dict[str, Any] = {}
+    used_method = None
+    for graph in selected:
+        rel = f"{run.dir}/int8/{graph}.onnx"
+        source = run.bundle.path(run.bundle.graph(graph).file)
+        result = quantize_graph(source, run.bundle.path(rel), dataset.samples(graph), quantizer, method)
+        used_method = result.method
+        section[graph] = _entry(run.bundle, graph, rel)
+        run.add_graph(rel)
+    return section, {"run": run.id, "data": data_record, "quantizer": quantizer, "method": used_method, "graphs": list(selected),
+                     "scheme": "weight MatMul/Gemm: INT8 per output channel; their input: INT8 per tensor; symmetric"}
+
+
+def fp16_stage(run: Run, selected: Sequence[str], dataset: CalibrationSet, data_record: dict[str, Any],
+               emulations: ExitStack) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Stage 3: FP16 graphs with what overflows kept FP32; returns their entries, the record and the emulation graphs."""
+    log.info("[3/4] FP16: scanning and converting %s", ", ".join(selected))
+    section: dict[str, Any] = {}
+    findings: dict[str, Any] = {}
+    emulated: dict[str, str] = {}
+    for graph in selected:
+        rel = f"{run.dir}/fp16/{graph}.onnx"
+        source = run.bundle.path(run.bundle.graph(graph).file)
+        half = make_fp16(source, run.bundle.path(rel), _evenly(list(dataset.samples(graph)), FP16_MAX_SAMPLES))
+        emulated[graph] = str(emulations.enter_context(beside(half.emulation, source, "fp16-emulation")))
+        section[graph] = _entry(run.bundle, graph, rel, strongly_typed=True, fp32_nodes=sorted(half.fp32_nodes))
+        run.add_graph(rel)
+        reasons: dict[str, int] = {}
+        for why in half.fp32_nodes.values():
+            key = why if not why.startswith("FP32 peak") else "FP32 peak above the limit"
+            reasons[key] = reasons.get(key, 0) + 1
+        findings[graph] = {"fp32_nodes": len(half.fp32_nodes), "reasons": reasons,
+                           "above_limit": peak_table(half.overflow, top=None), "mask_nodes": len(half.masks),
+                           "nonfinite_if_all_fp16": half.naive_nonfinite, "rounds": half.rounds}
+    record = {"run": run.id, "data": data_record, "graphs": list(selected), "limit": FP16_LIMIT, "headroom": HEADROOM,
+              "measured_with": "emulation: the FP32 graph rounding every tensor the FP16 graph stores in FP16",
+              "findings": findings}
+    return section, record, emulated
+
+
+def report_stage(run: Run, calibrated: dict[str, dict[str, Any]], emulated: dict[str, str], dataset: CalibrationSet,
+                 record: dict[str, Any]) -> dict[str, Any]:
+    """Stage 4: the accuracy report against FP32, written into the run's folder."""
+    log.info("[4/4] accuracy report")
+    staged = {precision: dict(entries) for precision, entries in calibrated.items()}
+    for graph, path in emulated.items():  # measure what FP16 stores, not ONNX Runtime's FP32-between-casts run of it
+        staged["fp16"][graph] = {**staged["fp16"][graph], "file": path}
+    present = [p for p in PRECISIONS if staged.get(p)]
+    seen = with_manifest(run.bundle, replace(run.bundle.manifest, calibrated=staged))
+    report = accuracy_report(seen, dataset, present, load_cases(run.bundle), extra={"run": run.id, "calibration": record})
     report["summary"] = summary_lines(report)
-    report_rel = f"{run_dir}/report.json"
-    bundle.path(report_rel).write_text(json.dumps(report, indent=2) + "\n")
-    new_files[report_rel] = sha256_file(bundle.path(report_rel))
+    report_rel = f"{run.dir}/report.json"
+    run.bundle.path(report_rel).write_text(json.dumps(report, indent=2) + "\n")
+    run.new_files[report_rel] = sha256_file(run.bundle.path(report_rel))
     record["report"] = report_rel
+    return report
 
-    # Replace the calibration's files in the listing: drop earlier runs' entries no precision still uses.
-    kept_sections = [manifest.get(GRAPH_SECTIONS[p]) or {} for p in PRECISIONS]
-    in_use = {rel for section in kept_sections for entry in section.values() for rel in _graph_files(bundle.root, entry["file"])}
+
+def publish_stage(run: Run, calibrated: dict[str, dict[str, Any]], record: dict[str, Any]) -> None:
+    """Replace the manifest (the calibration's files listed, earlier runs' entries no precision still uses dropped),
+    then delete what it no longer lists, and check the published bundle as a whole."""
+    bundle = run.bundle
+    in_use = {rel for section in calibrated.values() for entry in section.values() for rel in _graph_files(bundle.root, entry["file"])}
     in_use |= {f"{r['data']['dir']}/{name}" for p, r in record.items() if p in PRECISIONS for name in r["data"]["files"]}
-    for rel in [f for f in files if f.startswith(f"{ROOT}/")]:
-        if rel not in in_use:
-            del files[rel]
-    files.update({rel: digest for rel, digest in new_files.items() if rel in in_use or rel == report_rel})
-    manifest["files"] = files
-    manifest["calibration"] = record
-    save_manifest(bundle.root, manifest)
+    in_use.add(record["report"])
+    files = {rel: digest for rel, digest in bundle.manifest.files.items() if not rel.startswith(f"{ROOT}/") or rel in in_use}
+    files.update({rel: digest for rel, digest in run.new_files.items() if rel in in_use})
+    replace(bundle.manifest, calibrated=calibrated, calibration=record, files=files).save(bundle.root)
     _collect_garbage(bundle.root, set(files), {bundle.path(g.file).parent for g in bundle.graphs.values()})
     Bundle.open(bundle.root)  # the published bundle must verify as a whole
-    return report

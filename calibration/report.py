@@ -16,6 +16,7 @@ Gates live in `runtime.gates`; `rdvla verify` prints the stored report's summary
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -27,21 +28,25 @@ from rdvla.calibration.data import CalibrationSet
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
 from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import Manifest
 from rdvla.runtime.gates import calibration_gate_for, gate_for
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.policy import Policy
-from rdvla.runtime.verify import gate_failures, verify_actions
+from rdvla.runtime.verify import gate_failures, verify_actions, worst
 
 log = logging.getLogger(__name__)
 
 
 def output_error(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """max |d|, max |d| / max |ref| (runtime.verify's max_rel), and ||d|| / ||ref|| over all samples."""
+    nonfinite = int((~np.isfinite(ours)).sum())
+    if nonfinite or not np.isfinite(ref).all():  # no gate may pass on NaN or inf
+        return {"max_abs": math.inf, "max_rel": math.inf, "rel_l2": math.inf, "nonfinite": nonfinite}
     d = ours.astype(np.float64) - ref
     ref_max, ref_norm = float(np.abs(ref).max()), float(np.linalg.norm(ref))
     return {"max_abs": float(np.abs(d).max()), "max_rel": float(np.abs(d).max()) / max(ref_max, 1e-30),
-            "rel_l2": float(np.linalg.norm(d)) / max(ref_norm, 1e-30), "nonfinite": int((~np.isfinite(ours)).sum())}
+            "rel_l2": float(np.linalg.norm(d)) / max(ref_norm, 1e-30), "nonfinite": nonfinite}
 
 
 def graph_errors(bundle: Bundle, precision: str, data: CalibrationSet) -> dict[str, dict[str, dict[str, float]]]:
@@ -106,7 +111,7 @@ def stop_iterations(mse: np.ndarray, halting: HaltingRule) -> list[int]:
 
 def default_halting(bundle: Bundle) -> AdjacentMSE:
     h = bundle.halting_defaults
-    return AdjacentMSE(h.get("threshold", 1e-3), h.get("min_iterations", 2), h.get("max_iterations", TRACE_DEPTH))
+    return AdjacentMSE(h.threshold, h.min_iterations, h.max_iterations)
 
 
 # Multiples of the bundle's MSE threshold at which the drift is also reported: users tune the
@@ -166,10 +171,10 @@ def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, gold
             limit = gate.graph_rel_l2(graph)
             if not err["rel_l2"] <= limit:
                 failures.append(f"{graph} output {output}: rel L2 {err['rel_l2']:.3g} > {limit:g}")
-    worst = max(section["per_iteration"]["max_abs"])
-    if not worst <= gate.actions_max_abs:
+    worst_actions = worst(section["per_iteration"]["max_abs"])
+    if not worst_actions <= gate.actions_max_abs:
         k = int(np.argmax(section["per_iteration"]["max_abs"])) + 1
-        failures.append(f"actions max abs {worst:.3g} > {gate.actions_max_abs:g} (iteration {k})")
+        failures.append(f"actions max abs {worst_actions:.3g} > {gate.actions_max_abs:g} (iteration {k})")
     if not section["iterations"]["mean_abs_drift"] <= gate.mean_abs_drift:
         failures.append(f"iteration drift mean |dk| {section['iterations']['mean_abs_drift']:.2f} > {gate.mean_abs_drift:g}")
     if golden:
@@ -231,7 +236,7 @@ def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]
         stats = graph_stats(fp32, {"prompt_len": prompt_len})
         row: dict[str, float] = {"weight_params": stats.weight_params, "io_bytes": stats.io_bytes,
                "fp16_bytes": stats.weight_params * 2 + stats.io_bytes}
-        int8 = graph_file(bundle, graph, "int8") if bundle.manifest.get("graphs_int8") else None
+        int8 = graph_file(bundle, graph, "int8") if bundle.manifest.calibrated.get("int8") else None
         if int8 is not None and int8 != bundle.graph(graph).file:
             model = onnx.load(str(bundle.path(int8)), load_external_data=False)
             quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
@@ -246,7 +251,7 @@ def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]
     return out
 
 
-def with_manifest(bundle: Bundle, manifest: dict[str, Any]) -> Bundle:
+def with_manifest(bundle: Bundle, manifest: Manifest) -> Bundle:
     """The same bundle seen through another manifest (graphs not yet published)."""
     return replace(bundle, manifest=manifest)
 

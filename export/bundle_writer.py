@@ -1,8 +1,8 @@
 """`rdvla export`: checkpoint directory -> bundle (graphs, manifest, tokenizer, golden cases, parity report).
 
-The bundle is written into `<out>.partial` and renamed only after every parity gate passes, so a
-directory named like the requested bundle is always a complete, verified one. A failed gate
-leaves `<out>.partial/report.json` for inspection and raises `ParityError`.
+The bundle is made in a hidden folder the tool owns and renamed only after every parity gate
+passes, so a directory named like the requested bundle is always a complete, verified one. A failed
+gate leaves `<out>.parity-report.json` for inspection and raises `ParityError`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from rdvla.export.split import VLMPrelude
 from rdvla import __version__
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from rdvla.runtime.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, Bundle, GraphSpec, sha256_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import TOKENIZER_FILE, GraphSpec, HaltingDefaults, Manifest, ModelDims, PromptSpec, sha256_file
+from rdvla.runtime.outputs import check_new_directory, publish_directory, scratch_directory
 from rdvla.runtime.gates import gate_for
 from rdvla.runtime.halting import FixedDepth
-from rdvla.runtime.normalization import NormStats, normalize_proprio
+from rdvla.runtime.normalization import NormStats, action_scale, normalize_proprio, unnormalize_actions
 from rdvla.runtime.policy import Policy, truncated_normal_latent
-from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions
+from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions, worst
 from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
-from rdvla.runtime.graph_check.rules import require_compatible
+from rdvla.runtime.graph_check.rules import IncompatibleGraphError, require_compatible
 from rdvla.runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,11 @@ def make_golden_cases(model: RDVLA, tokenizer: PromptTokenizer, stats: NormStats
             torch.from_numpy(normalize_proprio(proprio, stats)[None]), FixedDepth(TRACE_DEPTH),
             init_latent=torch.from_numpy(init_latent), trace=True,
         )
+        trace = torch.cat(out.per_iteration_actions).float().numpy()
         cases.append(GoldenCase(
-            images, instruction, proprio.astype(np.float64), init_latent,
-            torch.cat(out.per_iteration_actions).float().numpy(),
+            images, instruction, proprio.astype(np.float64), init_latent, trace,
             np.asarray(out.mse, np.float32), np.asarray(out.cosine, np.float32),
+            unnormalize_actions(trace, stats), action_scale(stats),
         ))
     return cases
 
@@ -103,7 +106,7 @@ def parity_report(root: Path, model: RDVLA, cases: list[GoldenCase], precision: 
         for name, ref in zip([t.name for t in bundle.graph(names.VLM_PRELUDE).outputs], reference):
             err = error(ours[name], ref.numpy())
             prev = outputs.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0})
-            outputs[name] = {k: max(prev[k], err[k]) for k in prev}
+            outputs[name] = {k: worst([prev[k], err[k]]) for k in prev}
     actions = verify_actions(policy, cases)
     failures = [f"vlm_prelude output {name}: max_rel {err['max_rel']:.3g} > {gate.context_max_rel:g}"
                 for name, err in outputs.items() if not err["max_rel"] <= gate.context_max_rel]
@@ -125,54 +128,63 @@ def _versions() -> dict[str, str]:
 
 
 def build_manifest(ckpt: LoadedCheckpoint, stats: NormStats, graphs: dict[str, GraphSpec], prompt_len: tuple[int, int],
-                   golden: list[str]) -> dict[str, Any]:
+                   golden: list[str], files: dict[str, str]) -> Manifest:
     model = ckpt.model
     head = model.action_head.cfg
     gamma_init = abs(model.action_head.model.gamma_init.item())
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tools": _versions(),
-        "source": {"checkpoint": str(ckpt.files.root.resolve()),
-                   "files": {p.name: sha256_file(p) for p in ckpt.files.all_files()}},
-        "model": {
-            "hidden_dim": head.hidden_dim, "num_heads": head.num_heads, "chunk_len": head.action_chunk_len,
-            "action_dim": head.action_dim, "proprio_dim": 8, "num_images": model.vlm.cfg.num_images,
-            "context_tokens": 64 + 1 + model.vlm.cfg.num_task_tokens,
-            "prelude_vlm_layers": list(head.prelude_vlm_layers), "recurrent_vlm_layers": list(head.recurrent_vlm_layers),
-            "coda_vlm_layers": list(head.coda_vlm_layers), "init_sigma": gamma_init * head.init_std,
-        },
-        "prompt": {"template": PROMPT_TEMPLATE, "lowercase_task": True, "min_len": prompt_len[0], "max_len": prompt_len[1]},
-        "preprocess": DEFAULT_CONFIG.to_manifest(),
-        "normalization": stats.to_json_dict(),
-        "halting": {"rule": "mse", "threshold": 1e-3, "min_iterations": 2, "max_iterations": 32, "fixed_iterations": 12},
-        "horizon": {"rule": "fixed", "actions": 5},
-        "graphs": {name: spec.to_json() for name, spec in graphs.items()},
-        "engines": {},
-        "golden": golden,
-    }
+    return Manifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        tools=_versions(),
+        source={"checkpoint": str(ckpt.files.root.resolve()), "files": {p.name: sha256_file(p) for p in ckpt.files.all_files()}},
+        model=ModelDims(
+            hidden_dim=head.hidden_dim, num_heads=head.num_heads, chunk_len=head.action_chunk_len, action_dim=head.action_dim,
+            proprio_dim=8, num_images=model.vlm.cfg.num_images, context_tokens=64 + 1 + model.vlm.cfg.num_task_tokens,
+            prelude_vlm_layers=tuple(head.prelude_vlm_layers), recurrent_vlm_layers=tuple(head.recurrent_vlm_layers),
+            coda_vlm_layers=tuple(head.coda_vlm_layers), init_sigma=gamma_init * head.init_std,
+        ),
+        prompt=PromptSpec(PROMPT_TEMPLATE, True, prompt_len[0], prompt_len[1]),
+        preprocess=DEFAULT_CONFIG,
+        normalization=stats,
+        halting=HaltingDefaults(rule="mse", threshold=1e-3, min_iterations=2, max_iterations=32, fixed_iterations=12),
+        horizon={"rule": "fixed", "actions": 5},
+        graphs=graphs,
+        golden=tuple(golden),
+        files=files,
+    )
 
 
 def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
-                  prompt_len: tuple[int, int] = DEFAULT_PROMPT_LEN, cases: int = 3) -> dict[str, Any]:
-    """Export, check parity, and publish `out`; returns the parity report."""
+                  prompt_len: tuple[int, int] = DEFAULT_PROMPT_LEN, cases: int = 3, overwrite: bool = False) -> dict[str, Any]:
+    """Export, check parity, and publish `out`; returns the parity report.
+
+    The bundle is made in a hidden scratch folder beside `out` (removed on failure and on Ctrl+C)
+    and takes the name `out` only when every gate has passed; an existing `out` is replaced only
+    with `overwrite`, and only then.
+    """
     out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    check_new_directory(out, overwrite=overwrite, option="--out")
     low, high = prompt_len
     if not 2 <= low <= high:
         raise ValueError(f"--prompt-len must be MIN:MAX with 2 <= MIN <= MAX, got {low}:{high}")
-    work = out.with_name(out.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "graphs").mkdir(parents=True)
-    (work / "golden").mkdir()
+    with scratch_directory(out) as work:
+        report = _export_into(work, checkpoint, unnorm_key, prompt_len, cases)
+        if not report["passed"]:
+            failed = out.with_name(f"{out.name}.parity-report.json")
+            shutil.copyfile(work / "report.json", failed)
+            raise ParityError(f"parity gates failed (report: {failed}): " + "; ".join(report["failures"]))
+        publish_directory(work, out)
+    return report
 
+
+def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt_len: tuple[int, int], cases: int) -> dict[str, Any]:
+    low, high = prompt_len
+    (work / "graphs").mkdir()
+    (work / "golden").mkdir()
     log.info("[1/5] loading %s", checkpoint)
     ckpt = load_checkpoint(checkpoint)
     stats = NormStats.from_dataset_statistics(ckpt.statistics, unnorm_key)
-    shutil.copy(ckpt.files.tokenizer, work / "tokenizer.json")
-    tokenizer = PromptTokenizer(work / "tokenizer.json")
+    shutil.copy(ckpt.files.tokenizer, work / TOKENIZER_FILE)
+    tokenizer = PromptTokenizer(work / TOKENIZER_FILE)
 
     log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_DEPTH)
     golden = make_golden_cases(ckpt.model, tokenizer, stats, cases)
@@ -191,22 +203,20 @@ def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
     for plan in graph_plans(ckpt.model, prompt_len):
         spec = export_graph(plan, work / "graphs")
         graphs[plan.name] = GraphSpec(spec.name, f"graphs/{spec.file}", spec.inputs, spec.outputs)
-    require_compatible(work / g.file for g in graphs.values())
+    try:
+        require_compatible(work / g.file for g in graphs.values())
+    except IncompatibleGraphError as exc:  # named as in the bundle: the scratch folder is about to go
+        raise IncompatibleGraphError(str(exc).replace(f"{work}/", "")) from None
 
     log.info("[4/5] writing the manifest")
-    manifest = build_manifest(ckpt, stats, graphs, prompt_len, golden_files)
-    listed = [work / "tokenizer.json", *(work / g for g in golden_files)]
+    listed = [work / TOKENIZER_FILE, *(work / g for g in golden_files)]
     for spec in graphs.values():
         listed += graph_files(work / "graphs", GraphSpec(spec.name, Path(spec.file).name, spec.inputs, spec.outputs))
-    manifest["files"] = {str(p.relative_to(work)): sha256_file(p) for p in listed}
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    files = {str(p.relative_to(work)): sha256_file(p) for p in listed}
+    build_manifest(ckpt, stats, graphs, prompt_len, golden_files, files).save(work)
 
     log.info("[5/5] parity: ONNX Runtime against the reference (%d cases, depths %s, MSE %s)",
-             cases, ",".join(map(str, FIXED_DEPTHS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))
+             len(golden), ",".join(map(str, FIXED_DEPTHS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))
     report = parity_report(work, ckpt.model, golden)
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not report["passed"]:
-        raise ParityError(f"parity gates failed (see {work / 'report.json'}): " + "; ".join(report["failures"]))
-    work.rename(out)
     return report
-

@@ -19,7 +19,7 @@ import torch
 from rdvla.export.model import RDVLA
 from rdvla.export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.bundle import GraphSpec, TensorSpec
+from rdvla.runtime.manifest import GraphSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -46,6 +46,11 @@ class NormStats:
             raise ValueError(f"dataset statistics {key!r}: action q01/q99/mask shapes differ")
         if not (p01.shape == p99.shape and p01.ndim == 1):
             raise ValueError(f"dataset statistics {key!r}: proprio q01/q99 shapes differ")
+        for name, low, high in (("action", q01, q99), ("proprio", p01, p99)):
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise ValueError(f"dataset statistics {key!r}: {name} q01/q99 hold NaN or inf; the statistics are broken")
+            if (high < low).any():
+                raise ValueError(f"dataset statistics {key!r}: {name} q99 lies below q01")
         return cls(key, q01, q99, mask, p01, p99)
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -72,6 +77,11 @@ def unnormalize_actions(normalized: np.ndarray, stats: NormStats) -> np.ndarray:
         raise ValueError(f"actions have {a.shape[-1]} dims, the statistics expect {stats.action_q01.shape[0]}")
     span = stats.action_q99 - stats.action_q01 + RANGE_EPS
     return np.where(stats.action_mask, 0.5 * (a + 1.0) * span + stats.action_q01, a).astype(np.float32)
+
+
+def action_scale(stats: NormStats) -> np.ndarray:
+    """d(action) / d(normalised action) per dimension: 0.5 (q99 - q01 + eps) where normalised, 1 elsewhere."""
+    return np.where(stats.action_mask, 0.5 * (stats.action_q99 - stats.action_q01 + RANGE_EPS), 1.0)
 
 
 def libero_gripper(actions: np.ndarray) -> np.ndarray:

@@ -5,8 +5,9 @@
 * `OwnedFile`: a file only one process writes at a time. A lock file beside it holds the
   writer's PID (`flock`, released by the kernel if the writer dies), so a second writer is told
   who holds it.
-* `scratch_directory`: work in progress lives in a hidden directory the tool owns, next to its
-  destination, removed on failure and on Ctrl+C; it takes the destination's name only when done.
+* `scratch_directory` / `publish_directory`: work in progress lives in a hidden directory the tool
+  owns, next to its destination, removed on failure and on Ctrl+C; it takes the destination's name
+  only when done.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ def check_new_files(directory: Path, names: Iterable[str], *, overwrite: bool, o
     else:
         _check_parent(directory, option)
     return directory
+
+
+def check_new_directory(path: Path, *, overwrite: bool, option: str) -> Path:
+    """`path` as a directory this command creates whole (or replaces, with `overwrite`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path} is a file; give a directory name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{option} {path} exists; choose another name, or add --overwrite to replace it")
+    _check_parent(path, option)
+    return path
 
 
 def _check_parent(path: Path, option: str) -> None:
@@ -111,6 +123,17 @@ class OwnedFile:
                 self._lock_path.unlink()  # still holding the lock: nobody else is using the file
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def publish_directory(work: Path, destination: Path) -> None:
+    """Give the finished `work` the name `destination`, replacing what is there (checked by the caller)."""
+    if destination.exists():
+        retired = destination.with_name(f".{destination.name}.rdvla-replaced-{os.getpid()}")
+        destination.rename(retired)
+        work.rename(destination)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        work.rename(destination)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import numpy as np
 from rdvla.runtime.backends import load_backend
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import TOKENIZER_FILE
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
@@ -30,14 +31,13 @@ from rdvla.runtime.prompt import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingRule) -> Optional[str]:
     """Why `halting` cannot stop early at `precision`, or None. `rdvla calibrate` records, per precision,
     the median of the consecutive-action MSE at each iteration index; a lower precision's levels off
     (INT8 near 4e-5 at full size), and an MSE threshold at or below that level is never met."""
-    report = (bundle.manifest.get("calibration") or {}).get("report")
+    report = bundle.manifest.calibration.get("report")
     if precision == "fp32" or not isinstance(halting, AdjacentMSE) or not report:
         return None
     medians = (json.loads(bundle.path(report).read_text()).get(precision) or {}).get("median_deltas") or []
@@ -57,6 +57,10 @@ def truncated_normal_latent(shape: tuple[int, ...], sigma: float, rng: np.random
         out[bad] = rng.standard_normal(int(bad.sum()))
         bad = np.abs(out) > 3.0
     return (out * sigma).astype(np.float32)
+
+
+class NonFiniteActions(ValueError):
+    """A query's actions hold NaN or inf; they are never handed on."""
 
 
 @dataclass
@@ -90,9 +94,7 @@ class Policy:
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
         self.preprocessing = resolve_implementation(None)  # native where it is built, else numpy (logged)
         defaults = bundle.halting_defaults
-        self.default_halting: HaltingRule = AdjacentMSE(
-            defaults.get("threshold", 1e-3), defaults.get("min_iterations", 2), defaults.get("max_iterations", 32)
-        )
+        self.default_halting: HaltingRule = AdjacentMSE(defaults.threshold, defaults.min_iterations, defaults.max_iterations)
 
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,
@@ -152,6 +154,9 @@ class Policy:
         normalized = self.backend.actions()
         result.normalized_actions = normalized
         result.actions = unnormalize_actions(normalized, self.bundle.norm_stats)
+        if not np.isfinite(result.actions).all():
+            raise NonFiniteActions(f"the policy produced non-finite actions (NaN or inf) after {result.iterations} iterations: "
+                                   f"the bundle's weights or statistics are broken (`rdvla verify {self.bundle.root}`)")
         t5 = self.clock()
         times.update(preprocess=t1 - t0, tokenize=t2 - t1, vlm_prelude=t3 - t2, iterations=t4 - t3, postprocess=t5 - t4, total=t5 - t0)
         result.timings_ms = {k: 1e3 * v for k, v in times.items()}

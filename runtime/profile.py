@@ -54,7 +54,7 @@ def environment(policy: Policy) -> dict[str, Any]:
     env: dict[str, Any] = {
         "machine": platform.machine(), "platform": platform.platform(), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
-        "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.get("tools", {}),
+        "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.tools,
         "preprocessing": policy.preprocessing,
     }
     cpu = Path("/proc/cpuinfo")

@@ -27,7 +27,8 @@ from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
 from rdvla.export.onnx_export import graph_files
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from rdvla.runtime.bundle import Bundle, GraphSpec
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import GraphSpec
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 from rdvla.runtime.policy import Policy

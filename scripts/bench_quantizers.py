@@ -21,7 +21,7 @@ import platform
 import sys
 import tempfile
 import time
-from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from rdvla.calibration.quantize import quantize_graph
 from rdvla.calibration.report import (default_halting, depth_errors, graph_errors, stop_drift, stop_iterations,
                                 threshold_sweep, trace, with_manifest)
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
 from rdvla.runtime.bundle import Bundle
 
 CORE_GRAPHS = f"{names.CORE_STEP},{names.CORE_STEP_DECODE},{names.DECODE}"
@@ -47,7 +46,7 @@ def _combos(text: str) -> list[tuple[str, str]]:
 
 
 def _newest_data(bundle: Bundle) -> Path:
-    record = bundle.manifest.get("calibration") or {}
+    record = bundle.manifest.calibration
     dirs = [r["data"]["dir"] for r in record.values() if isinstance(r, dict) and "data" in r]
     if not dirs:
         raise SystemExit(f"{bundle.root}: no calibration data; run `rdvla calibrate` first or pass --data")
@@ -55,16 +54,14 @@ def _newest_data(bundle: Bundle) -> Path:
 
 
 def measure(bundle: Bundle, data: CalibrationSet, graphs: list[str], quantizer: str, method: str, out: Path) -> dict[str, Any]:
-    manifest = deepcopy(bundle.manifest)
     section = {}
     start = time.perf_counter()
     for graph in graphs:
         target = out / f"{quantizer}_{method}" / f"{graph}.onnx"
         quantize_graph(bundle.path(bundle.graph(graph).file), target, data.samples(graph), quantizer, method)
-        section[graph] = {**bundle.manifest["graphs"][graph], "file": str(target)}
+        section[graph] = {**bundle.graph(graph).to_json(), "file": str(target)}
     seconds = time.perf_counter() - start
-    manifest[GRAPH_SECTIONS["int8"]] = section
-    staged = with_manifest(bundle, manifest)
+    staged = with_manifest(bundle, replace(bundle.manifest, calibrated={**bundle.manifest.calibrated, "int8": section}))
     reference_stops = stop_iterations(data.queries["trace_mse"], default_halting(bundle))
     actions, mse = trace(staged, "int8", data)
     per_k = depth_errors(actions, data.queries["trace_actions"])

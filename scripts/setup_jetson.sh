@@ -126,14 +126,7 @@ say "installing rdvla[robot,jetson] into .venv (no torch, no onnx)"
 # RDVLA_REQUIRE_NATIVE: the robot runs the C++ preprocessing; a failed build must stop here, not fall back.
 RDVLA_REQUIRE_NATIVE=1 "$py" -m pip install -q -e "${repo_root}[robot,jetson]"
 
-say "checking the installation"
-"$py" - <<'PY'
-import numpy, pyrealsense2 as rs
-from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
-env = query_environment(require_tensorrt(), require_cuda())  # refuses TensorRT older than 10 (JetPack < 6.1)
-print(f"TensorRT {env.tensorrt_version}, CUDA driver {env.cuda_version}, GPU {env.gpu_name} (SM {env.compute_capability}), "
-      f"pyrealsense2 {rs.__version__}, numpy {numpy.__version__}")
-print(f"RealSense cameras connected: {len(rs.context().query_devices())}")
-PY
+say "checking the installation (rdvla doctor: one line per check, with the fix)"
+"$venv/bin/rdvla" doctor || echo "warning: rdvla doctor reports a FAIL above; fix it before rdvla run" >&2
 "$venv/bin/rdvla" --version
 say "done. Next: lock the clocks (sudo nvpmodel -m 0 && sudo jetson_clocks), then rdvla build -> verify -> profile -> run (docs/jetson.md)"

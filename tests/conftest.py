@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import types
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import pytest
+
+from rdvla.runtime.manifest import MANIFEST, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE, Manifest
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +41,74 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
 def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the bundle a test may damage."""
     return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+# ----- synthetic bundles: tiny real ONNX graphs of any I/O, a manifest written the one way ------------------
+
+
+def write_onnx_graph(path: Path, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+    """An ONNX graph with exactly these inputs and outputs (each output a Constant): what the bundle
+    checks read, never run."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    def info(t: dict[str, Any]) -> Any:
+        return helper.make_tensor_value_info(t["name"], helper.np_dtype_to_tensor_dtype(np.dtype(t["dtype"])), list(t["shape"]))
+
+    nodes = [helper.make_node("Constant", [], [t["name"]], name=f"make_{t['name']}", value=numpy_helper.from_array(
+        np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in t["shape"]], np.dtype(t["dtype"])))) for t in outputs]
+    graph = helper.make_graph(nodes, path.stem, [info(t) for t in inputs], [info(t) for t in outputs])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_files(root: Path, data: dict[str, Any], rels: list[str]) -> None:
+    """Add the SHA-256 of each bundle-relative file to the manifest dict's `files`."""
+    data.setdefault("files", {}).update({rel: sha((root / rel).read_bytes()) for rel in rels})
+
+
+def synthetic_manifest(graphs: dict[str, Any], model: dict[str, Any], prompt: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": "2026-01-01T00:00:00Z",
+        "tools": {"rdvla": "test"}, "source": {}, "model": model,
+        "prompt": {"template": "{task}", "lowercase_task": True, "min_len": prompt[0], "max_len": prompt[1]},
+        "preprocess": {},
+        "normalization": {"key": "test", "action": {"q01": [-1.0] * 7, "q99": [1.0] * 7},
+                          "proprio": {"q01": [-1.0] * 8, "q99": [1.0] * 8}},
+        "halting": {"rule": "mse", "threshold": 1e-3, "min_iterations": 2, "max_iterations": 32, "fixed_iterations": 12},
+        "horizon": {"rule": "fixed", "actions": 5}, "graphs": graphs, "golden": [], "engines": {}, "files": {},
+    }
+
+
+def write_synthetic_bundle(root: Path, graphs: dict[str, Any], model: dict[str, Any], prompt: tuple[int, int],
+                           **sections: Any) -> Path:
+    """A bundle that opens: a graph file with the I/O of each spec, a placeholder tokenizer, and a manifest
+    (plus `sections`, e.g. graphs_int8) saved with its digest."""
+    root.mkdir(parents=True, exist_ok=True)
+    for spec in graphs.values():
+        write_onnx_graph(root / spec["file"], spec["inputs"], spec["outputs"])
+    (root / TOKENIZER_FILE).write_text("{}\n")
+    data = {**synthetic_manifest(graphs, model, prompt), **sections}
+    list_files(root, data, [TOKENIZER_FILE, *(spec["file"] for spec in graphs.values())])
+    Manifest.from_json(data).save(root)
+    return root
+
+
+def edit_manifest(root: Path, change: Callable[[dict[str, Any]], None], new_files: Sequence[str] = ()) -> dict[str, Any]:
+    """Change a bundle's manifest as a command that owns it would (files listed, digest rewritten)."""
+    data = json.loads((root / MANIFEST).read_text())
+    change(data)
+    list_files(root, data, list(new_files))
+    Manifest.from_json(data).save(root)
+    return data
+
+
+@pytest.fixture
+def bundles() -> types.SimpleNamespace:
+    """The synthetic-bundle helpers (conftest modules are not importable under --import-mode=importlib)."""
+    return types.SimpleNamespace(write=write_synthetic_bundle, edit_manifest=edit_manifest, write_onnx_graph=write_onnx_graph,
+                                 sha=sha)

@@ -12,7 +12,7 @@ from rdvla.runtime.backends.tensorrt.builder import build_engines, open_for_buil
 from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable
 from rdvla.runtime.backends.tensorrt.precision import BuildError, check_precision
 from rdvla.runtime.backends.tensorrt.records import describe_layers, engine_dir
-from rdvla.runtime.bundle import MANIFEST, BundleError
+from rdvla.runtime.manifest import MANIFEST, BundleError
 
 
 def _graph_list(text: str) -> list[str]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+from rdvla.cli.arguments import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--prompt-len", default="24:128", metavar="MIN:MAX",
                    help="prompt lengths (tokens) the VLM graph accepts (default 24:128)")
-    p.add_argument("--cases", type=int, default=3, help="golden cases to generate and check (default 3)")
+    p.add_argument("--cases", type=positive_int, default=3, help="golden cases to generate and check (default 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (once the new one passes)")
     p.set_defaults(run=run)
 
 
@@ -37,13 +41,12 @@ def parse_range(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from rdvla.export.bundle_writer import ParityError, export_bundle
 
-    if args.cases < 1:
-        raise ValueError("--cases must be at least 1")
     start = time.perf_counter()
     try:
-        report = export_bundle(args.checkpoint, args.out, args.unnorm_key, parse_range(args.prompt_len), args.cases)
+        report = export_bundle(args.checkpoint, args.out, args.unnorm_key, parse_range(args.prompt_len), args.cases,
+                               overwrite=args.overwrite)
     except ParityError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote bundle {args.out} in {time.perf_counter() - start:.1f} s; parity gates passed ({report['cases']} cases)")
     for mode, entry in report["actions"].items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rdvla.runtime.backends import BACKENDS
-from rdvla.runtime.bundle import MANIFEST
+from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
 from rdvla.cli.arguments import positive_int
 from rdvla.cli.inputs import load_images, load_npy, parse_proprio, seed
@@ -124,7 +124,7 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction
     from rdvla.runtime.policy import Policy
 
     policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
-    exported_key = policy.bundle.manifest["normalization"]["key"]
+    exported_key = policy.bundle.norm_stats.key
     if args.unnorm_key is not None and args.unnorm_key != exported_key:
         policy.close()
         raise ValueError(f"--unnorm-key {args.unnorm_key}: this bundle was exported with the statistics of {exported_key!r}; "

@@ -27,7 +27,6 @@ LATENT, NEXT_LATENT = "latent", "next_latent"
 PREV_ACTIONS, ACTIONS = "prev_actions", "actions"
 MSE, COSINE = "mse", "cosine"
 # Where each precision's graphs are listed: `rdvla calibrate` adds the half and the Q/DQ graphs.
-GRAPH_SECTIONS = {"fp32": "graphs", "fp16": "graphs_fp16", "int8": "graphs_int8"}
 
 
 def kv_names(stage: str, count: int) -> list[str]:

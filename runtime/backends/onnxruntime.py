@@ -14,9 +14,10 @@ from typing import Optional
 import numpy as np
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.backends.base import GRAPH_SECTIONS, Backend
+from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
-from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def graph_file(bundle: Bundle, graph: str, precision: str) -> str:
     """The bundle-relative file of `graph` at `precision`; a graph the calibration left in FP32 runs as exported."""
     if precision == "fp32":
         return bundle.graph(graph).file
-    section = bundle.manifest.get(GRAPH_SECTIONS[precision]) or {}
+    section = bundle.manifest.calibrated.get(precision) or {}
     if not section:
         raise BundleError(f"{bundle.root} has no {precision} graphs: run `rdvla calibrate {bundle.root} --precision {precision}` first")
     entry = section.get(graph)

@@ -36,7 +36,8 @@ from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
-from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import MANIFEST, BundleError, sha256_file
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def source_checkpoint(bundle: Bundle, checkpoint: str | Path | None = None) -> P
     """
     from rdvla.export.checkpoint import CheckpointError, CheckpointFiles
 
-    source = bundle.manifest.get("source") or {}
+    source = bundle.manifest.source
     recorded = source.get("checkpoint")
     expected: dict[str, str] = source.get("files") or {}
     hint = "pass checkpoint=... / --checkpoint with the checkpoint directory the bundle was exported from"

@@ -28,7 +28,8 @@ from rdvla.runtime.backends.tensorrt.environment import (
     parse_l4t_release,
     query_environment,
 )
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError
 from rdvla.runtime.doctor import jetson
 from rdvla.runtime.doctor.probe import Probe
 
@@ -280,8 +281,8 @@ def check_bundle(machine: Machine) -> list[Finding]:
         bundle = Bundle.open(root)
     except (ValueError, OSError) as exc:
         return [Finding("bundle", Status.FAIL, one_line(exc))]
-    engines = bundle.manifest.get("engines") or {}
-    findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.get('files', {}))} files match their SHA-256")]
+    engines = bundle.manifest.engines
+    findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.files)} files match their SHA-256")]
     if not engines:
         hint = f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device"
         return findings + [Finding("engines", Status.WARN, hint)]

@@ -45,6 +45,11 @@ _SCALAR_DEFAULTS: dict[int, Any] = {2: 0.0, 3: 0, 4: ""}  # proto2 defaults of f
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
+def onnx_dtype_name(elem_type: int) -> str:
+    """The numpy name of an ONNX element type (FLOAT -> float32), the manifest's vocabulary."""
+    return np.dtype(_NUMPY[elem_type]).name if elem_type in _NUMPY else TYPE_NAMES.get(elem_type, str(elem_type)).lower()
+
+
 class OnnxReadError(ValueError):
     """The file is not an ONNX model this reader can decode."""
 

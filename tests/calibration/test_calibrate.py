@@ -14,7 +14,8 @@ import pytest
 from rdvla.calibration.data import CalibrationSet, fingerprint
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError
 from rdvla.runtime.gates import calibration_gate_for, gate_for
 from rdvla.runtime.golden import TRACE_DEPTH, load_cases
 from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity

@@ -6,7 +6,7 @@ from typing import Any
 
 import onnx
 
-from rdvla.runtime.backends.onnxruntime import GRAPH_SECTIONS
+from rdvla.runtime.manifest import CALIBRATED_SECTIONS
 from rdvla.runtime.graph_check.rules import check_graph
 
 
@@ -15,7 +15,7 @@ def test_calibrated_graphs_pass_the_check(calibrated: dict[str, Any]) -> None:
     bundle, manifest = calibrated["bundle"], calibrated["manifest"]
     seen: dict[str, set[str]] = {}
     for precision in ("int8", "fp16"):
-        entries = manifest[GRAPH_SECTIONS[precision]]
+        entries = manifest[CALIBRATED_SECTIONS[precision]]
         assert len(entries) == 4
         for entry in entries.values():
             path = bundle / entry["file"]

@@ -20,7 +20,7 @@ from rdvla.runtime.bundle import Bundle
 
 def _dataset(calibrated: dict[str, Any]) -> tuple[Bundle, CalibrationSet]:
     bundle = Bundle.open(calibrated["bundle"])
-    return bundle, CalibrationSet.load(bundle.path(bundle.manifest["calibration"]["int8"]["data"]["dir"]))
+    return bundle, CalibrationSet.load(bundle.path(bundle.manifest.calibration["int8"]["data"]["dir"]))
 
 
 def test_modelopt_max_and_ort_minmax_make_the_same_graph(calibrated: dict[str, Any], tmp_path: Path) -> None:

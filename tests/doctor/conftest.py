@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import enum
 import fnmatch
+import functools
 import hashlib
 import json
 import types
@@ -21,7 +22,7 @@ import pytest
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment, TensorRTUnavailable
-from rdvla.runtime.bundle import SCHEMA_VERSION
+from rdvla.runtime.manifest import read_manifest
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
 from rdvla.runtime.doctor import CommandOutput, DiskUsage
 
@@ -151,29 +152,18 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bundle(root: Path, engines: Optional[dict[str, dict[str, Any]]] = None) -> Path:
-    """A bundle that opens (manifest, placeholder graph files and their hashes) with engines recorded, through
-    the builder's own bookkeeping, for each precision -> environment of `engines`; the files are placeholders."""
-    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines, save_manifest
+MODEL = {"hidden_dim": 32, "num_heads": 4, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
+         "context_tokens": 577, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
+         "init_sigma": 0.02}
 
-    root.mkdir(parents=True)
-    files = {}
-    for graph in names.GRAPHS:
-        (root / f"{graph}.onnx").write_bytes(f"placeholder graph {graph}".encode())
-        files[f"{graph}.onnx"] = _sha((root / f"{graph}.onnx").read_bytes())
-    manifest: dict[str, Any] = {
-        "schema": "rdvla.bundle",
-        "schema_version": SCHEMA_VERSION,
-        "model": {"hidden_dim": 32, "num_heads": 4, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
-                  "context_tokens": 577, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
-                  "init_sigma": 0.02},
-        "graphs": {g: {"file": f"{g}.onnx", "inputs": [], "outputs": []} for g in names.GRAPHS},
-        "prompt": {"min_len": 8, "max_len": 64},
-        "preprocess": {},
-        "normalization": {"key": "test", "action": {"q01": [-1.0] * 7, "q99": [1.0] * 7},
-                          "proprio": {"q01": [-1.0] * 8, "q99": [1.0] * 8}},
-        "files": files,
-    }
+
+def write_bundle(bundles: types.SimpleNamespace, root: Path, engines: Optional[dict[str, dict[str, Any]]] = None) -> Path:
+    """A bundle that opens (graphs without I/O: doctor never runs them) with engines recorded, through the
+    builder's own bookkeeping, for each precision -> environment of `engines`; the engines are placeholders."""
+    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines
+
+    bundles.write(root, {g: {"file": f"{g}.onnx", "inputs": [], "outputs": []} for g in names.GRAPHS}, MODEL, (8, 64))
+    manifest = read_manifest(root)
     for precision, env in (engines or {}).items():
         (root / "engines" / precision).mkdir(parents=True)
         records = []
@@ -181,20 +171,20 @@ def write_bundle(root: Path, engines: Optional[dict[str, dict[str, Any]]] = None
             data = f"placeholder {precision} engine {graph}".encode()
             (root / "engines" / precision / f"{graph}.plan").write_bytes(data)
             records.append(EngineRecord(graph, f"engines/{precision}/{graph}.plan", _sha(data), 400_000_000, f"{graph}.onnx",
-                                        files[f"{graph}.onnx"], False, False, ("FP16",), 0, 1.0, ()))
+                                        manifest.files[f"{graph}.onnx"], False, False, ("FP16",), 0, 1.0, ()))
         (root / "engines" / precision / "build.log").write_bytes(b"log\n")
         manifest = record_engines(manifest, precision, records, EngineEnvironment.from_section(env), {},
                                   (f"engines/{precision}/build.log", _sha(b"log\n")), "2026-01-01T00:00:00+00:00")
-    save_manifest(root, manifest)
+    manifest.save(root)
     return root
 
 
 @pytest.fixture
-def kit() -> types.SimpleNamespace:
+def kit(bundles: types.SimpleNamespace) -> types.SimpleNamespace:
     """The helpers above, for tests (conftest modules are not importable under --import-mode=importlib)."""
     return types.SimpleNamespace(ORIN=dict(ORIN), FakeProbe=FakeProbe, healthy_jetson=healthy_jetson, camera=camera,
                                  fake_cuda_runtime=fake_cuda_runtime, CudaError=CudaError,
-                                 write_bundle=write_bundle)
+                                 write_bundle=functools.partial(write_bundle, bundles))
 
 
 @pytest.fixture

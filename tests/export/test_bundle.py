@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import onnx
 import pytest
 
 from rdvla.cli import main
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError
 from rdvla.runtime.policy import Policy
 
 PROPRIO = "0.1,-0.2,0.3,0.0,0.5,-0.5,0.03,-0.03"
@@ -58,10 +60,12 @@ def test_report_records_every_gate(tiny_bundle: Path) -> None:
 def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     bundle = Bundle.open(tiny_bundle)
     m = bundle.manifest
-    assert m["schema"] == "rdvla.bundle" and m["schema_version"] == 2
-    assert {"torch", "onnx", "onnxruntime"} <= set(m["tools"])
-    assert "model.safetensors" in m["source"]["files"] and len(m["source"]["files"]["model.safetensors"]) == 64
-    assert set(m["files"]) >= {"tokenizer.json", "graphs/vlm_prelude.onnx", "graphs/core_step.onnx", "golden/case0.npz"}
+    raw = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert raw["schema"] == "rdvla.bundle" and raw["schema_version"] == 2
+    assert (tiny_bundle / "manifest.sha256").read_text().split()[0] == hashlib.sha256((tiny_bundle / "manifest.json").read_bytes()).hexdigest()
+    assert {"torch", "onnx", "onnxruntime"} <= set(m.tools)
+    assert "model.safetensors" in m.source["files"] and len(m.source["files"]["model.safetensors"]) == 64
+    assert set(m.files) >= {"tokenizer.json", "graphs/vlm_prelude.onnx", "graphs/core_step.onnx", "golden/case0.npz"}
     prelude = bundle.graph("vlm_prelude")
     ids = next(t for t in prelude.inputs if t.name == "input_ids")
     assert ids.dtype == "int64" and ids.shape == (1, "prompt_len") and bundle.prompt_len == (24, 128)
@@ -70,7 +74,7 @@ def test_manifest_describes_the_bundle(tiny_bundle: Path) -> None:
     step = bundle.graph("core_step_decode")
     assert [t.name for t in step.outputs] == ["next_latent", "actions", "mse", "cosine"]
     assert all(t.dtype == "float32" for t in step.inputs + step.outputs)
-    assert m["normalization"]["key"] == "libero_spatial_no_noops"
+    assert m.normalization.key == "libero_spatial_no_noops"
 
 
 def _weight_matmul_token_dims(path: Path) -> list[int]:
@@ -127,12 +131,18 @@ def test_missing_file_is_refused(bundle_copy: Path) -> None:
         Bundle.open(bundle_copy)
 
 
-def test_hand_edited_manifest_is_refused(bundle_copy: Path) -> None:
+def test_a_file_whose_listed_hash_changed_is_refused(bundle_copy: Path, bundles) -> None:
+    bundles.edit_manifest(bundle_copy, lambda m: m["files"].update({"golden/case0.npz": "0" * 64}))
+    with pytest.raises(BundleError, match="golden/case0.npz does not match"):
+        Bundle.open(bundle_copy)
+
+
+def test_a_hand_edited_manifest_is_refused(bundle_copy: Path) -> None:
     path = bundle_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["files"]["golden/case0.npz"] = "0" * 64
     path.write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="golden/case0.npz does not match"):
+    with pytest.raises(BundleError, match="manifest.json does not match manifest.sha256"):
         Bundle.open(bundle_copy)
 
 
@@ -145,6 +155,7 @@ def test_unknown_schema_is_refused(bundle_copy: Path, field: str, value, message
     manifest = json.loads(path.read_text())
     manifest[field] = value
     path.write_text(json.dumps(manifest))
+    (bundle_copy / "manifest.sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
     with pytest.raises(BundleError, match=message):
         Bundle.open(bundle_copy)
     rc = main(["predict", str(bundle_copy), "--pixel-values", "x.npy", "--instruction", "x", "--proprio", PROPRIO])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnx
@@ -45,7 +46,5 @@ def test_export_refuses_a_bool_trilu_in_one_line(tiny_checkpoint: Path, tmp_path
     assert main(["export", str(tiny_checkpoint), "--out", str(out), "--cases", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
-    graph = out.with_name("bundle.partial") / "graphs" / "vlm_prelude.onnx"
-    (trilu,) = [n for n in onnx.load(str(graph), load_external_data=False).graph.node if n.op_type == "Trilu"]
-    assert err.startswith(f"error: graph {graph}: node {trilu.name} (Trilu): trt-trilu-bool: Trilu of the BOOL tensor ")
-    assert not out.exists() and not (graph.parents[1] / "report.json").exists()  # stopped before parity
+    assert re.match(r"error: graph graphs/vlm_prelude\.onnx: node \S+ \(Trilu\): trt-trilu-bool: Trilu of the BOOL tensor ", err), err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # stopped before parity, its work removed

@@ -106,6 +106,16 @@ def test_cameras_lists_and_describes(robot: Path, inputs: dict[str, Path]) -> No
     assert "frames:" in assert_ok(rdvla(robot, "cameras", "--recording", str(inputs["third_person"])))
 
 
+def test_doctor_reports_every_check_in_one_line(robot: Path, tiny_bundle: Path) -> None:
+    result = rdvla(robot, "doctor", str(tiny_bundle))
+    lines = result.stdout.splitlines()
+    assert "Traceback" not in result.stderr and lines, result.stderr
+    assert all(line.split()[0] in ("OK", "WARN", "FAIL", "SKIP") for line in lines), result.stdout
+    # No TensorRT here: the robot install says so, and the bundle itself is sound.
+    assert result.returncode == 1 and any(line.startswith("FAIL  tensorrt") for line in lines)
+    assert any(line.startswith("OK    bundle") for line in lines) and any(line.startswith("OK    native") for line in lines)
+
+
 @pytest.mark.parametrize("command", ["init-checkpoint", "export", "calibrate", "predict-checkpoint"])
 def test_workstation_commands_refuse_in_one_line(robot: Path, command: str, tiny_checkpoint: Path, tiny_bundle: Path,
                                                  inputs: dict[str, Path], tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import torch
 from rdvla.runtime.golden import GoldenCase, load_cases
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.backends.torch_split import TorchBackend
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.policy import Policy
@@ -158,7 +159,7 @@ def test_altered_checkpoint_is_refused(bundle: Bundle, tiny_copy: Path) -> None:
 def test_missing_checkpoint_is_refused(bundle: Bundle, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"not found.*pass checkpoint=\.\.\. / --checkpoint"):
         TorchBackend(bundle, checkpoint=tmp_path / "absent", device="cpu")
-    moved = {**bundle.manifest, "source": {**bundle.manifest["source"], "checkpoint": str(tmp_path / "moved")}}
+    moved = dataclasses.replace(bundle.manifest, source={**bundle.manifest.source, "checkpoint": str(tmp_path / "moved")})
     with pytest.raises(BundleError, match=r"recorded at export\) not found.*pass checkpoint="):
         TorchBackend(dataclasses.replace(bundle, manifest=moved), device="cpu")
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rdvla.cli import main
-from rdvla.runtime.bundle import sha256_file
 
 
 def test_verify_passes_on_a_fresh_bundle(tiny_bundle: Path, capsys) -> None:
@@ -17,15 +17,13 @@ def test_verify_passes_on_a_fresh_bundle(tiny_bundle: Path, capsys) -> None:
     assert "all gates passed" in out and "mse_0.0001" in out and "fixed_32" in out
 
 
-def test_verify_fails_when_the_backend_disagrees_with_the_reference(bundle_copy: Path, capsys) -> None:
+def test_verify_fails_when_the_backend_disagrees_with_the_reference(bundle_copy: Path, bundles, capsys) -> None:
     # Shift the stored reference of case 0 as a wrong engine would look from the other side.
     path = bundle_copy / "golden" / "case0.npz"
     case = dict(np.load(path))
     case["trace_actions"] = case["trace_actions"] + 1e-3
     np.savez_compressed(path, **case)
-    manifest = json.loads((bundle_copy / "manifest.json").read_text())
-    manifest["files"]["golden/case0.npz"] = sha256_file(path)
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    bundles.edit_manifest(bundle_copy, lambda m: None, ["golden/case0.npz"])
     assert main(["verify", str(bundle_copy)]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "actions max_abs 0.001" in out
@@ -55,5 +53,6 @@ def test_profile_writes_report_and_plots(tiny_bundle: Path, tmp_path: Path, caps
 
 
 def test_profile_refuses_bad_depths(tiny_bundle: Path, capsys) -> None:
-    assert main(["profile", str(tiny_bundle), "--iterations", "1,x"]) == 2
-    assert "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["profile", str(tiny_bundle), "--iterations", "1,x"])
+    assert stopped.value.code == 2 and "argument --iterations: expected comma-separated whole numbers" in capsys.readouterr().err

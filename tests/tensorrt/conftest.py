@@ -1,7 +1,8 @@
-"""A small synthetic bundle (manifest + placeholder files) and a fake CUDA runtime for the TensorRT tests.
+"""A small synthetic bundle and a fake CUDA runtime for the TensorRT tests.
 
-The graph and engine files written here hold placeholder bytes: these tests exercise file
-bookkeeping, hashes and refusals, never parsing or running a graph or an engine. `FakeCudaRuntime`
+The graphs are tiny ONNX files with the bundle contract's inputs and outputs (tests/conftest.py) and
+the engines placeholder bytes: these tests exercise file bookkeeping, hashes and refusals, never
+running a graph or an engine. `FakeCudaRuntime`
 stands in for cuda-python's `cuda.bindings.runtime` at the API boundary: tuple-of-error returns,
 streams that record what is enqueued, stream capture and graphs; it runs no kernel.
 """
@@ -9,6 +10,7 @@ streams that record what is enqueued, stream capture and graphs; it runs no kern
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import sys
@@ -19,7 +21,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from rdvla.runtime.backends import base as names
-from rdvla.runtime.bundle import SCHEMA_VERSION
+from rdvla.runtime.manifest import Manifest
 
 HIDDEN, HEADS, CONTEXT = 32, 4, 577
 PROMPT = (8, 64)
@@ -74,47 +76,19 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bundle(root: Path, graphs: Optional[dict[str, Any]] = None, **extra: Any) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    graphs = graphs if graphs is not None else graph_specs()
-    files = {}
-    for spec in graphs.values():
-        (root / spec["file"]).write_bytes(PLACEHOLDER + spec["file"].encode())
-        files[spec["file"]] = sha((root / spec["file"]).read_bytes())
-    manifest = {
-        "schema": "rdvla.bundle",
-        "schema_version": SCHEMA_VERSION,
-        "model": {
-            "hidden_dim": HIDDEN,
-            "num_heads": HEADS,
-            "chunk_len": 8,
-            "action_dim": 7,
-            "proprio_dim": 8,
-            "num_images": 2,
-            "context_tokens": CONTEXT,
-            "prelude_vlm_layers": [11],
-            "recurrent_vlm_layers": [23],
-            "coda_vlm_layers": [23],
-            "init_sigma": 0.02,
-        },
-        "graphs": graphs,
-        "prompt": {"min_len": PROMPT[0], "max_len": PROMPT[1]},
-        "preprocess": {},
-        "normalization": {
-            "key": "test",
-            "action": {"q01": [-1.0] * 7, "q99": [1.0] * 7},
-            "proprio": {"q01": [-1.0] * 8, "q99": [1.0] * 8},
-        },
-        "files": files,
-        **extra,
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return root
+MODEL = {"hidden_dim": HIDDEN, "num_heads": HEADS, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
+         "context_tokens": CONTEXT, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
+         "init_sigma": 0.02}
+
+
+def write_bundle(bundles: types.SimpleNamespace, root: Path, graphs: Optional[dict[str, Any]] = None, **extra: Any) -> Path:
+    """A synthetic bundle with this room's graph specs (tiny ONNX graphs of the right I/O, never run)."""
+    return bundles.write(root, graphs if graphs is not None else graph_specs(), MODEL, PROMPT, **extra)
 
 
 @pytest.fixture
-def bundle_dir(tmp_path: Path) -> Path:
-    return write_bundle(tmp_path / "bundle")
+def bundle_dir(tmp_path: Path, bundles: types.SimpleNamespace) -> Path:
+    return write_bundle(bundles, tmp_path / "bundle")
 
 
 ORIN = {
@@ -127,16 +101,16 @@ ORIN = {
 }
 
 
-def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any]] = None) -> Manifest:
     """Record placeholder engine files through the builder's own bookkeeping; returns the new manifest."""
     from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
-    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines, save_manifest
+    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines
 
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = Manifest.from_json(json.loads((root / "manifest.json").read_text()))
     out = root / "engines" / precision
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for graph, spec in manifest["graphs"].items():
+    for graph, spec in manifest.graphs.items():
         data = PLACEHOLDER + f"{precision}/{graph}".encode()
         (out / f"{graph}.plan").write_bytes(data)
         records.append(
@@ -145,8 +119,8 @@ def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any
                 file=f"engines/{precision}/{graph}.plan",
                 sha256=sha(data),
                 bytes=len(data),
-                source=spec["file"],
-                source_sha256=manifest["files"][spec["file"]],
+                source=spec.file,
+                source_sha256=manifest.files[spec.file],
                 quantized=False,
                 strongly_typed=False,
                 flags=("FP16", "OBEY_PRECISION_CONSTRAINTS"),
@@ -162,7 +136,7 @@ def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any
     new = record_engines(
         manifest, precision, records, environment, {"precision": precision}, (f"engines/{precision}/build.log", sha(log)), "2026-01-01T00:00:00+00:00"
     )
-    save_manifest(root, new)
+    new.save(root)
     return new
 
 
@@ -315,10 +289,11 @@ def install_fake_cuda(monkeypatch: pytest.MonkeyPatch, runtime: Any) -> None:
 
 
 @pytest.fixture
-def kit() -> types.SimpleNamespace:
+def kit(bundles: types.SimpleNamespace) -> types.SimpleNamespace:
     """The helpers above, for tests (conftest modules are not importable under --import-mode=importlib)."""
     return types.SimpleNamespace(
-        write_bundle=write_bundle,
+        write_bundle=functools.partial(write_bundle, bundles),
+        edit_manifest=bundles.edit_manifest,
         graph_specs=graph_specs,
         add_engines=add_engines,
         fake_gpu_modules=fake_gpu_modules,

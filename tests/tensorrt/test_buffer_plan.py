@@ -15,7 +15,8 @@ from rdvla.runtime.backends.capture import DISABLED
 from rdvla.runtime.backends.pingpong import DIRECTIONS, PingPong, slots
 from rdvla.runtime.backends.tensorrt.backend import capture_skip_reason
 from rdvla.runtime.backends.tensorrt.buffers import SCALAR_STRIDE, dynamic_dims, plan_buffers
-from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError, TensorSpec
 
 
 def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

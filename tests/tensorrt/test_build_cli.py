@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import types
 from pathlib import Path
@@ -14,7 +13,8 @@ from rdvla.cli.build import register, run
 from rdvla.runtime.backends.tensorrt.builder import graph_sources, open_for_build
 from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable, require_tensorrt
 from rdvla.runtime.backends.tensorrt.precision import BuildError, GraphSource
-from rdvla.runtime.bundle import Bundle, BundleError
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,9 +173,8 @@ def test_missing_graph_file(bundle_dir: Path) -> None:
 def test_graph_sources_int8_prefers_qdq_graphs(tmp_path: Path, kit: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
     root = kit.write_bundle(tmp_path / "b")
     (root / "core_step.int8.onnx").write_bytes(b"placeholder")
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["graphs_int8"] = {"core_step": {"file": "core_step.int8.onnx", "strongly_typed": True}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    kit.edit_manifest(root, lambda m: m.update(graphs_int8={"core_step": {"file": "core_step.int8.onnx", "strongly_typed": True}}),
+                      ["core_step.int8.onnx"])
     bundle = Bundle.open(root, verify_hashes=False)
     sources = {s.name: s for s in graph_sources(bundle, "int8")}
     assert sources["core_step"] == GraphSource("core_step", "core_step.int8.onnx", True, True)
@@ -186,12 +185,10 @@ def test_graph_sources_int8_prefers_qdq_graphs(tmp_path: Path, kit: types.Simple
 
 def calibrated_bundle(tmp_path: Path, kit: types.SimpleNamespace, graphs_fp16: dict[str, object]) -> Bundle:
     root = kit.write_bundle(tmp_path / "b")
-    manifest = json.loads((root / "manifest.json").read_text())
     for entry in graphs_fp16.values():
         (root / entry["file"]).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[index]
         (root / entry["file"]).write_bytes(b"placeholder")  # type: ignore[index]
-    manifest["graphs_fp16"] = graphs_fp16
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    kit.edit_manifest(root, lambda m: m.update(graphs_fp16=graphs_fp16), [e["file"] for e in graphs_fp16.values()])  # type: ignore[index]
     return Bundle.open(root, verify_hashes=False)
 
 

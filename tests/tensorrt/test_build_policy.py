@@ -16,7 +16,7 @@ from rdvla.runtime.backends.tensorrt.precision import (
     halting_chain,
     precision_plan,
 )
-from rdvla.runtime.bundle import TensorSpec
+from rdvla.runtime.manifest import TensorSpec
 
 ORIN = (8, 7)
 

@@ -49,7 +49,8 @@ from rdvla.runtime.backends.tensorrt.environment import (
     verify_engine_files,
 )
 from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
-from rdvla.runtime.bundle import Bundle, BundleError, TensorSpec
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError, TensorSpec
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:

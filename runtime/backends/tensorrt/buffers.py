@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.tensorrt.environment import rebuild_hint
-from rdvla.runtime.bundle import DYNAMIC, Bundle, BundleError, GraphSpec, TensorSpec
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import DYNAMIC, BundleError, GraphSpec, TensorSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name
 from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
 from rdvla.runtime.backends.tensorrt.inspector import InspectorFormatError, layer_precisions
@@ -44,8 +43,10 @@ from rdvla.runtime.backends.tensorrt.precision import (
     fp32_layers,
     precision_plan,
 )
-from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines, save_manifest
-from rdvla.runtime.bundle import MANIFEST, Bundle, TensorSpec
+from rdvla.runtime.graph_check.rules import require_compatible
+from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import MANIFEST, TensorSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -64,7 +65,7 @@ def graph_sources(bundle: Bundle, precision: str, selected: Optional[Sequence[st
     if unknown:
         raise BuildError(f"unknown graph {', '.join(unknown)}: this bundle has {', '.join(available)}")
     # fp32 reads `graphs` itself; fp16 and int8 read what the calibration wrote.
-    calibrated: Mapping[str, Any] = bundle.manifest.get(names.GRAPH_SECTIONS[precision]) or {}
+    calibrated: Mapping[str, Any] = bundle.manifest.calibrated.get(precision) or {}
     if precision == "int8" and not calibrated:
         raise BuildError(
             f"{bundle.root}: int8 engines are built from explicit Q/DQ graphs (manifest 'graphs_int8') and this "
@@ -73,7 +74,7 @@ def graph_sources(bundle: Bundle, precision: str, selected: Optional[Sequence[st
     sources = []
     for graph in wanted:
         entry = calibrated.get(graph)
-        used: Mapping[str, Any] = entry if entry is not None else bundle.manifest["graphs"][graph]
+        used: Mapping[str, Any] = entry if entry is not None else bundle.graph(graph).to_json()
         source = GraphSource(graph, str(used["file"]), precision == "int8" and entry is not None, bool(used.get("strongly_typed", False)))
         if not bundle.path(source.file).is_file():
             raise BuildError(f"{bundle.root}: graph file {source.file} ({graph}) is missing; re-export the bundle")
@@ -154,7 +155,7 @@ def open_for_build(root: Path) -> Bundle:
     An interrupted or hand-edited earlier build must not lock the user out of rebuilding.
     """
     bundle = Bundle.open(root, verify_hashes=False)
-    bundle.verify_files([rel for rel in bundle.manifest.get("files", {}) if not rel.startswith("engines/")])
+    bundle.verify_files([rel for rel in bundle.manifest.files if not rel.startswith("engines/")])
     return bundle
 
 
@@ -182,9 +183,10 @@ def build_engines(
     env = query_environment(require_tensorrt(), require_cuda())
     check_precision(precision, env.capability)
     partial = {s.name for s in sources} != set(bundle.graphs)
-    existing = (bundle.manifest.get("engines") or {}).get(precision)
+    existing = bundle.manifest.engines.get(precision)
     if partial:
         check_partial_rebuild(existing, env, precision)
+    require_compatible(bundle.path(s.file) for s in sources)  # before TensorRT's parser meets what it cannot read
 
     final_dir = bundle.path(engine_dir(precision))
     staging = bundle.path(f"engines/.{precision}.partial")
@@ -228,8 +230,7 @@ def build_engines(
     staging.rmdir()
     built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     log_rel = f"{engine_dir(precision)}/build.log"
-    manifest = record_engines(bundle.manifest, precision, records, env, settings, (log_rel, log_sha), built_at, partial)
-    save_manifest(bundle.root, manifest)
+    record_engines(bundle.manifest, precision, records, env, settings, (log_rel, log_sha), built_at, partial).save(bundle.root)
     return records
 
 
@@ -319,7 +320,7 @@ class _EngineBuilder:
             sha256=digest,
             bytes=int(size),
             source=source.file,
-            source_sha256=self.bundle.manifest.get("files", {}).get(source.file),
+            source_sha256=self.bundle.manifest.files.get(source.file),
             quantized=source.quantized,
             strongly_typed=source.strongly_typed,
             flags=plan.recorded_flags,

@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
-from rdvla.runtime.bundle import MANIFEST, Bundle, BundleError, sha256_file
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import MANIFEST, BundleError, Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,9 @@ def rebuild_hint(root: Path, precision: str) -> str:
     return f"run `rdvla build {root} --precision {precision}` on this device"
 
 
-def engine_section(manifest: Mapping[str, Any], precision: str, root: Path) -> dict[str, Any]:
-    """`manifest["engines"][precision]`, refusing a bundle that lacks it or any graph's engine."""
-    engines = manifest.get("engines") or {}
+def engine_section(manifest: Manifest, precision: str, root: Path) -> dict[str, Any]:
+    """`manifest.engines[precision]`, refusing a bundle that lacks it or any graph's engine."""
+    engines = manifest.engines
     if precision not in engines:
         have = f" (it has {', '.join(sorted(engines))})" if engines else ""
         raise BundleError(f"{root}: no {precision} TensorRT engines in this bundle{have}: {rebuild_hint(root, precision)}")
@@ -194,9 +195,9 @@ def check_engine_compat(section: Mapping[str, Any], env: EngineEnvironment, prec
         log.warning("%s engines were built under CUDA %s, this device runs CUDA %s", precision, built.cuda_version, env.cuda_version)
 
 
-def check_engine_sources(section: Mapping[str, Any], manifest: Mapping[str, Any], precision: str, root: Path) -> None:
+def check_engine_sources(section: Mapping[str, Any], manifest: Manifest, precision: str, root: Path) -> None:
     """Refuse engines built from graph files the bundle no longer holds (a re-export left them stale)."""
-    files: Mapping[str, str] = manifest.get("files", {})
+    files = manifest.files
     for graph, record in section["graphs"].items():
         source, digest = record.get("source"), record.get("source_sha256")
         # A robot-side bundle may drop the ONNX graphs to save space; only a listed source can be stale.
@@ -209,7 +210,7 @@ def check_engine_sources(section: Mapping[str, Any], manifest: Mapping[str, Any]
 
 def verify_engine_files(bundle: Bundle, section: Mapping[str, Any], precision: str) -> dict[str, Path]:
     """Check every engine file against the SHA-256 recorded at build time; returns graph -> path."""
-    files: Mapping[str, str] = bundle.manifest.get("files", {})
+    files = bundle.manifest.files
     paths = {}
     for graph in names.GRAPHS:
         record = section["graphs"][graph]

@@ -1,4 +1,4 @@
-"""What a build writes into the manifest: `manifest["engines"][precision]` and the engine files' hashes.
+"""What a build writes into the manifest: `manifest.engines[precision]` and the engine files' hashes.
 
 The section records, per engine, its file and SHA-256, the graph it was built from (and that
 graph's hash, so a re-export makes it stale), the precision plan, the I/O as TensorRT reports it,
@@ -10,16 +10,13 @@ TensorRT / CUDA / GPU the engines are tied to (`environment.EngineEnvironment`).
 from __future__ import annotations
 
 import copy
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
-from rdvla.runtime.bundle import MANIFEST, TensorSpec
+from rdvla.runtime.manifest import Manifest, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def check_partial_rebuild(existing: Optional[Mapping[str, Any]], env: EngineEnvi
 
 
 def record_engines(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     precision: str,
     records: Sequence[EngineRecord],
     env: EngineEnvironment,
@@ -88,15 +85,14 @@ def record_engines(
     build_log: tuple[str, str],
     built_at: str,
     partial: bool = False,
-) -> dict[str, Any]:
-    """A copy of `manifest` with the engines section of `precision` and the new files' hashes.
+) -> Manifest:
+    """`manifest` with the engines section of `precision` and the new files' hashes.
 
     A full build replaces the section (and forgets the hashes of the files it listed); a partial one
     (`rdvla build --graphs`) updates the rebuilt graphs and keeps the others.
     """
-    out = copy.deepcopy(dict(manifest))
-    engines = out.setdefault("engines", {})
-    files = out.setdefault("files", {})
+    engines = copy.deepcopy(manifest.engines)
+    files = dict(manifest.files)
     old = engines.get(precision)
     graphs: dict[str, Any] = {}
     if old is not None:
@@ -104,9 +100,8 @@ def record_engines(
             check_partial_rebuild(old, env, precision)
             graphs = dict(old.get("graphs", {}))
         else:
-            for rec in old.get("graphs", {}).values():
-                files.pop(rec.get("file"), None)
-            files.pop(old.get("log"), None)
+            for rel in [rec.get("file") for rec in old.get("graphs", {}).values()] + [old.get("log")]:
+                files.pop(str(rel), None)
     for record in records:
         graphs[record.graph] = record.to_json()
         files[record.file] = record.sha256
@@ -119,18 +114,11 @@ def record_engines(
         "log": log_rel,
         "graphs": {g: graphs[g] for g in sorted(graphs, key=_graph_order)},
     }
-    return out
+    return replace(manifest, engines=engines, files=files)
 
 
 def _graph_order(graph: str) -> tuple[int, str]:
     return (names.GRAPHS.index(graph) if graph in names.GRAPHS else len(names.GRAPHS), graph)
-
-
-def save_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
-    """Replace manifest.json atomically: a crash leaves the old or the new one, never half of one."""
-    tmp = root / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST)
 
 
 def describe_layers(record: Mapping[str, Any]) -> str:

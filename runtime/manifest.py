@@ -1,0 +1,315 @@
+"""manifest.json, typed: what a bundle holds, what made it, and the one way it is written.
+
+The manifest is covered by `manifest.sha256` beside it (the SHA-256 of its bytes), and the manifest
+in turn lists the SHA-256 of every other file of the bundle (`files`, required). `Bundle.open`
+checks both, so an edited or half-copied bundle is refused instead of served. This protects against
+accidents: an edited file, a stale copy, a transfer cut short. It does not protect against someone
+who can rewrite the files, the manifest and its digest together.
+
+Commands that add to a bundle (`rdvla calibrate`, `rdvla build`) change the manifest through
+`dataclasses.replace` on the typed fields and write it with `Manifest.save`, which writes the
+digest too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+import numpy as np
+
+from rdvla.runtime.normalization import NormStats
+from rdvla.runtime.preprocess import PreprocessConfig
+
+SCHEMA = "rdvla.bundle"
+SCHEMA_VERSION = 2  # 2: the recurrent tensors are named latent / next_latent; the manifest has a digest
+MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
+TOKENIZER_FILE = "tokenizer.json"
+# What `rdvla calibrate` adds, per precision: graph -> entry (file, inputs, outputs, and how it was made).
+CALIBRATED_SECTIONS = {"fp16": "graphs_fp16", "int8": "graphs_int8"}
+
+T = TypeVar("T")
+
+
+class BundleError(ValueError):
+    """A bundle this runtime cannot serve (one line naming the problem and the way out)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+DYNAMIC = -1  # how TensorRT reports a dimension it only knows once the input shapes are set
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a graph or an engine: the one description used by the manifest, the backends and the builder.
+
+    A dynamic dimension is a name (the manifest's graphs: "prompt_len") or -1 (an engine's I/O as
+    TensorRT reports it). `mode` is "input" or "output" where one list holds both (engine I/O).
+    """
+
+    name: str
+    dtype: str  # numpy dtype name: float32, int64, float16
+    shape: tuple[int | str, ...]
+    mode: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TensorSpec":
+        return cls(data["name"], data["dtype"], tuple(data["shape"]), data.get("mode"))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.mode is not None:
+            data["mode"] = self.mode
+        return data
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(isinstance(d, str) or d == DYNAMIC for d in self.shape)
+
+    def resolve(self, dims: Mapping[str, int]) -> "TensorSpec":
+        """This tensor with each named dimension replaced from `dims` (a KeyError names a missing one)."""
+        return replace(self, shape=tuple(dims[d] if isinstance(d, str) else int(d) for d in self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        if self.is_dynamic:
+            raise ValueError(f"{self.name} has a dynamic shape {list(self.shape)}: resolve it first")
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> "GraphSpec":
+        return cls(
+            name,
+            data["file"],
+            tuple(TensorSpec.from_json(t) for t in data["inputs"]),
+            tuple(TensorSpec.from_json(t) for t in data["outputs"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    hidden_dim: int
+    num_heads: int
+    chunk_len: int
+    action_dim: int
+    proprio_dim: int
+    num_images: int
+    context_tokens: int  # 64 latents + proprio + 512 vision = 577
+    prelude_vlm_layers: tuple[int, ...]
+    recurrent_vlm_layers: tuple[int, ...]
+    coda_vlm_layers: tuple[int, ...]
+    init_sigma: float  # |gamma_init| * init_std: the truncated-normal S0 scale
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_heads", "chunk_len", "action_dim", "proprio_dim", "num_images", "context_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive whole number, got {value!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"model.hidden_dim {self.hidden_dim} is not a multiple of model.num_heads {self.num_heads}")
+        if not (isinstance(self.init_sigma, (int, float)) and np.isfinite(self.init_sigma) and self.init_sigma > 0):
+            raise ValueError(f"model.init_sigma must be a positive number, got {self.init_sigma!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.num_heads
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (1, self.chunk_len, self.hidden_dim)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelDims":
+        layers = {k: tuple(data[k]) for k in ("prelude_vlm_layers", "recurrent_vlm_layers", "coda_vlm_layers")}
+        scalars = {k: v for k, v in data.items() if k not in layers}
+        return cls(**scalars, **layers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    template: str
+    lowercase_task: bool
+    min_len: int  # prompt lengths (tokens) the VLM graph accepts
+    max_len: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min_len, int) and isinstance(self.max_len, int) and 2 <= self.min_len <= self.max_len):
+            raise ValueError(f"prompt.min_len/max_len must satisfy 2 <= min <= max, got {self.min_len}, {self.max_len}")
+
+
+@dataclass(frozen=True)
+class HaltingDefaults:
+    rule: str
+    threshold: float
+    min_iterations: int
+    max_iterations: int
+    fixed_iterations: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    created: str
+    tools: dict[str, str]  # versions of what made the bundle
+    source: dict[str, Any]  # the checkpoint: its path and its files' SHA-256
+    model: ModelDims
+    prompt: PromptSpec
+    preprocess: PreprocessConfig
+    normalization: NormStats
+    halting: HaltingDefaults
+    horizon: dict[str, Any]
+    graphs: dict[str, GraphSpec]  # the FP32 graphs `rdvla export` wrote
+    golden: tuple[str, ...]
+    files: dict[str, str]  # every file of the bundle but the manifest and its digest -> SHA-256
+    calibrated: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # precision -> graph -> entry
+    calibration: dict[str, Any] = field(default_factory=dict)  # `rdvla calibrate`'s record: data, report, ...
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> `rdvla build`'s section
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Manifest":
+        """The typed manifest; BundleError (without the path; `read` adds it) when anything is missing or mistyped."""
+        if not isinstance(data, dict):
+            raise BundleError(f"holds a JSON {type(data).__name__}, not an object")
+        schema, version = data.get("schema"), data.get("schema_version")
+        if schema != SCHEMA:
+            raise BundleError(f"unknown schema {schema!r} (this runtime reads {SCHEMA!r})")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"schema version {version!r} is not supported by this runtime (it reads version "
+                              f"{SCHEMA_VERSION}); re-export the bundle with a matching rdvla")
+
+        def section(key: str, kind: type, parse: Callable[[Any], T]) -> T:
+            if key not in data:
+                raise BundleError(f"lacks its {key!r} section")
+            value = data[key]
+            if not isinstance(value, kind):
+                raise BundleError(f"{key!r} holds a JSON {type(value).__name__}, expected {'an object' if kind is dict else 'a list'}")
+            try:
+                return parse(value)
+            except (KeyError, TypeError, ValueError) as exc:
+                detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise BundleError(f"{key!r} is malformed: {detail}") from None
+
+        files = section("files", dict, lambda v: {str(k): str(h) for k, h in v.items()})
+        if not files:
+            raise BundleError("lists no files ('files' is empty): the bundle's contents cannot be checked")
+        return cls(
+            created=str(data.get("created", "")),
+            tools=section("tools", dict, dict),
+            source=section("source", dict, dict),
+            model=section("model", dict, ModelDims.from_json),
+            prompt=section("prompt", dict, lambda v: PromptSpec(**v)),
+            preprocess=section("preprocess", dict, PreprocessConfig.from_manifest),
+            normalization=section("normalization", dict, lambda v: NormStats.from_dataset_statistics({v["key"]: v}, v["key"])),
+            halting=section("halting", dict, lambda v: HaltingDefaults(**v)),
+            horizon=section("horizon", dict, dict),
+            graphs=section("graphs", dict, lambda v: {name: GraphSpec.from_json(name, g) for name, g in v.items()}),
+            golden=section("golden", list, lambda v: tuple(str(p) for p in v)),
+            files=files,
+            calibrated={precision: dict(data[key]) for precision, key in CALIBRATED_SECTIONS.items() if data.get(key)},
+            calibration=dict(data.get("calibration") or {}),
+            engines=dict(data.get("engines") or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "tools": self.tools,
+            "source": self.source,
+            "model": self.model.to_json(),
+            "prompt": self.prompt.__dict__,
+            "preprocess": self.preprocess.to_manifest(),
+            "normalization": self.normalization.to_json_dict(),
+            "halting": self.halting.__dict__,
+            "horizon": self.horizon,
+            "graphs": {name: spec.to_json() for name, spec in self.graphs.items()},
+            "golden": list(self.golden),
+        }
+        for precision, key in CALIBRATED_SECTIONS.items():
+            if self.calibrated.get(precision):
+                data[key] = self.calibrated[precision]
+        if self.calibration:
+            data["calibration"] = self.calibration
+        data["engines"] = self.engines
+        data["files"] = dict(sorted(self.files.items()))
+        return data
+
+    def referenced_files(self) -> set[str]:
+        """Every bundle file the manifest points at (each must be listed, with its hash, in `files`)."""
+        named = {TOKENIZER_FILE, *(spec.file for spec in self.graphs.values()), *self.golden}
+        for entries in self.calibrated.values():
+            named |= {str(entry["file"]) for entry in entries.values()}
+        for section in self.engines.values():
+            named |= {str(record["file"]) for record in (section.get("graphs") or {}).values()}
+        return named
+
+    def save(self, root: Path) -> None:
+        """Write manifest.json and its digest, each by an atomic rename."""
+        text = json.dumps(self.to_json(), indent=2) + "\n"
+        _replace_file(root / MANIFEST, text)
+        _replace_file(root / MANIFEST_DIGEST, f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(root: Path) -> Manifest:
+    """The manifest of the bundle at `root`, after checking it against its digest."""
+    path, digest_path = root / MANIFEST, root / MANIFEST_DIGEST
+    if not root.is_dir():
+        raise BundleError(f"bundle directory not found: {root}")
+    if not path.is_file():
+        raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing")
+    raw = path.read_bytes()
+    if not digest_path.is_file():
+        raise BundleError(f"{root}: {MANIFEST_DIGEST} is missing, so {MANIFEST} cannot be checked: re-export the bundle "
+                          "(or copy it again, whole)")
+    recorded = digest_path.read_text(errors="replace").split()
+    if not recorded or recorded[0] != hashlib.sha256(raw).hexdigest():
+        raise BundleError(f"{path} does not match {MANIFEST_DIGEST} (edited or corrupted): re-export the bundle, or rerun "
+                          "the command that last wrote it")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return Manifest.from_json(data)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from None
