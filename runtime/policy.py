@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from rdvla.runtime.backends import load_backend
-from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.backends.base import PIXEL_VALUES, VLM_PRELUDE, Backend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule
@@ -82,7 +82,7 @@ class Policy:
     past the point where the rule was first met)."""
 
     def __init__(self, bundle: Bundle, backend: Backend, check_every: int = 1, clock: Callable[[], float] = time.perf_counter,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", preprocessing: Optional[str] = None) -> None:
         if check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.bundle = bundle
@@ -92,15 +92,19 @@ class Policy:
         self.check_every = check_every
         self.clock = clock
         self.tokenizer = PromptTokenizer(bundle.path(TOKENIZER_FILE))
-        self.preprocessing = resolve_implementation(None)  # native where it is built, else numpy (logged)
+        self.preprocessing = resolve_implementation(preprocessing)  # None: native where it is built, else numpy (logged)
+        pixel_values = next(t for t in bundle.graph(VLM_PRELUDE).inputs if t.name == PIXEL_VALUES)
+        self._pixel_values_shape = tuple(int(d) for d in pixel_values.shape)
         defaults = bundle.halting_defaults
         self.default_halting: HaltingRule = AdjacentMSE(defaults.threshold, defaults.min_iterations, defaults.max_iterations)
 
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,
-             **options: object) -> "Policy":
+             preprocessing: Optional[str] = None, **options: object) -> "Policy":
         opened = Bundle.open(Path(bundle))
-        return cls(opened, load_backend(opened, backend, precision, **options), check_every, precision=precision)
+        preprocessing = resolve_implementation(preprocessing)  # refused before the backend loads its engines
+        return cls(opened, load_backend(opened, backend, precision, **options), check_every, precision=precision,
+                   preprocessing=preprocessing)
 
     def initial_latent(self, seed: Optional[int] = None) -> np.ndarray:
         return truncated_normal_latent(self.bundle.dims.latent_shape, self.bundle.dims.init_sigma, np.random.default_rng(seed))
@@ -138,7 +142,9 @@ class Policy:
             assert images is not None
             if len(images) != self.bundle.dims.num_images:
                 raise ValueError(f"the policy takes {self.bundle.dims.num_images} images; got {len(images)}")
-            pixel_values = to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing)
+            # Written straight into the backend's input staging buffer (TensorRT: page-locked memory).
+            staging = self.backend.pixel_values_buffer(self._pixel_values_shape)
+            pixel_values = to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing, out=staging)
         proprio_n = normalize_proprio(np.asarray(proprio, np.float64), self.bundle.norm_stats)[None]
         t1 = self.clock()
         input_ids = self.tokenizer(instruction)

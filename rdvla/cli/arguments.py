@@ -39,6 +39,8 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime (CPU stand-in, default), tensorrt (Jetson, after `rdvla build`) or torch (GPU workstation)")
     p.add_argument("--precision", default=None, help="fp32, fp16 or int8 (default: fp16 for tensorrt, fp32 otherwise)")
     p.add_argument("--checkpoint", type=Path, help="torch backend: the source checkpoint (default: the path the manifest records)")
+    p.add_argument("--preprocessing", choices=("native", "numpy"),
+                   help="camera-image preprocessing: native (C++, the default where it is built) or numpy (the specification)")
 
 
 def open_policy(args: argparse.Namespace, check_every: int = 1) -> tuple[Any, str]:
@@ -49,4 +51,6 @@ def open_policy(args: argparse.Namespace, check_every: int = 1) -> tuple[Any, st
     options = {"checkpoint": args.checkpoint} if args.backend == "torch" and args.checkpoint else {}
     if args.checkpoint and args.backend != "torch":
         raise ValueError("--checkpoint applies to the torch backend only")
-    return Policy.load(args.bundle, backend=args.backend, precision=precision, check_every=check_every, **options), precision
+    policy = Policy.load(args.bundle, backend=args.backend, precision=precision, check_every=check_every,
+                         preprocessing=args.preprocessing, **options)
+    return policy, precision

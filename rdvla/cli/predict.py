@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
     p.add_argument("--backend", choices=BACKENDS, help="bundle only: backend (default onnxruntime)")
     p.add_argument("--precision", help="bundle only: fp32 (default), fp16 or int8 where the bundle has them")
+    p.add_argument("--preprocessing", choices=("native", "numpy"),
+                   help="camera-image preprocessing: native (C++, the default where it is built) or numpy (the specification)")
     p.add_argument("--out", type=Path, help="write the result to this file (an .npz archive, under exactly this name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
@@ -91,7 +93,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Predic
     if args.pixel_values is not None:
         pixels = load_npy(args.pixel_values, (1, 6 * num_images, 224, 224), "pixel values")
     else:
-        pixels = to_pixel_values(load_images(args.image, num_images))
+        pixels = to_pixel_values(load_images(args.image, num_images), implementation=args.preprocessing)
     input_ids = PromptTokenizer(ckpt.files.tokenizer)(args.instruction)
     proprio = normalize_proprio(parse_proprio(args.proprio), stats)[None]
     head_cfg = model.action_head.cfg
@@ -123,7 +125,8 @@ def halting_deltas(halting: HaltingRule, iterations: int, mse: list[float], cosi
 def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
     from rdvla.runtime.policy import Policy
 
-    policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32")
+    policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32",
+                         preprocessing=args.preprocessing)
     exported_key = policy.bundle.norm_stats.key
     if args.unnorm_key is not None and args.unnorm_key != exported_key:
         policy.close()

@@ -38,6 +38,7 @@ class Backend(ABC):
     """One bundle's graphs, loaded once, with every buffer allocated once."""
 
     name: str = "backend"
+    _staging: Optional[np.ndarray] = None
 
     @abstractmethod
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
@@ -69,6 +70,14 @@ class Backend(ABC):
     @abstractmethod
     def latent(self) -> np.ndarray:
         """The current latent copied to the host: (1, 8, D) float32."""
+
+    def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 host array of `shape` that preprocessing may write the next query's pixel_values
+        into, for `run_context` to read without a copy where it can (TensorRT: its page-locked
+        staging buffer). Allocated once; valid until the next `run_context`."""
+        if self._staging is None or self._staging.shape != shape:
+            self._staging = np.empty(shape, np.float32)
+        return self._staging
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op for host backends)."""

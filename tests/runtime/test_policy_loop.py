@@ -180,3 +180,21 @@ def test_loop_allocates_no_buffers_per_iteration(ort_policy: Policy) -> None:
     pairs = [*backend._buffers["latent"], *backend._buffers["actions"]]
     assert buffers == [id(a) for a in (*pairs, backend._mse, backend._cosine)]
     assert addresses == [a.__array_interface__["data"][0] for a in pairs]
+
+
+def test_camera_images_are_preprocessed_into_the_backends_staging_buffer(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rdvla.runtime.preprocess import to_pixel_values
+
+    policy = Policy.load(tiny_bundle)
+    seen: list[np.ndarray] = []
+    run_context = policy.backend.run_context
+    monkeypatch.setattr(policy.backend, "run_context", lambda pixels, ids, proprio: (seen.append(pixels), run_context(pixels, ids, proprio)))
+    rng = np.random.default_rng(0)
+    images = [[rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)] for _ in range(2)]
+    try:
+        for query in images:
+            policy.act("pick up the bowl", np.zeros(8), images=query, halting=FixedDepth(1))
+            assert np.array_equal(seen[-1], to_pixel_values(query, implementation="numpy"))
+    finally:
+        policy.close()
+    assert seen[0] is seen[1] is policy.backend.pixel_values_buffer((1, 12, 224, 224))  # one buffer, no per-query array

@@ -262,7 +262,8 @@ class TensorRTBackend(Backend):
             if array.shape != shape:
                 raise ValueError(f"{tensor.name} has shape {array.shape}, expected {shape}")
             view = self._pinned[tensor.name].reshape(-1)[: int(np.prod(shape, dtype=np.int64))]
-            np.copyto(view.reshape(shape), array, casting="same_kind")
+            if not np.shares_memory(view, array):  # pixel_values written in place by preprocessing: no copy
+                np.copyto(view.reshape(shape), array, casting="same_kind")
             cuda.copy_to_device(self._host_inputs[tensor.name], view, self._stream)
             if self._input_shapes.get(tensor.name) != shape:
                 if not execution_context.set_input_shape(tensor.name, shape):
@@ -274,6 +275,15 @@ class TensorRTBackend(Backend):
             self._checked_prompts.add(prompt)
         cuda.record(self._sync["staged"], self._stream)
         self._enqueue(names.VLM_PRELUDE)
+
+    def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The page-locked staging buffer of pixel_values itself, once the previous query's copy has left it."""
+        cuda = self._live()
+        staging = self._pinned[names.PIXEL_VALUES]
+        if staging.shape != shape:
+            raise ValueError(f"{names.PIXEL_VALUES} has shape {shape}, the engine takes {staging.shape}")
+        cuda.wait(self._sync["staged"])
+        return staging
 
     def reset_latent(self, init_latent: np.ndarray) -> None:
         cuda = self._live()
