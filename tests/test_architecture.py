@@ -84,3 +84,15 @@ def test_robot_modules_import_with_the_workstation_libraries_absent(tmp_path: Pa
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=100)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 30
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    """Every top-level folder of the checkout has a row, and every path a row names exists."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    named = {path.strip().strip("`") for row in rows for path in row.split(",") if path.strip().startswith("`")}
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    folders = {f.split("/")[0] for f in tracked if "/" in f and not f.startswith(".")}
+    assert folders <= {name.split("/")[0] for name in named}, "folders without a README row"
+    assert all((ROOT / name).exists() for name in named), [name for name in named if not (ROOT / name).exists()]
