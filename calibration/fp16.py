@@ -120,7 +120,7 @@ def emulation(model: onnx.ModelProto, fp32_nodes: Iterable[str]) -> onnx.ModelPr
     return out
 
 
-def policy_fp32_nodes(model: onnx.ModelProto) -> dict[str, str]:
+def fixed_fp32_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """Nodes kept in FP32 whatever the data says (see the module docstring), with the reason."""
     graph = model.graph
     chain = {i.name for i in graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
@@ -253,7 +253,7 @@ def make_fp16(source: Path, target: Path, samples: Iterable[dict[str, np.ndarray
     naive = nonfinite([]) if naive_check else []
     if naive:
         log.info("%s: %d nodes overflow when every node runs in FP16, first %s", source.name, len(naive), naive[0])
-    kept = policy_fp32_nodes(model)
+    kept = fixed_fp32_nodes(model)
     for node, peak in overflow.items():
         kept.setdefault(node, f"FP32 peak {peak:.4g} above {limit:.4g}")
     rounds = 0

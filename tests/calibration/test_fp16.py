@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from rdvla.calibration.fp16 import FP16_LIMIT, emulation, float_tensors, make_fp16, policy_fp32_nodes
+from rdvla.calibration.fp16 import FP16_LIMIT, emulation, float_tensors, make_fp16, fixed_fp32_nodes
 from rdvla.calibration.probe import tensor_peaks
 
 D = 16
@@ -48,7 +48,7 @@ def samples(count: int = 4) -> list[dict[str, np.ndarray]]:
 
 
 def test_policy_keeps_norms_and_the_residual_in_fp32(tmp_path: Path) -> None:
-    kept = policy_fp32_nodes(onnx.load(str(norm_block(tmp_path / "block.onnx"))))
+    kept = fixed_fp32_nodes(onnx.load(str(norm_block(tmp_path / "block.onnx"))))
     assert set(kept) == {"pow", "mean", "add_eps", "sqrt", "inv", "scale", "residual"}
     assert kept["residual"] == "element-wise on an FP32 value"
 
@@ -65,7 +65,7 @@ def test_peaks_find_the_overflowing_layer(tmp_path: Path) -> None:
 def test_emulation_stores_fp16_values_and_overflows_like_fp16(tmp_path: Path) -> None:
     path = norm_block(tmp_path / "block.onnx")
     model = onnx.load(str(path))
-    emulated = emulation(model, policy_fp32_nodes(model))
+    emulated = emulation(model, fixed_fp32_nodes(model))
     peaks = tensor_peaks(emulated, path, samples(), ["up", "normed", "down"])
     assert peaks["up"] == np.inf  # rounded through FP16 where the FP16 graph stores it
     onnx.save(emulated, str(tmp_path / "emulated.onnx"))

@@ -102,7 +102,7 @@ def test_fixed_depth_never_decodes_per_iteration(bundle) -> None:
 
 
 def test_deadline_returns_the_last_iterate(bundle) -> None:
-    # 10 ms per iteration; a 35 ms budget fits 3 (the 4th would end at 40 ms).
+    # 10 ms per iteration; a 35 ms deadline fits 3 (the 4th would end at 40 ms).
     policy, backend, _ = scripted(bundle, DECAY)
     result = act(policy, halting=AdjacentMSE(1e-3), deadline_s=0.035)
     assert result.iterations == 3 and result.stopped_by == "deadline"
@@ -110,7 +110,7 @@ def test_deadline_returns_the_last_iterate(bundle) -> None:
     policy, backend, _ = scripted(bundle, DECAY)
     result = act(policy, halting=FixedDepth(12), deadline_s=0.035)
     assert result.iterations == 3 and result.stopped_by == "deadline" and backend.calls[-1] == "decode"
-    # A budget already spent still yields one iteration.
+    # A deadline already passed still yields one iteration.
     result = act(policy, halting=FixedDepth(12), deadline_s=1e-9)
     assert result.iterations == 1
 
