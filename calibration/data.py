@@ -96,17 +96,22 @@ def episode_steps(directory: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     frame number of each camera, of an episode written by `rdvla run --record`."""
     try:
         episode = read_episode(directory)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CalibrationDataError(f"episode {directory} cannot be read: {type(exc).__name__}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CalibrationDataError(f"episode {directory} cannot be read ({type(exc).__name__}: {exc}); record it again "
+                                   "with `rdvla run --record`") from None
     steps = [{"step": s.step, "proprio": s.proprio.tolist(), "instruction": s.instruction, "frames": list(s.frame_numbers)}
              for s in episode.steps]
     return list(episode.recordings), steps
 
 
 def _count_frames(path: Path) -> int:
+    from rdvla.devices.cameras.base import CameraError
     from rdvla.devices.cameras.realsense.recording import describe_recording
 
-    return describe_recording(path).frame_count
+    try:
+        return describe_recording(path).frame_count
+    except CameraError as exc:
+        raise CalibrationDataError(f"calibration source {path}: {exc}") from None
 
 
 def open_source(spec: str, bundle: Bundle, instruction: Optional[str]) -> Source:
@@ -267,6 +272,7 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_qu
     if not 1 <= latents_per_query <= TRACE_DEPTH:
         raise CalibrationDataError(f"latents per query must lie in 1..{TRACE_DEPTH}, got {latents_per_query}")
     tokenizer = PromptTokenizer(bundle.path("tokenizer.json"))
+    names.check_dims(bundle)
     backend = OnnxRuntimeBackend(bundle, "fp32")
     core_inputs = [t.name for t in bundle.graph(names.CORE_STEP).inputs]
     decode_inputs = [t.name for t in bundle.graph(names.DECODE).inputs]

@@ -53,6 +53,8 @@ def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"setup file not found: {source}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source.name}: not UTF-8 text; save the setup file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read setup file {source}: {exc.strerror}") from None
     try:

@@ -26,7 +26,7 @@ from rdvla import __version__
 from rdvla.runtime.backends import base as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import TOKENIZER_FILE, GraphSpec, HaltingDefaults, Manifest, ModelDims, PromptSpec, sha256_file
+from rdvla.runtime.manifest import MANIFEST, TOKENIZER_FILE, GraphSpec, HaltingDefaults, Manifest, ModelDims, PromptSpec, sha256_file
 from rdvla.runtime.outputs import check_new_directory, publish_directory, scratch_directory
 from rdvla.runtime.gates import gate_for
 from rdvla.runtime.halting import FixedDepth
@@ -163,6 +163,11 @@ def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
     """
     out = Path(out)
     check_new_directory(out, overwrite=overwrite, option="--out")
+    source = Path(checkpoint).resolve()
+    if out.resolve() == source or out.resolve() in source.parents:
+        raise ValueError(f"--out {out} holds the checkpoint {checkpoint} this export reads; give the bundle another directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # --overwrite replaces a bundle, never another folder
+        raise ValueError(f"--out {out} exists and is not a bundle (no {MANIFEST}); give a new directory, or remove it yourself")
     low, high = prompt_len
     if not 2 <= low <= high:
         raise ValueError(f"--prompt-len must be MIN:MAX with 2 <= MIN <= MAX, got {low}:{high}")
@@ -182,12 +187,16 @@ def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt_le
     (work / "golden").mkdir()
     log.info("[1/5] loading %s", checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    stats = NormStats.from_dataset_statistics(ckpt.statistics, unnorm_key)
+    stats = ckpt.norm_stats(unnorm_key)
     shutil.copy(ckpt.files.tokenizer, work / TOKENIZER_FILE)
     tokenizer = PromptTokenizer(work / TOKENIZER_FILE)
 
     log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_DEPTH)
     golden = make_golden_cases(ckpt.model, tokenizer, stats, cases)
+    for i, case in enumerate(golden):
+        if not (np.isfinite(case.trace_actions).all() and np.isfinite(case.trace_unnormalized_actions).all()):
+            raise ValueError(f"{checkpoint}: the reference model's actions on golden case {i} are not finite (NaN or inf): "
+                             "its weights are broken; export another training step's checkpoint")
     for case in golden:
         ids = tokenizer(case.instruction)
         if not low <= ids.shape[1] <= high:

@@ -25,6 +25,7 @@ from rdvla.export.head import HeadConfig
 from rdvla.export.model import RDVLA
 from rdvla.export.vision import tower_config
 from rdvla.export.vlm import VLMConfig
+from rdvla.runtime.normalization import NormStats
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,7 @@ class CheckpointFiles:
         if (root / MODEL_WEIGHTS).is_file():
             weights: tuple[Path, ...] = (root / MODEL_WEIGHTS,)
         elif (root / MODEL_INDEX).is_file():
-            index = json.loads((root / MODEL_INDEX).read_text())
-            weights = tuple(required(name) for name in sorted(set(index["weight_map"].values())))
+            weights = tuple(required(name) for name in _shards(root / MODEL_INDEX))
         else:
             raise CheckpointError(f"{root}: missing file {MODEL_WEIGHTS} (or {MODEL_INDEX})")
         return cls(
@@ -97,20 +97,43 @@ class CheckpointFiles:
                 self.statistics, self.tokenizer]
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of the checkpoint (every one is an object), or a CheckpointError naming it."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path.name}: not UTF-8 text; copy the file again from the training run") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path.name}: not valid JSON ({exc})") from None
+        raise CheckpointError(f"{path.name}: not valid JSON ({exc}); copy the file again from the training run") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name}: holds a JSON {type(data).__name__}, expected an object")
+    return data
+
+
+def _shards(index_path: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index names (plain file names inside the checkpoint)."""
+    weight_map = _read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path.name}: no 'weight_map' object (tensor name -> shard file); "
+                              "copy the index again from the training run")
+    shards = sorted({str(name) for name in weight_map.values()})
+    outside = [name for name in shards if Path(name).name != name or name in ("", ".", "..")]
+    if outside:
+        raise CheckpointError(f"{index_path.name}: shard {outside[0]!r} is not a file name inside the checkpoint directory")
+    return shards
 
 
 def vlm_config_from_json(config: Mapping[str, Any], source: str = "config.json") -> VLMConfig:
     """Tower and LLM shapes from the OpenVLA `config.json` (with the reduced-size key of spec 4.1)."""
     try:
         ids = list(config["timm_model_ids"])
-        text = dict(config["text_config"])
+        text = config["text_config"]
     except KeyError as exc:
         raise CheckpointError(f"{source}: missing field {exc.args[0]!r}") from None
+    except TypeError:
+        raise CheckpointError(f"{source}: timm_model_ids must be a list of two timm model names") from None
+    if not isinstance(text, dict):
+        raise CheckpointError(f"{source}: text_config must be an object (the Qwen2 LLM's config)")
     if len(ids) != 2 or not config.get("use_fused_vision_backbone", True):
         raise CheckpointError(f"{source}: expected the fused DINOv2+SigLIP backbone (two timm_model_ids), got {ids}")
     overrides = config.get("timm_model_kwargs") or [{}, {}]
@@ -118,6 +141,10 @@ def vlm_config_from_json(config: Mapping[str, Any], source: str = "config.json")
         raise CheckpointError(f"{source}: timm_model_kwargs must list one dict per tower")
     if text.get("model_type", "qwen2") != "qwen2":
         raise CheckpointError(f"{source}: text_config.model_type {text.get('model_type')!r} is not qwen2")
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+        value = text.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{source}: text_config.{key} must be a positive whole number, got {value!r}")
     try:
         dino, siglip = (tower_config(i, o) for i, o in zip(ids, overrides))
     except ValueError as exc:
@@ -130,13 +157,27 @@ def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _load_pt(path: Path) -> dict[str, torch.Tensor]:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.name} is empty (0 bytes): copy it again from the training run")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path.name}: cannot be read as a weights-only torch state dict ({exc})") from None
+        raise CheckpointError(f"{path.name}: cannot be read as a torch state dict of tensors ({_torch_reason(exc)}); "
+                              "copy it again from the training run, or re-save it with torch.save(module.state_dict(), path)") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, expected a state dict")
     return _strip_module(state)
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """torch.load's reason in a few words. Its advice to load with weights_only=False, or to allow more globals,
+    would let the file run code: it is not passed on."""
+    text = " ".join(str(exc).split())
+    detail = text.partition("WeightsUnpickler error:")[2].strip()
+    if detail:
+        detail = detail.split(" Please use ")[0].split(" Check the documentation")[0].rstrip(". ")
+        return f"it holds more than tensors: {detail}"
+    return text.split(". ")[0].rstrip(".") if text else f"{type(exc).__name__}: the file is truncated or not a torch file"
 
 
 class SafetensorsFiles(Mapping[str, torch.Tensor]):
@@ -187,6 +228,11 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     with torch.no_grad():
         for key, target in expected.items():
             value = state[key]
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{source}: {key} holds a {type(value).__name__}, not a tensor")
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{source}: {key} holds NaN or inf: the checkpoint is broken; "
+                                      "take another training step's checkpoint")
             if value.shape != target.shape:
                 if key.endswith(_SCALAR_SUFFIXES) and value.numel() == target.numel() == 1:
                     value = value.reshape(target.shape)
@@ -203,6 +249,19 @@ class LoadedCheckpoint:
     model: RDVLA
     statistics: dict[str, Any]
     config: dict[str, Any]
+
+    def norm_stats(self, key: str | None) -> NormStats:
+        """The statistics of dataset `key` (default: the only one), or a CheckpointError naming the file."""
+        try:
+            stats = NormStats.from_dataset_statistics(self.statistics, key)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.files.statistics.name}: {exc}") from None
+        for name, values, dim in (("action", stats.action_q01, self.model.action_head.cfg.action_dim),
+                                  ("proprio", stats.proprio_q01, self.model.proprio_projector.fc1.in_features)):
+            if len(values) != dim:
+                raise CheckpointError(f"{self.files.statistics.name}: {stats.key!r} holds {len(values)} {name} statistics, "
+                                      f"the model has {dim} {name} dimensions: the files come from different runs")
+        return stats
 
 
 def load_checkpoint(root: Path, fp32_rope: bool = False) -> LoadedCheckpoint:

@@ -49,6 +49,10 @@ class HeadConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_heads", "action_chunk_len", "action_dim", "mean_recurrence"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} not divisible by num_heads {self.num_heads}")
         if (self.hidden_dim // self.num_heads) % 2:

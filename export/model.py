@@ -21,7 +21,8 @@ class RDVLA(nn.Module):
     def __init__(self, vlm_cfg: VLMConfig, head_cfg: HeadConfig, fp32_rope: bool = False) -> None:
         super().__init__()
         if head_cfg.hidden_dim != vlm_cfg.hidden_size:
-            raise ValueError(f"action head width {head_cfg.hidden_dim} differs from the LLM width {vlm_cfg.hidden_size}")
+            raise ValueError(f"the action head's hidden_dim {head_cfg.hidden_dim} differs from the LLM's width "
+                             f"{vlm_cfg.hidden_size} (config.json text_config.hidden_size): the files come from different models")
         if max(head_cfg.vlm_indices) >= vlm_cfg.num_hidden_states:
             raise ValueError(
                 f"action head reads hidden-state index {max(head_cfg.vlm_indices)}, "

@@ -6,12 +6,14 @@ read off the trace's statistics with the same halting rule, so one trace answers
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.manifest import BundleError, ModelDims
 from rdvla.runtime.halting import HaltingRule
 
 TRACE_DEPTH = 32
@@ -50,11 +52,48 @@ class GoldenCase:
 
     @classmethod
     def load(cls, path: Path) -> "GoldenCase":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(list(z["images"]), str(z["instruction"]), z["proprio"], z["init_latent"],
-                       z["trace_actions"], z["trace_mse"], z["trace_cosine"], z["trace_unnormalized_actions"], z["action_scale"])
+        """The case saved at `path`, or a BundleError naming the file and what is wrong with it."""
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"{path}: not a golden case ({' '.join(str(exc).split())}): re-export the bundle") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise BundleError(f"{path}: not a golden case (a single array, not an .npz archive): re-export the bundle")
+        with archive as z:
+            missing = [name for name in _FIELDS if name not in z.files]
+            if missing:
+                raise BundleError(f"{path}: a golden case without {', '.join(missing)} (made by an older rdvla?): "
+                                  "re-export the bundle")
+            try:
+                arrays = {name: z[name] for name in _FIELDS}
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise BundleError(f"{path}: a damaged golden case ({' '.join(str(exc).split())}): re-export the bundle") from None
+        return cls(list(arrays["images"]), str(arrays["instruction"]), *(arrays[name] for name in _FIELDS[2:]))
+
+    def check(self, dims: ModelDims, path: Path) -> None:
+        """Refuse a case whose arrays do not have the shapes of the bundle's model."""
+        chunk = (TRACE_DEPTH, dims.chunk_len, dims.action_dim)
+        expected = {"proprio": (dims.proprio_dim,), "init_latent": dims.latent_shape, "trace_actions": chunk,
+                    "trace_mse": (TRACE_DEPTH,), "trace_cosine": (TRACE_DEPTH,), "trace_unnormalized_actions": chunk,
+                    "action_scale": (dims.action_dim,)}
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise BundleError(f"{path}: {name} has shape {getattr(self, name).shape}, the bundle's model needs {shape}: "
+                                  "re-export the bundle")
+        if len(self.images) != dims.num_images:
+            raise BundleError(f"{path}: {len(self.images)} images for a model of {dims.num_images}: re-export the bundle")
+
+
+# What a case file holds, in the order of GoldenCase's fields.
+_FIELDS = ("images", "instruction", "proprio", "init_latent", "trace_actions", "trace_mse", "trace_cosine",
+           "trace_unnormalized_actions", "action_scale")
 
 
 def load_cases(bundle: Bundle) -> list[GoldenCase]:
     """Every golden case the bundle's manifest lists, in order."""
-    return [GoldenCase.load(bundle.path(rel)) for rel in bundle.manifest.golden]
+    cases = []
+    for rel in bundle.manifest.golden:
+        case = GoldenCase.load(bundle.path(rel))
+        case.check(bundle.dims, bundle.path(rel))
+        cases.append(case)
+    return cases

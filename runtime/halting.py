@@ -106,28 +106,45 @@ def parse_halting(
     min_iterations: Optional[int] = None,
     max_iterations: Optional[int] = None,
 ) -> HaltingRule:
-    """Build a policy from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`."""
+    """Build a rule from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`
+    (`--min-iterations`, `--max-iterations`); a ValueError names the option at fault."""
     if spec is not None and iterations is not None:
-        raise ValueError("give either a fixed number of iterations or a halting rule, not both")
+        raise ValueError("give either --iterations (a fixed depth) or --halting (adaptive), not both")
     if spec is None:
         if min_iterations is not None or max_iterations is not None:
             raise ValueError("--min-iterations/--max-iterations apply to adaptive halting (--halting) only")
-        return FixedDepth(12 if iterations is None else iterations)
+        try:
+            return FixedDepth(12 if iterations is None else iterations)
+        except ValueError as exc:
+            raise ValueError(f"--iterations {iterations}: {exc}") from None
     kind, _, value = spec.partition(":")
     bounds = {}
-    if min_iterations is not None:
-        bounds["min_iterations"] = min_iterations
-    if max_iterations is not None:
-        bounds["max_iterations"] = max_iterations
+    for option, name, given in (("--min-iterations", "min_iterations", min_iterations),
+                                ("--max-iterations", "max_iterations", max_iterations)):
+        if given is not None:
+            try:
+                _check_range(name, given, 1, MAX_SUPPORTED_ITERATIONS)
+            except ValueError as exc:
+                raise ValueError(f"{option} {given}: {exc}") from None
+            bounds[name] = given
+    low = bounds.get("min_iterations", AdjacentMSE.min_iterations)
+    high = bounds.get("max_iterations", AdjacentMSE.max_iterations)
+    if low > high:
+        raise ValueError(f"--min-iterations {low}{'' if min_iterations is not None else ' (the default)'} exceeds "
+                         f"--max-iterations {high}{'' if max_iterations is not None else ' (the default)'}: "
+                         "give a minimum at most the maximum")
     try:
         threshold = float(value) if value else None
     except ValueError:
-        raise ValueError(f"halting threshold {value!r} is not a number") from None
-    if kind == "mse":
-        return AdjacentMSE(threshold if threshold is not None else 1e-3, **bounds)
-    if kind == "cosine":
-        return CosineSimilarity(threshold if threshold is not None else 0.999, **bounds)
-    raise ValueError(f"unknown halting rule {kind!r}; use mse:THRESH or cosine:THRESH")
+        raise ValueError(f"--halting {spec}: the threshold {value!r} is not a number") from None
+    try:
+        if kind == "mse":
+            return AdjacentMSE(threshold if threshold is not None else 1e-3, **bounds)
+        if kind == "cosine":
+            return CosineSimilarity(threshold if threshold is not None else 0.999, **bounds)
+    except ValueError as exc:
+        raise ValueError(f"--halting {spec}: {exc}") from None
+    raise ValueError(f"--halting {spec}: unknown halting rule {kind!r}; use mse:THRESH or cosine:THRESH")
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -122,19 +122,24 @@ AnyHorizon = Union[FixedHorizon, BinaryHorizon, DynamicHorizon, LinearDecayHoriz
 
 
 def parse_horizon(spec: str) -> AnyHorizon:
-    """CLI words: fixed[:N] | binary[:TAU] | dynamic | linear[:HMIN:HMAX:TAU] | linear-code."""
+    """CLI words: fixed[:N] | binary[:TAU] | dynamic | linear[:HMIN:HMAX:TAU] | linear-code (a ValueError
+    names `--horizon`)."""
     kind, *values = spec.split(":")
     try:
         numbers = [int(v) for v in values]
     except ValueError:
-        raise ValueError(f"horizon {spec!r}: parameters must be integers") from None
+        raise ValueError(f"--horizon {spec}: parameters must be integers") from None
     makers = {"fixed": (FixedHorizon, 1), "binary": (BinaryHorizon, 1), "dynamic": (DynamicHorizon, 0),
               "linear": (LinearDecayHorizon, 3), "linear-code": (CodeLinearDecayHorizon, 0)}
     if kind not in makers:
-        raise ValueError(f"unknown horizon rule {kind!r}; use fixed[:N], binary[:TAU], dynamic, linear[:HMIN:HMAX:TAU] or linear-code")
+        raise ValueError(f"--horizon {spec}: unknown horizon rule {kind!r}; use fixed[:N], binary[:TAU], dynamic, "
+                         "linear[:HMIN:HMAX:TAU] or linear-code")
     maker, most = makers[kind]
     if len(numbers) > most or (kind == "linear" and len(numbers) not in (0, 3)):
-        raise ValueError(f"horizon {spec!r}: wrong number of parameters")
-    if kind == "binary" and numbers:
-        return BinaryHorizon(tau=numbers[0])
-    return maker(*numbers)  # type: ignore[no-any-return]
+        raise ValueError(f"--horizon {spec}: wrong number of parameters (fixed[:N], binary[:TAU], linear[:HMIN:HMAX:TAU])")
+    try:
+        if kind == "binary" and numbers:
+            return BinaryHorizon(tau=numbers[0])
+        return maker(*numbers)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise ValueError(f"--horizon {spec}: {exc}") from None

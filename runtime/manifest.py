@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
+from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 from rdvla.runtime.normalization import NormStats
 from rdvla.runtime.preprocess import PreprocessConfig
 
@@ -67,7 +68,16 @@ class TensorSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(data["name"], data["dtype"], tuple(data["shape"]), data.get("mode"))
+        name, dtype, shape = data["name"], data["dtype"], data["shape"]
+        if not (isinstance(name, str) and isinstance(dtype, str) and isinstance(shape, list)):
+            raise ValueError(f"tensor {name!r}: name and dtype must be strings and shape a list")
+        if not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= DYNAMIC) for d in shape):
+            raise ValueError(f"tensor {name}: shape {shape} holds something other than sizes and dimension names")
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"tensor {name}: unknown dtype {dtype!r}") from None
+        return cls(name, dtype, tuple(shape), data.get("mode"))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -101,7 +111,7 @@ class GraphSpec:
     def from_json(cls, name: str, data: dict[str, Any]) -> "GraphSpec":
         return cls(
             name,
-            data["file"],
+            bundle_path(data["file"]),
             tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             tuple(TensorSpec.from_json(t) for t in data["outputs"]),
         )
@@ -133,6 +143,9 @@ class ModelDims:
             raise ValueError(f"model.hidden_dim {self.hidden_dim} is not a multiple of model.num_heads {self.num_heads}")
         if not (isinstance(self.init_sigma, (int, float)) and np.isfinite(self.init_sigma) and self.init_sigma > 0):
             raise ValueError(f"model.init_sigma must be a positive number, got {self.init_sigma!r}")
+        for name in ("prelude_vlm_layers", "recurrent_vlm_layers", "coda_vlm_layers"):
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in getattr(self, name)):
+                raise ValueError(f"model.{name} must list layer indices, got {list(getattr(self, name))}")
 
     @property
     def head_dim(self) -> int:
@@ -162,6 +175,8 @@ class PromptSpec:
     def __post_init__(self) -> None:
         if not (isinstance(self.min_len, int) and isinstance(self.max_len, int) and 2 <= self.min_len <= self.max_len):
             raise ValueError(f"prompt.min_len/max_len must satisfy 2 <= min <= max, got {self.min_len}, {self.max_len}")
+        if not isinstance(self.template, str) or not isinstance(self.lowercase_task, bool):
+            raise ValueError("prompt.template must be a string and prompt.lowercase_task true or false")
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,14 @@ class HaltingDefaults:
     min_iterations: int
     max_iterations: int
     fixed_iterations: int
+
+    def __post_init__(self) -> None:
+        if self.rule != "mse":  # what `Policy` runs by default
+            raise ValueError(f"halting.rule must be 'mse', got {self.rule!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise ValueError(f"halting.threshold must be a number, got {self.threshold!r}")
+        AdjacentMSE(self.threshold, self.min_iterations, self.max_iterations)  # a ValueError names the bad value
+        FixedDepth(self.fixed_iterations)
 
 
 @dataclass(frozen=True)
@@ -215,10 +238,13 @@ class Manifest:
                 detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise BundleError(f"{key!r} is malformed: {detail}") from None
 
-        files = section("files", dict, lambda v: {str(k): str(h) for k, h in v.items()})
+        def optional(key: str, parse: Callable[[dict[str, Any]], T]) -> T:
+            return section(key, dict, parse) if data.get(key) is not None else parse({})
+
+        files = section("files", dict, _file_hashes)
         if not files:
             raise BundleError("lists no files ('files' is empty): the bundle's contents cannot be checked")
-        return cls(
+        manifest = cls(
             created=str(data.get("created", "")),
             tools=section("tools", dict, dict),
             source=section("source", dict, dict),
@@ -229,12 +255,19 @@ class Manifest:
             halting=section("halting", dict, lambda v: HaltingDefaults(**v)),
             horizon=section("horizon", dict, dict),
             graphs=section("graphs", dict, lambda v: {name: GraphSpec.from_json(name, g) for name, g in v.items()}),
-            golden=section("golden", list, lambda v: tuple(str(p) for p in v)),
+            golden=section("golden", list, lambda v: tuple(bundle_path(p) for p in v)),
             files=files,
-            calibrated={precision: dict(data[key]) for precision, key in CALIBRATED_SECTIONS.items() if data.get(key)},
-            calibration=dict(data.get("calibration") or {}),
-            engines=dict(data.get("engines") or {}),
+            calibrated={precision: graphs for precision, key in CALIBRATED_SECTIONS.items()
+                        if (graphs := optional(key, _calibrated_graphs))},
+            calibration=optional("calibration", _calibration_record),
+            engines=optional("engines", _engine_sections),
         )
+        for name, stats, dim in (("action", manifest.normalization.action_q01, manifest.model.action_dim),
+                                 ("proprio", manifest.normalization.proprio_q01, manifest.model.proprio_dim)):
+            if len(stats) != dim:
+                raise BundleError(f"'normalization' holds {len(stats)} {name} statistics for model.{name}_dim {dim}: "
+                                  "re-export the bundle")
+        return manifest
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -264,6 +297,8 @@ class Manifest:
     def referenced_files(self) -> set[str]:
         """Every bundle file the manifest points at (each must be listed, with its hash, in `files`)."""
         named = {TOKENIZER_FILE, *(spec.file for spec in self.graphs.values()), *self.golden}
+        if self.calibration.get("report"):
+            named.add(str(self.calibration["report"]))
         for entries in self.calibrated.values():
             named |= {str(entry["file"]) for entry in entries.values()}
         for section in self.engines.values():
@@ -275,6 +310,51 @@ class Manifest:
         text = json.dumps(self.to_json(), indent=2) + "\n"
         _replace_file(root / MANIFEST, text)
         _replace_file(root / MANIFEST_DIGEST, f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n")
+
+
+def bundle_path(rel: Any) -> str:
+    """`rel` as a path inside the bundle, or a ValueError: the manifest never points outside its folder."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise ValueError(f"{rel!r} is not a path inside the bundle (it would point outside the bundle's folder)")
+    return rel
+
+
+def _file_hashes(listed: dict[str, Any]) -> dict[str, str]:
+    for rel, digest in listed.items():
+        bundle_path(rel)
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise ValueError(f"{rel}: {digest!r} is not a SHA-256")
+    return dict(listed)
+
+
+def _entries(section: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
+    for name, entry in section.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{what} {name!r} holds a JSON {type(entry).__name__}, expected an object")
+    return section
+
+
+def _calibrated_graphs(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A precision's calibrated graphs: each entry as the exported graph's (file, inputs, outputs) plus how it was made."""
+    for name, entry in _entries(section, "graph").items():
+        GraphSpec.from_json(name, entry)
+    return section
+
+
+def _calibration_record(record: dict[str, Any]) -> dict[str, Any]:
+    if "report" in record:
+        bundle_path(record["report"])
+    return record
+
+
+def _engine_sections(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    for precision, section in _entries(sections, "precision").items():
+        graphs = section.get("graphs") or {}
+        if not isinstance(graphs, dict):
+            raise ValueError(f"{precision}.graphs holds a JSON {type(graphs).__name__}, expected an object")
+        for graph, record in _entries(graphs, f"{precision} engine").items():
+            bundle_path(record.get("file"))
+    return sections
 
 
 def _replace_file(path: Path, text: str) -> None:

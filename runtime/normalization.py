@@ -25,11 +25,13 @@ class NormStats:
     @classmethod
     def from_dataset_statistics(cls, stats: Mapping[str, Any], key: Optional[str] = None) -> "NormStats":
         """Pick `key` (default: the only key) and read its action/proprio q01, q99 and mask."""
-        keys = sorted(stats)
+        if not isinstance(stats, Mapping):
+            raise ValueError(f"the dataset statistics are a {type(stats).__name__}, expected an object of dataset keys")
+        keys = sorted(str(k) for k in stats)
         if key is None:
             if len(keys) != 1:
                 raise ValueError(
-                    f"dataset_statistics.json holds {len(keys)} keys; choose one with --unnorm-key: {', '.join(keys)}"
+                    f"the dataset statistics hold {len(keys)} dataset keys; choose one with --unnorm-key: {', '.join(keys)}"
                 )
             key = keys[0]
         if key not in stats:
@@ -42,6 +44,9 @@ class NormStats:
             p01, p99 = np.asarray(proprio["q01"], np.float64), np.asarray(proprio["q99"], np.float64)
         except KeyError as exc:
             raise ValueError(f"dataset statistics {key!r} lack field {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(f"dataset statistics {key!r}: action and proprio must be objects whose q01 and q99 are "
+                             "lists of numbers") from None
         if not (q01.shape == q99.shape == mask.shape and q01.ndim == 1):
             raise ValueError(f"dataset statistics {key!r}: action q01/q99/mask shapes differ")
         if not (p01.shape == p99.shape and p01.ndim == 1):

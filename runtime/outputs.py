@@ -1,7 +1,8 @@
 """Where a command writes, checked before it works, so that nothing a user made is lost.
 
 * `check_new_file` / `check_new_files`: a target that exists is refused unless the user said
-  `--overwrite`; a directory, a missing or unwritable parent are refused before any work starts.
+  `--overwrite`; a directory, a parent that is a file or where nothing can be created (found by
+  creating and removing a probe file) are refused before any work starts.
 * `OwnedFile`: a file only one process writes at a time. A lock file beside it holds the
   writer's PID (`flock`, released by the kernel if the writer dies), so a second writer is told
   who holds it.
@@ -32,7 +33,7 @@ def check_new_file(path: Path, *, overwrite: bool, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path} is a directory; give a file name")
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:  # a dangling link would write wherever it points
         raise OutputError(f"{option} {path} exists; choose another name, or add --overwrite to replace it")
     _check_parent(path, option)
     return path
@@ -48,8 +49,8 @@ def check_new_files(directory: Path, names: Iterable[str], *, overwrite: bool, o
         if taken and not overwrite:
             raise OutputError(f"{option} {directory} already holds {', '.join(taken)}; choose another directory, "
                               "or add --overwrite to replace them")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise OutputError(f"{option} {directory} is not writable")
+        if not _can_create_in(directory):
+            raise OutputError(f"{option} {directory} is not writable (read-only, or permission denied)")
     else:
         _check_parent(directory, option)
     return directory
@@ -73,8 +74,21 @@ def _check_parent(path: Path, option: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{option} {path}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {path}: cannot write in {existing} (permission denied)")
+    if not _can_create_in(existing):
+        raise OutputError(f"{option} {path}: cannot write in {existing} (read-only, or permission denied); "
+                          "choose another place")
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Whether a file can be made in `directory`, found by making one: permission bits do not tell (root, read-only
+    mounts, /proc), and a command must not learn it after minutes of work."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rdvla-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
 
 
 class OwnedFile:

@@ -35,7 +35,11 @@ class PromptTokenizer:
         path = Path(tokenizer_json)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
-        self._tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the tokenizers library raises a bare Exception for every unreadable file
+            raise ValueError(f"{path} is not a readable tokenizer ({' '.join(str(exc).split())}): copy tokenizer.json "
+                             "again from the checkpoint (or re-export the bundle)") from None
         missing = [t for t in CHAT_SPECIAL_TOKENS if self._tokenizer.token_to_id(t) is None]
         if missing:
             raise ValueError(f"{path} lacks the Qwen chat special tokens {missing}")

@@ -15,7 +15,7 @@ import numpy as np
 from rdvla.runtime.gates import Gate
 from rdvla.runtime.golden import GoldenCase
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
-from rdvla.runtime.policy import Policy
+from rdvla.runtime.policy import NonFiniteActions, Policy
 
 FIXED_DEPTHS = (1, 4, 12, 32)
 MSE_THRESHOLDS = (1e-3, 1e-4)
@@ -66,11 +66,17 @@ def verify_actions(policy: Policy, cases: list[GoldenCase]) -> dict[str, ModeRes
     results: dict[str, ModeResult] = {}
     for case in cases:
         for mode, halting in verification_modes():
-            out = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
             ref_actions, ref_k = case.reference(halting)
+            entry = results.setdefault(mode, ModeResult())
+            try:
+                out = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
+            except NonFiniteActions:  # garbage fails the gate (0 iterations: no answer), it is neither a pass nor a crash
+                entry.max_abs = entry.max_rel = entry.unnormalized_max_abs = math.inf
+                entry.iterations.append(0)
+                entry.reference_iterations.append(ref_k)
+                continue
             err = error(out.normalized_actions, ref_actions)
             raw = error(out.actions / case.action_scale, case.trace_unnormalized_actions[ref_k - 1] / case.action_scale)
-            entry = results.setdefault(mode, ModeResult())
             entry.max_abs, entry.max_rel = worst([entry.max_abs, err["max_abs"]]), worst([entry.max_rel, err["max_rel"]])
             entry.unnormalized_max_abs = worst([entry.unnormalized_max_abs, raw["max_abs"]])
             entry.iterations.append(out.iterations)

@@ -30,8 +30,9 @@ from rdvla.cli import (
     verify,
 )
 
-# Errors a user can cause (bad path, mismatched checkpoint, bad option): one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# Errors a user can cause (bad path, mismatched checkpoint, bad option) or the machine can (a full disk, a
+# read-only mount): one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 # Libraries only the workstation install has (`pip install 'rdvla[export]'`); the robot's has none of them.
 WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+_NEGATIVE_VALUE = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
 
 def attach_negative_values(argv: Sequence[str]) -> list[str]:
@@ -78,6 +79,13 @@ def _dispatcher(parser: argparse.ArgumentParser) -> Callable[[Sequence[str]], in
     return dispatch
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error as one line; an OS error as `path: reason` (what the system refused, and where)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -96,8 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # the reader went away (`rdvla doctor | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         library = (exc.name or "").split(".")[0]
@@ -109,9 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (`rdvla doctor | head`): nothing left to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 

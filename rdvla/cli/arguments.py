@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rdvla.runtime.backends import BACKENDS
 
 
 def positive_int(text: str) -> int:
     """A whole number >= 1, or an argparse error naming the bad value."""
+    return int_in(1)(text)
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in low..high (no upper bound when `high` is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must lie in {low}..{high}, got {value}" if high is not None
+                                             else f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (rates, durations, limits), or an argparse error naming the bad value."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 

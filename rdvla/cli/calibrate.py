@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from rdvla.calibration.methods import METHODS, QUANTIZERS
-from rdvla.cli.arguments import positive_int
+from rdvla.cli.arguments import int_in, positive_int
+from rdvla.cli.inputs import seed
 from rdvla.runtime.backends import base as names
+from rdvla.runtime.golden import TRACE_DEPTH
 
 
 def _precisions(text: str) -> list[str]:
@@ -50,14 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", help="the task of bare recordings (episodes log their own); their proprio is "
                    "taken as the middle of the dataset's q01..q99 range, and the report says so")
     p.add_argument("--queries", type=positive_int, default=32, help="observations to run, spread evenly over all steps (default 32)")
-    p.add_argument("--latents-per-query", type=positive_int, default=4,
+    p.add_argument("--latents-per-query", type=int_in(1, TRACE_DEPTH), default=4,
                    help="iteration indices per query whose core inputs are kept, rotated across queries (default 4)")
     p.add_argument("--quantizer", choices=QUANTIZERS, default="ort",
                    help="ort (ONNX Runtime static quantisation, default) or modelopt (NVIDIA ModelOpt, pip install 'rdvla[calibration]')")
     p.add_argument("--method", help="calibration method: " + "; ".join(f"{q}: {', '.join(m)}" for q, m in METHODS.items())
                    + " (default minmax / max)")
     p.add_argument("--graphs", type=_graphs, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(names.GRAPHS)})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial latents S0 (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the initial latents S0 (default 0)")
     p.set_defaults(run=run)
 
 
@@ -65,12 +67,16 @@ def run(args: argparse.Namespace) -> int:
     from rdvla.calibration.data import CalibrationDataError
     from rdvla.calibration.pipeline import calibrate_bundle
     from rdvla.calibration.quantize import QuantizationError
+    from rdvla.devices.cameras.base import CameraError
 
+    if args.method is not None and args.method not in METHODS[args.quantizer]:  # before minutes of capture
+        raise ValueError(f"--method {args.method}: the {args.quantizer} quantizer calibrates with "
+                         f"{', '.join(METHODS[args.quantizer])}")
     start = time.perf_counter()
     try:
         report = calibrate_bundle(args.bundle, args.data, args.precision, args.instruction, args.queries,
                                   args.latents_per_query, args.quantizer, args.method, args.graphs, args.seed)
-    except (CalibrationDataError, QuantizationError) as exc:
+    except (CalibrationDataError, QuantizationError, CameraError) as exc:
         raise ValueError(str(exc)) from None
     print("\n".join(report["summary"]))
     record = report["calibration"]

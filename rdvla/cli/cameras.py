@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rdvla.cli.arguments import positive_float, positive_int
+
 NO_CAMERA_HELP = (
     "No RealSense camera found. Check the USB 3 cable and port, the udev rules "
     "(librealsense's 99-realsense-libusb.rules), and that no other program holds the camera."
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list RealSense cameras, describe a recording, or record one",
         description="Without options: list the connected RealSense cameras (serial, name, firmware, USB type). "
         "With --recording FILE: read a recording to its end and report its streams, resolution, frame rate, "
-        "frame count and duration (exits non-zero if it is missing or corrupt). With --record FILE --serial S: "
+        "frame count and duration (exit status 2 if it is missing or corrupt). With --record FILE --serial S: "
         "record that camera for --seconds with the SDK recorder (.db3 on pyrealsense2 2.58+, .bag before); "
         "such a file can replace the camera in a setup file (`recording:`).",
     )
@@ -30,10 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     action.add_argument("--recording", type=Path, metavar="FILE", help="describe this .db3/.bag recording")
     action.add_argument("--record", type=Path, metavar="FILE", help="record the camera given by --serial to FILE")
     p.add_argument("--serial", help="camera to record (see the list)")
-    p.add_argument("--seconds", type=float, default=5.0, help="how long to record (default 5)")
-    p.add_argument("--width", type=int, default=640, help="recording width (default 640)")
-    p.add_argument("--height", type=int, default=480, help="recording height (default 480)")
-    p.add_argument("--fps", type=int, default=30, help="recording frame rate (default 30)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
+    p.add_argument("--seconds", type=positive_float, default=5.0, help="how long to record (default 5)")
+    p.add_argument("--width", type=positive_int, default=640, help="recording width (default 640)")
+    p.add_argument("--height", type=positive_int, default=480, help="recording height (default 480)")
+    p.add_argument("--fps", type=positive_int, default=30, help="recording frame rate (default 30)")
     p.add_argument("--depth", action="store_true", help="record depth as well as colour")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.set_defaults(run=run)
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return _list(args)
     except (CameraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _print_json(value: Any) -> None:
@@ -95,10 +98,11 @@ def _record(args: argparse.Namespace) -> int:
     from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
     from rdvla.devices.cameras.realsense.streaming import FIRST_FRAME_TIMEOUT_S
 
+    from rdvla.runtime.outputs import check_new_file
+
     if args.serial is None:
         raise ValueError("--record needs --serial (see `rdvla cameras` for the connected cameras)")
-    if args.seconds <= 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    check_new_file(args.record, overwrite=args.overwrite, option="--record")  # the SDK recorder would replace it
     config = RealSenseCameraConfig(
         serial=args.serial, width=args.width, height=args.height, fps=args.fps, depth=args.depth, record_to=str(args.record)
     )

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rdvla.cli.inputs import seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,15 +19,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", choices=("tiny", "full"), required=True, help="model size")
     p.add_argument("--out", type=Path, required=True, help="directory to create (must be empty or absent)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rdvla.export.presets import init_checkpoint
+    from rdvla.runtime.outputs import OutputError, check_new_directory, publish_directory, scratch_directory
 
+    out: Path = args.out
+    if out.is_dir() and any(out.iterdir()):
+        raise OutputError(f"--out {out} exists and is not empty; choose a new or empty directory")
+    if not out.is_dir():
+        check_new_directory(out, overwrite=False, option="--out")
     start = time.perf_counter()
-    out = init_checkpoint(args.preset, args.out, seed=args.seed)
+    with scratch_directory(out) as work:  # a checkpoint directory is complete or absent, also after Ctrl+C
+        init_checkpoint(args.preset, work, seed=args.seed)
+        publish_directory(work, out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {args.preset} checkpoint to {out} ({size:.1f} MB) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from rdvla.cli.arguments import positive_int
+
 DEMO_INSTRUCTION = "put the black bowl on the plate"
 EXTRA_FRAMES = 20  # frames beyond one per step: the priming read, and any frame the SDK drops at the start
 OUTPUTS = ("checkpoint", "bundle", "recordings", "run", "profile")
@@ -29,18 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "simulated arm, print the run's summary, and write the profile report with its plots. Needs no GPU and no camera.",
     )
     p.add_argument("--out", type=Path, default=Path("out/demo"),
-                   help=f"output directory (default out/demo); its {', '.join(OUTPUTS)} are replaced")
-    p.add_argument("--steps", type=int, metavar="N", help="control steps at 10 Hz (default 300; 60 with --quick)")
+                   help=f"output directory (default out/demo) for its {', '.join(OUTPUTS)}")
+    p.add_argument("--overwrite", action="store_true", help=f"replace the {', '.join(OUTPUTS)} of an earlier demo in --out")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="control steps at 10 Hz (default 300; 60 with --quick)")
     p.add_argument("--quick", action="store_true", help="fewer steps and profile repeats (CI)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rdvla.runtime.outputs import check_new_files
+
     steps = args.steps if args.steps is not None else (60 if args.quick else 300)
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
-    out: Path = args.out
-    for name in OUTPUTS:
+    out: Path = check_new_files(args.out, OUTPUTS, overwrite=args.overwrite, option="--out")
+    for name in OUTPUTS:  # only with --overwrite: check_new_files refused them otherwise
         shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()

@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from rdvla.cli.arguments import positive_int
+from rdvla.cli.arguments import int_in
+
+# Each case is a 32-iteration reference query at export and verify time and two images in the bundle.
+MAX_CASES = 64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--prompt-len", default="24:128", metavar="MIN:MAX",
                    help="prompt lengths (tokens) the VLM graph accepts (default 24:128)")
-    p.add_argument("--cases", type=positive_int, default=3, help="golden cases to generate and check (default 3)")
+    p.add_argument("--cases", type=int_in(1, MAX_CASES), default=3,
+                   help=f"golden cases to generate, check and ship in the bundle (default 3, at most {MAX_CASES})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (once the new one passes)")
     p.set_defaults(run=run)
 

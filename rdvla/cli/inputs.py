@@ -20,18 +20,37 @@ def parse_proprio(text: str) -> np.ndarray:
     return np.asarray(values, np.float64)
 
 
+def instruction(text: str) -> str:
+    """An argparse type: the task in words (not blank, and text the tokenizer can read)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give the task in words, e.g. 'open the drawer'")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"is not valid text ({text!r}); type it again in UTF-8") from None
+    return text
+
+
 def load_npy(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A float32 array of `shape` from a .npy file (any real dtype; checked finite after the cast)."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a .npy array ({' '.join(str(exc).split()) or 'empty file'}); save it with numpy.save") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise ValueError(f"{path}: an .npz archive; give the {what} as one .npy array (numpy.save)")
     if array.shape != shape:
         raise ValueError(f"{path}: {what} has shape {array.shape}, expected {shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{path}: {what} holds NaN or inf")
-    return array.astype(np.float32)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {what} holds {array.dtype} values; give real numbers (float32)")
+    with np.errstate(over="ignore"):
+        values = array.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{path}: {what} holds NaN or inf (or values beyond float32's range)")
+    return values
 
 
 # A camera frame is at most a few megapixels; a larger file is a mistake or a decompression bomb.
@@ -56,6 +75,8 @@ def read_image(path: Path) -> np.ndarray:
             if width * height > MAX_IMAGE_PIXELS:
                 raise ValueError(f"image {path} is {width}x{height}; a camera frame is at most "
                                  f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            if width < 2 or height < 2:
+                raise ValueError(f"image {path} is {width}x{height}; a camera frame is at least 2x2 pixels")
             img.load()
             return _to_rgb(img, path)
     except Image.DecompressionBombError:

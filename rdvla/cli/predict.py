@@ -20,9 +20,9 @@ from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
 from rdvla.cli.arguments import positive_int
-from rdvla.cli.inputs import load_images, load_npy, parse_proprio, seed
+from rdvla.cli.inputs import instruction, load_images, load_npy, parse_proprio, seed
 from rdvla.runtime.outputs import check_new_file
-from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
+from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 
 
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     images = p.add_mutually_exclusive_group(required=True)
     images.add_argument("--image", type=Path, action="append", help="camera image, repeated in camera order (third-person, then wrist)")
     images.add_argument("--pixel-values", type=Path, help="(1,12,224,224) float32 .npy; preprocessing is skipped")
-    p.add_argument("--instruction", required=True, help="task instruction")
+    p.add_argument("--instruction", type=instruction, required=True, help="task instruction")
     p.add_argument("--proprio", required=True, help="raw proprio state: 8 comma-separated numbers (eef pos 3, axis-angle 3, gripper 2)")
     latent = p.add_mutually_exclusive_group()
     latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
@@ -69,6 +69,7 @@ class Prediction:
     seconds: float
 
     def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:  # np.savez would append ".npz" to a name without it
             np.savez(
                 f,
@@ -88,7 +89,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Predic
 
     ckpt = load_checkpoint(args.source)
     model = ckpt.model.to(getattr(torch, args.dtype or "float32"))
-    stats = NormStats.from_dataset_statistics(ckpt.statistics, args.unnorm_key)
+    stats = ckpt.norm_stats(args.unnorm_key)
     num_images = model.vlm.cfg.num_images
     if args.pixel_values is not None:
         pixels = load_npy(args.pixel_values, (1, 6 * num_images, 224, 224), "pixel values")
@@ -159,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--backend/--precision apply to bundles; {args.source} is a checkpoint (no {MANIFEST})")
     if args.out is not None:
         check_new_file(args.out, overwrite=args.overwrite, option="--out")
+        if args.source.resolve() in args.out.resolve().parents:
+            raise ValueError(f"--out {args.out} lies inside {args.source}, which this command reads; write the result elsewhere")
     result = predict_bundle(args, halting) if is_bundle else predict_checkpoint(args, halting)
     if not (np.isfinite(result.actions).all() and np.isfinite(result.normalized_actions).all()):
         raise ValueError(f"{args.source} produced non-finite actions (NaN or inf): its weights or normalisation "

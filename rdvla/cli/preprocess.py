@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="native (C++, the default where it is built) or numpy (the executable specification)")
     p.add_argument("--repeat", type=positive_int, metavar="N", help="time the preprocessing over N runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--overwrite", action="store_true", help="replace pixel_values.npy and the PNGs already in --out")
     p.set_defaults(run=run)
 
 
@@ -52,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
     from rdvla.runtime.preprocess.native import resolve_implementation
 
-    if args.out.exists() and not args.out.is_dir():
-        raise NotADirectoryError(f"--out {args.out} is a file; give a directory")
+    from rdvla.runtime.outputs import check_new_files
+
+    names = ["pixel_values.npy", *(f"camera{camera}.png" for camera in range(len(args.image)))]
+    check_new_files(args.out, names, overwrite=args.overwrite, option="--out")
     config = Bundle.open(args.bundle).preprocess if args.bundle is not None else DEFAULT_CONFIG
     implementation = resolve_implementation(args.implementation)
     images = load_images(args.image, len(args.image))

@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rdvla.cli.arguments import add_backend_options, open_policy
+from rdvla.cli.arguments import add_backend_options, int_in, open_policy, positive_float, positive_int
+from rdvla.cli.inputs import instruction, seed
 
 # A policy trained on LIBERO's operational-space controller: policy units -> metres and radians.
 LIBERO_ACTION_SCALE = (0.05, 0.5)
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_backend_options(p)
     p.add_argument("--config", type=Path, metavar="SETUP.yaml", help="robot setup: cameras, robot, control rate, limits")
-    p.add_argument("--instruction", required=True, help="the task, in words")
+    p.add_argument("--instruction", type=instruction, required=True, help="the task, in words")
     p.add_argument("--execute", action="store_true", help="send actions to the robot (default: dry run)")
 
     desk = p.add_argument_group("desk overrides")
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     desk.add_argument("--robot", choices=("sim",),
                       help="sim: a kinematic simulated arm instead of the setup's robot (without --config: default "
                       "limits and LIBERO's action scale, 0.05 m and 0.5 rad per policy unit)")
-    desk.add_argument("--steps", type=int, metavar="N", help="stop after N control steps (default: until stopped)")
+    desk.add_argument("--steps", type=positive_int, metavar="N", help="stop after N control steps (default: until stopped)")
     desk.add_argument("--log", type=Path, metavar="PATH",
                       help="step log, JSON lines (default runs/run-DATE-TIME.jsonl; DIR/steps.jsonl with --record)")
     desk.add_argument("--overwrite", action="store_true", help="replace an existing --log file or the episode in --record DIR")
@@ -59,11 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "instruction, actions), for replay on a desk and for calibration")
 
     loop = p.add_argument_group("loop")
-    loop.add_argument("--rate", type=float, metavar="HZ", help="control rate (default: the setup's control_rate_hz, else 10)")
+    loop.add_argument("--rate", type=positive_float, metavar="HZ", help="control rate (default: the setup's control_rate_hz, else 10)")
     loop.add_argument("--mode", choices=("async", "sync"), default="async",
                       help="async (default): the next chunk is inferred on a worker thread while the current one "
                       "executes; sync: the loop waits for each query")
-    loop.add_argument("--refill-at", type=int, default=2, metavar="N",
+    loop.add_argument("--refill-at", type=int_in(0), default=2, metavar="N",
                       help="async: start the next query once at most N actions remain queued (default 2)")
     loop.add_argument("--blend", choices=("replace", "average", "crossfade"), default="replace",
                       help="where a new chunk overlaps queued actions: the new plan wins (default), the mean, or a linear crossfade")
@@ -72,24 +73,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "linear[:HMIN:HMAX:TAU], linear-code")
     depth = loop.add_mutually_exclusive_group()
     depth.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
-    depth.add_argument("--iterations", type=int, metavar="N", help="fixed recurrent depth instead of adaptive halting")
-    loop.add_argument("--min-iterations", type=int, metavar="N", help="adaptive halting: fewest iterations")
-    loop.add_argument("--max-iterations", type=int, metavar="N", help="adaptive halting: most iterations")
-    loop.add_argument("--deadline-ms", type=float, metavar="MS",
+    depth.add_argument("--iterations", type=positive_int, metavar="N", help="fixed recurrent depth instead of adaptive halting")
+    loop.add_argument("--min-iterations", type=positive_int, metavar="N", help="adaptive halting: fewest iterations")
+    loop.add_argument("--max-iterations", type=positive_int, metavar="N", help="adaptive halting: most iterations")
+    loop.add_argument("--deadline-ms", type=positive_float, metavar="MS",
                       help="query deadline (default: derived from the period: what is left of it in sync mode, the "
                       "time until the queue runs dry in async mode)")
     loop.add_argument("--gripper", choices=("libero", "raw"), default="libero",
                       help="gripper post-processing: libero binarises and inverts (-1 open, +1 close; default), raw passes it on")
-    loop.add_argument("--seed", type=int, default=0, help="query n starts from the initial latent of seed + n (default 0)")
+    loop.add_argument("--seed", type=seed, default=0, help="query n starts from the initial latent of seed + n (default 0)")
 
     safety = p.add_argument_group("safety")
-    safety.add_argument("--max-faults", type=int, default=10, metavar="N",
+    safety.add_argument("--max-faults", type=positive_int, default=10, metavar="N",
                         help="stop after N consecutive steps with the same fault (default 10)")
-    safety.add_argument("--max-reconnect-s", type=float, default=5.0, metavar="S",
+    safety.add_argument("--max-reconnect-s", type=positive_float, default=5.0, metavar="S",
                         help="stop when a camera has been reconnecting for S seconds (default 5)")
-    safety.add_argument("--max-linear-accel", type=float, default=1.0, metavar="MPS2",
+    safety.add_argument("--max-linear-accel", type=positive_float, default=1.0, metavar="MPS2",
                         help="limit on the change of commanded linear velocity, m/s^2 (default 1.0)")
-    safety.add_argument("--max-angular-accel", type=float, default=5.0, metavar="RADPS2",
+    safety.add_argument("--max-angular-accel", type=positive_float, default=5.0, metavar="RADPS2",
                         help="limit on the change of commanded angular velocity, rad/s^2 (default 5.0)")
 
     status = p.add_mutually_exclusive_group()
@@ -125,8 +126,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("give --config SETUP.yaml, or --recording FILE and --robot sim for a run on a desk")
     if args.record is not None and args.log is not None:
         raise ValueError("--record DIR keeps its step log in DIR/steps.jsonl; leave out --log")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
 
 
 def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
@@ -143,6 +142,10 @@ def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[An
     if len(roles) != count:
         raise ValueError(f"the policy takes {count} camera images; {args.config} describes {len(roles)} cameras")
     files = list(args.recording)
+    for path in files:  # before the run claims its log: the recording is opened only when the loop starts
+        if not path.is_file():
+            raise ValueError(f"--recording {path}: {'a directory' if path.is_dir() else 'not found'}; give a .db3/.bag "
+                             "recording (`rdvla cameras --recording FILE` describes one)")
     if len(files) == 1:
         files = files * count
     if len(files) != count:

@@ -10,9 +10,14 @@ the two halting scalars `step_decode` returns when asked to read them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+from rdvla.runtime.manifest import BundleError
+
+if TYPE_CHECKING:
+    from rdvla.runtime.bundle import Bundle
 
 # Graph and tensor names of the bundle contract (manifest.json lists shapes and dtypes).
 VLM_PRELUDE = "vlm_prelude"
@@ -32,6 +37,36 @@ MSE, COSINE = "mse", "cosine"
 def kv_names(stage: str, count: int) -> list[str]:
     """Context tensor names of one stage ('core' or 'coda'): [core0_keys, core0_values, core1_keys, ...]."""
     return [f"{stage}{i}_{part}" for i in range(count) for part in ("keys", "values")]
+
+
+def check_dims(bundle: "Bundle") -> None:
+    """Refuse a manifest whose model dimensions do not fit its graphs' tensors: the backends size every buffer
+    from the dimensions, and the graphs' own I/O is checked against the manifest when the bundle opens."""
+    dims, side = bundle.dims, bundle.preprocess.image_size
+    chunk = (1, dims.chunk_len, dims.action_dim)
+    kv = (1, dims.num_heads, dims.context_tokens, dims.head_dim)
+    latent_fields = "model.chunk_len, model.hidden_dim"
+    context = kv_names("core", len(dims.recurrent_vlm_layers)) + kv_names("coda", len(dims.coda_vlm_layers))
+    expected = {
+        PIXEL_VALUES: ((1, 6 * dims.num_images, side, side), "model.num_images, preprocess.image_size"),
+        PROPRIO: ((1, dims.proprio_dim), "model.proprio_dim"),
+        LATENT: (dims.latent_shape, latent_fields), NEXT_LATENT: (dims.latent_shape, latent_fields),
+        INJECTION: (dims.latent_shape, latent_fields),
+        PREV_ACTIONS: (chunk, "model.chunk_len, model.action_dim"), ACTIONS: (chunk, "model.chunk_len, model.action_dim"),
+        **{name: (kv, "model.num_heads, model.context_tokens, model.hidden_dim") for name in context},
+    }
+    for graph in GRAPHS:
+        spec = bundle.graph(graph)
+        for tensor in (*spec.inputs, *spec.outputs):
+            want, fields = expected.get(tensor.name, (None, ""))
+            if want is not None and tensor.shape != want:
+                raise BundleError(f"{bundle.root}: manifest.json's {fields} ask for {tensor.name} {list(want)}, graph "
+                                  f"{spec.file} has {list(tensor.shape)}: re-export the bundle")
+    produced = {t.name for t in bundle.graph(VLM_PRELUDE).outputs}
+    missing = [name for name in context if name not in produced]
+    if missing:
+        raise BundleError(f"{bundle.root}: manifest.json's model lists {len(context) // 2} core and coda layers, "
+                          f"graph {bundle.graph(VLM_PRELUDE).file} has no {missing[0]}: re-export the bundle")
 
 
 class Backend(ABC):

@@ -61,7 +61,11 @@ class OnnxRuntimeBackend(Backend):
         self.sessions = {}
         for graph in names.GRAPHS:
             path = bundle.path(graph_file(bundle, graph, precision))
-            self.sessions[graph] = ort.InferenceSession(str(path), options, providers=providers)
+            try:
+                self.sessions[graph] = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:  # onnxruntime's own exception types (Fail, InvalidProtobuf, ...) for a bad graph
+                reason = " ".join(str(exc).split())[:300]
+                raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({reason}): re-export the bundle") from None
         self.dims = bundle.dims
         n_core, n_coda = len(bundle.dims.recurrent_vlm_layers), len(bundle.dims.coda_vlm_layers)
         self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]

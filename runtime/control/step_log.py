@@ -16,14 +16,18 @@ from rdvla.runtime.outputs import OwnedFile
 
 class StepLog(Subscriber):
     """Writes the run's records to `path`, a JSON object per line. The file is this run's alone: an
-    existing one is kept unless `overwrite`, and a second run writing it is refused with its PID."""
+    existing one is kept unless `overwrite`, and a second run writing it is refused with its PID.
+    A run that never starts (nothing written) leaves no log behind."""
 
     def __init__(self, path: Path, *, overwrite: bool = False, option: str = "--log") -> None:
         self.path = path
         self._file = OwnedFile(path, overwrite=overwrite, option=option)
+        self._written = False
+        self._closed = False
 
     def _write(self, data: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
+        self._written = True
 
     def on_start(self, record: StartRecord) -> None:
         self._write(record.to_json())
@@ -36,6 +40,9 @@ class StepLog(Subscriber):
         self.close()
 
     def close(self) -> None:
+        if not self._closed and not self._written:
+            self.path.unlink(missing_ok=True)  # still holding its lock: the empty file is ours
+        self._closed = True
         self._file.close()
 
 

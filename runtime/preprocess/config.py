@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,10 +35,16 @@ class PreprocessConfig:
     channels_per_image: int = 6  # [DINOv2 RGB, SigLIP RGB]
 
     def __post_init__(self) -> None:
-        if self.image_size < 2:
-            raise ValueError(f"image_size must be >= 2, got {self.image_size}")
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if not (isinstance(self.image_size, int) and not isinstance(self.image_size, bool) and 2 <= self.image_size <= 4096):
+            raise ValueError(f"image_size must be a whole number in 2..4096, got {self.image_size!r}")
+        if not (_is_number(self.crop_scale) and 0.0 < self.crop_scale <= 1.0):
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale!r}")
+        if not isinstance(self.center_crop, bool):
+            raise ValueError(f"center_crop must be true or false, got {self.center_crop!r}")
+        for name in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
+            values = getattr(self, name)
+            if not (isinstance(values, tuple) and len(values) == 3 and all(_is_number(v) and math.isfinite(v) for v in values)):
+                raise ValueError(f"{name} must be three finite numbers, got {values!r}")
         if self.jpeg_quality != 95 or self.jpeg_chroma_subsampling != "4:2:0":
             raise ValueError("only TensorFlow's JPEG defaults (quality 95, 4:2:0) are implemented")
         if self.resize_method != "lanczos3" or not self.resize_antialias:
@@ -67,6 +74,10 @@ class PreprocessConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
         }
         return cls(**kwargs)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 DEFAULT_CONFIG = PreprocessConfig()

@@ -67,16 +67,16 @@ def test_bad_recording_is_one_line_and_non_zero(capsys: pytest.CaptureFixture[st
     if content is not None:
         path.write_bytes(content)
     code, out, err = cli(capsys, "--recording", str(path))
-    assert code != 0 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "Traceback" not in err
 
 
 def test_record_needs_a_serial(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = cli(capsys, "--record", str(tmp_path / "x.db3"))
-    assert code == 1 and err == "error: --record needs --serial (see `rdvla cameras` for the connected cameras)\n"
+    assert code == 2 and err == "error: --record needs --serial (see `rdvla cameras` for the connected cameras)\n"
     code, _, err = cli(capsys, "--record", str(tmp_path / "x.db3"), "--serial", "999999999999", "--seconds", "1")
-    assert code == 1 and err.startswith("error: no RealSense camera with serial 999999999999")
+    assert code == 2 and err.startswith("error: no RealSense camera with serial 999999999999")
 
 
 def test_help_describes_the_command(capsys: pytest.CaptureFixture[str]) -> None:

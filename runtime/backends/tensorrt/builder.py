@@ -47,6 +47,7 @@ from rdvla.runtime.graph_check.rules import require_compatible
 from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, TensorSpec
+from rdvla.runtime.outputs import check_new_file
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -69,7 +70,7 @@ def graph_sources(bundle: Bundle, precision: str, selected: Optional[Sequence[st
     if precision == "int8" and not calibrated:
         raise BuildError(
             f"{bundle.root}: int8 engines are built from explicit Q/DQ graphs (manifest 'graphs_int8') and this "
-            "bundle has none: run the calibration step on it first, or build fp16"
+            f"bundle has none: run `rdvla calibrate {bundle.root} --precision int8` on it first, or build fp16"
         )
     sources = []
     for graph in wanted:
@@ -178,6 +179,8 @@ def build_engines(
     precision = check_precision(wanted, _probe_capability() if wanted in REFUSED else None)
     if workspace_mb is not None and workspace_mb < 1:
         raise BuildError(f"--workspace must be a positive number of MiB, got {workspace_mb}")
+    if timing_cache is not None:  # written at the end of a build that may take an hour: checked first
+        check_new_file(timing_cache, overwrite=True, option="--timing-cache")
     sources = graph_sources(bundle, precision, graphs)
     ranges = dynamic_dims(bundle.graphs, bundle.prompt_len)
     env = query_environment(require_tensorrt(), require_cuda())
