@@ -188,8 +188,8 @@ def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt_le
     log.info("[1/5] loading %s", checkpoint)
     ckpt = load_checkpoint(checkpoint)
     stats = ckpt.norm_stats(unnorm_key)
+    tokenizer = PromptTokenizer(ckpt.files.tokenizer)  # refused by its own name, not the scratch copy's
     shutil.copy(ckpt.files.tokenizer, work / TOKENIZER_FILE)
-    tokenizer = PromptTokenizer(work / TOKENIZER_FILE)
 
     log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_DEPTH)
     golden = make_golden_cases(ckpt.model, tokenizer, stats, cases)

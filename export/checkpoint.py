@@ -59,6 +59,9 @@ class CheckpointFiles:
     @classmethod
     def discover(cls, root: Path) -> "CheckpointFiles":
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise CheckpointError(f"{root} is a file, not a checkpoint directory: give the folder that holds config.json "
+                                  "and model.safetensors")
         if not root.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {root}")
 
@@ -269,8 +272,9 @@ def load_checkpoint(root: Path, fp32_rope: bool = False) -> LoadedCheckpoint:
     files = CheckpointFiles.discover(root)
     config = _read_json(files.config)
     vlm_cfg = vlm_config_from_json(config)
+    head_json = _read_json(files.head_config)
     try:
-        head_cfg = HeadConfig.from_json_dict(_read_json(files.head_config))
+        head_cfg = HeadConfig.from_json_dict(head_json)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{files.head_config.name}: {exc}") from None
     try:

@@ -101,7 +101,7 @@ class Bundle:
 
     def graph(self, name: str) -> GraphSpec:
         if name not in self.graphs:
-            raise BundleError(f"{self.root}: graph {name!r} missing from {MANIFEST}")
+            raise BundleError(f"{self.root}: graph {name!r} missing from {MANIFEST}: re-export the bundle")
         return self.graphs[name]
 
     def check_prompt(self, input_ids: np.ndarray) -> None:

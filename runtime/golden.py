@@ -55,8 +55,8 @@ class GoldenCase:
         """The case saved at `path`, or a BundleError naming the file and what is wrong with it."""
         try:
             archive = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise BundleError(f"{path}: not a golden case ({' '.join(str(exc).split())}): re-export the bundle") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile):  # numpy's reason may advise allow_pickle: not passed on
+            raise BundleError(f"{path}: not a golden case (not an .npz archive of arrays): re-export the bundle") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise BundleError(f"{path}: not a golden case (a single array, not an .npz archive): re-export the bundle")
         with archive as z:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -218,7 +218,7 @@ class Manifest:
     def from_json(cls, data: Any) -> "Manifest":
         """The typed manifest; BundleError (without the path; `read` adds it) when anything is missing or mistyped."""
         if not isinstance(data, dict):
-            raise BundleError(f"holds a JSON {type(data).__name__}, not an object")
+            raise BundleError(f"holds {json_kind(data)}, not a JSON object")
         schema, version = data.get("schema"), data.get("schema_version")
         if schema != SCHEMA:
             raise BundleError(f"unknown schema {schema!r} (this runtime reads {SCHEMA!r})")
@@ -231,7 +231,7 @@ class Manifest:
                 raise BundleError(f"lacks its {key!r} section")
             value = data[key]
             if not isinstance(value, kind):
-                raise BundleError(f"{key!r} holds a JSON {type(value).__name__}, expected {'an object' if kind is dict else 'a list'}")
+                raise BundleError(f"{key!r} holds {json_kind(value)}, expected {'an object' if kind is dict else 'a list'}")
             try:
                 return parse(value)
             except (KeyError, TypeError, ValueError) as exc:
@@ -327,17 +327,31 @@ def _file_hashes(listed: dict[str, Any]) -> dict[str, str]:
     return dict(listed)
 
 
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in the words of the format: null, true/false, a number, a string, a list, an object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def _entries(section: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
     for name, entry in section.items():
         if not isinstance(entry, dict):
-            raise ValueError(f"{what} {name!r} holds a JSON {type(entry).__name__}, expected an object")
+            raise ValueError(f"{what} {name!r} holds {json_kind(entry)}, expected an object")
     return section
 
 
 def _calibrated_graphs(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A precision's calibrated graphs: each entry as the exported graph's (file, inputs, outputs) plus how it was made."""
+    """A precision's calibrated graphs: each entry a file inside the bundle, with the exported graph's inputs and
+    outputs (as `rdvla calibrate` writes them) and how it was made."""
     for name, entry in _entries(section, "graph").items():
-        GraphSpec.from_json(name, entry)
+        bundle_path(entry["file"])
+        for tensor in (*entry.get("inputs", []), *entry.get("outputs", [])):
+            TensorSpec.from_json(tensor)
     return section
 
 
@@ -351,14 +365,18 @@ def _engine_sections(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for precision, section in _entries(sections, "precision").items():
         graphs = section.get("graphs") or {}
         if not isinstance(graphs, dict):
-            raise ValueError(f"{precision}.graphs holds a JSON {type(graphs).__name__}, expected an object")
+            raise ValueError(f"{precision}.graphs holds {json_kind(graphs)}, expected an object")
         for graph, record in _entries(graphs, f"{precision} engine").items():
-            bundle_path(record.get("file"))
+            if "file" not in record:
+                raise ValueError(f"the {precision} engine of {graph} names no file")
+            bundle_path(record["file"])
     return sections
 
 
 def _replace_file(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # os.open with 0o666, not mkstemp: the file gets the user's umask (mkstemp's 0600 keeps other users out).
+    temporary = str(path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}"))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -373,6 +391,8 @@ def _replace_file(path: Path, text: str) -> None:
 def read_manifest(root: Path) -> Manifest:
     """The manifest of the bundle at `root`, after checking it against its digest."""
     path, digest_path = root / MANIFEST, root / MANIFEST_DIGEST
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"{root} is a file, not a bundle directory: give the folder that holds {MANIFEST}")
     if not root.is_dir():
         raise BundleError(f"bundle directory not found: {root}")
     if not path.is_file():
@@ -388,8 +408,9 @@ def read_manifest(root: Path) -> Manifest:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
     try:
         return Manifest.from_json(data)
     except BundleError as exc:
-        raise BundleError(f"{path}: {exc}") from None
+        way_out = "" if "re-export" in str(exc) else "; re-export the bundle (or copy it again, whole)"
+        raise BundleError(f"{path}: {exc}{way_out}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -155,7 +156,9 @@ def scratch_directory(destination: Path) -> Iterator[Path]:
     """A hidden working directory beside `destination`, removed unless the body renames it away
     (also on KeyboardInterrupt: the CLI turns SIGTERM into one)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.rdvla-", dir=destination.parent))
+    # mkdir, not mkdtemp: the published folder gets the user's umask (mkdtemp's 0700 would keep it from other users).
+    scratch = destination.parent / f".{destination.name}.rdvla-{os.getpid()}-{secrets.token_hex(4)}"
+    scratch.mkdir()
     try:
         yield scratch
     finally:

@@ -92,7 +92,7 @@ def gate_failures(results: dict[str, ModeResult], gate: Gate) -> list[str]:
         if not entry.unnormalized_max_abs <= gate.actions_max_abs:
             failures.append(f"{mode}: un-normalised actions off by {entry.unnormalized_max_abs:.3g} (normalised units) > "
                             f"{gate.actions_max_abs:g}: the bundle's normalisation statistics differ from the export's")
-        if entry.iteration_agreement < gate.iteration_agreement:
+        if not entry.iteration_agreement >= gate.iteration_agreement:
             failures.append(f"{mode}: iteration agreement {entry.iteration_agreement:.2f} < {gate.iteration_agreement:g} "
                             f"(ours {entry.iterations}, reference {entry.reference_iterations})")
     return failures

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rdvla.runtime.backends import BACKENDS
+from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 
 def positive_int(text: str) -> int:
@@ -40,10 +41,12 @@ def positive_float(text: str) -> float:
     return value
 
 
+# Recurrent depths (--iterations, --min-iterations, --max-iterations): what the halting rules accept.
+ITERATIONS = int_in(1, MAX_SUPPORTED_ITERATIONS)
+
+
 def depth_list(text: str) -> list[int]:
     """Comma-separated recurrent depths, each in 1..MAX_SUPPORTED_ITERATIONS, sorted and deduplicated."""
-    from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
-
     try:
         depths = sorted({int(v) for v in text.split(",")})
     except ValueError:

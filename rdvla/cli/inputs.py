@@ -33,12 +33,14 @@ def instruction(text: str) -> str:
 
 def load_npy(path: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
     """A float32 array of `shape` from a .npy file (any real dtype; checked finite after the cast)."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give a .npy file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: not a .npy array ({' '.join(str(exc).split()) or 'empty file'}); save it with numpy.save") from None
+    except (ValueError, OSError, EOFError):  # numpy's reason may advise allow_pickle=True, which runs code: not passed on
+        raise ValueError(f"{path}: not a .npy array of numbers; save the {what} with numpy.save") from None
     if not isinstance(array, np.ndarray):  # an .npz archive
         array.close()
         raise ValueError(f"{path}: an .npz archive; give the {what} as one .npy array (numpy.save)")

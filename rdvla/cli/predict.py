@@ -19,7 +19,7 @@ import numpy as np
 from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
-from rdvla.cli.arguments import positive_int
+from rdvla.cli.arguments import ITERATIONS
 from rdvla.cli.inputs import instruction, load_images, load_npy, parse_proprio, seed
 from rdvla.runtime.outputs import check_new_file
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
     latent.add_argument("--seed", type=seed, default=0, help="seed of the truncated-normal initial latent (default 0)")
     depth = p.add_mutually_exclusive_group()
-    depth.add_argument("--iterations", type=positive_int, help="fixed number of recurrent iterations (default 12)")
+    depth.add_argument("--iterations", type=ITERATIONS, help="fixed number of recurrent iterations (default 12)")
     depth.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
-    p.add_argument("--min-iterations", type=positive_int, help="adaptive halting: fewest iterations (default 2)")
-    p.add_argument("--max-iterations", type=positive_int, help="adaptive halting: most iterations (default 32)")
+    p.add_argument("--min-iterations", type=ITERATIONS, help="adaptive halting: fewest iterations (default 2)")
+    p.add_argument("--max-iterations", type=ITERATIONS, help="adaptive halting: most iterations (default 32)")
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
@@ -152,7 +152,7 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction
 def run(args: argparse.Namespace) -> int:
     halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
     if not args.source.exists():
-        raise FileNotFoundError(f"not found: {args.source}")
+        raise FileNotFoundError(f"{args.source} not found: give a checkpoint directory or a bundle directory")
     is_bundle = (args.source / MANIFEST).is_file()
     if is_bundle and args.dtype is not None:
         raise ValueError("--dtype applies to checkpoints; for a bundle choose --precision")

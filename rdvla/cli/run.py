@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rdvla.cli.arguments import add_backend_options, int_in, open_policy, positive_float, positive_int
+from rdvla.cli.arguments import ITERATIONS, add_backend_options, int_in, open_policy, positive_float, positive_int
 from rdvla.cli.inputs import instruction, seed
 
 # A policy trained on LIBERO's operational-space controller: policy units -> metres and radians.
@@ -73,9 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "linear[:HMIN:HMAX:TAU], linear-code")
     depth = loop.add_mutually_exclusive_group()
     depth.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
-    depth.add_argument("--iterations", type=positive_int, metavar="N", help="fixed recurrent depth instead of adaptive halting")
-    loop.add_argument("--min-iterations", type=positive_int, metavar="N", help="adaptive halting: fewest iterations")
-    loop.add_argument("--max-iterations", type=positive_int, metavar="N", help="adaptive halting: most iterations")
+    depth.add_argument("--iterations", type=ITERATIONS, metavar="N", help="fixed recurrent depth instead of adaptive halting")
+    loop.add_argument("--min-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: fewest iterations")
+    loop.add_argument("--max-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: most iterations")
     loop.add_argument("--deadline-ms", type=positive_float, metavar="MS",
                       help="query deadline (default: derived from the period: what is left of it in sync mode, the "
                       "time until the queue runs dry in async mode)")

@@ -2,7 +2,7 @@
 status it must end with, what the verdict line must say, and the files it may write.
 
 Every case runs `rdvla.cli.main` in-process and is held to the same rules (issue 14):
-* no exception escapes and no "Traceback" is printed;
+* no exception escapes and no "Traceback" is printed, nor a library's advice to load a file unsafely;
 * the exit status is the documented one: 2 for a usage or input error, 1 for a failed gate, 0 when the
   unusual input is a valid one;
 * the verdict line (stderr's last line for an error; the gate's verdict for a failed gate; the bundle
@@ -138,6 +138,10 @@ class Case:
     verdict: str = "stderr"  # stderr | stdout (a gate's verdict) | doctor (the bundle finding)
 
 
+# What torch and numpy suggest when they refuse a file: each would let the file run code. Never passed on.
+UNSAFE_ADVICE = ("weights_only", "allow_pickle", "add_safe_globals", "pickle.load", "trust the source")
+
+
 @dataclass
 class Outcome:
     code: Optional[int]
@@ -223,6 +227,8 @@ def check(case: Case, world: World, capsys: Any) -> None:
     context = f"rdvla {' '.join(argv)}\n--- stdout\n{outcome.out[-2000:]}\n--- stderr\n{outcome.err[-2000:]}"
     assert not outcome.escaped, f"an exception escaped:\n{outcome.escaped}\n{context}"
     assert "Traceback" not in outcome.err, context
+    advice = [a for a in UNSAFE_ADVICE if a in outcome.err + outcome.out]
+    assert not advice, f"a library's advice to load files unsafely reached the user: {advice}\n{context}"
     assert outcome.code == case.code, f"exit status {outcome.code}, expected {case.code}\n{context}"
     line = verdict_line(case, outcome)
     if case.code == 2 and case.verdict == "stderr":

@@ -656,7 +656,7 @@ def manifest_field_cases() -> list[Case]:
 MANIFEST_CONTENT = [
     Case("manifest/json-list", verify(lambda w: _resaved(w, [1, 2, 3])), says=("manifest.json", "list")),
     Case("manifest/json-string", verify(lambda w: _resaved(w, "bundle")), says=("manifest.json", "str")),
-    Case("manifest/json-null", verify(lambda w: _resaved(w, None)), says=("manifest.json", "NoneType")),
+    Case("manifest/json-null", verify(lambda w: _resaved(w, None)), says=("manifest.json", "null")),
     Case("manifest/not-json", verify(lambda w: _resaved(w, None, b"{\"schema\": ")), says=("manifest.json", "JSON")),
     Case("manifest/not-utf8", verify(lambda w: _resaved(w, None, b"{\"schema\": \"\xff\"}")), says=("manifest.json", "JSON")),
     Case("manifest/empty-file", verify(lambda w: _resaved(w, None, b"")), says=("manifest.json", "JSON")),
