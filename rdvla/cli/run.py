@@ -213,6 +213,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     # Outputs are checked before the policy loads (minutes for TensorRT engines), then claimed.
     log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+    for option, path in (("--log", args.log), ("--record", args.record)):
+        if path is not None and args.bundle.resolve() in (path.resolve(), *path.resolve().parents):
+            raise ValueError(f"{option} {path} lies inside the bundle {args.bundle}; write the run's files elsewhere")
     if args.record is not None:
         episode.check_episode_directory(args.record, overwrite=args.overwrite)
     else:

@@ -756,6 +756,9 @@ def _resaved(w: World, data: Any, text: bytes | None = None) -> Path:
 
 BUNDLE_FILES = [
     Case("bundle/missing", verify(lambda w: w.path("gone")), says=("gone", "not found")),
+    Case("bundle/a-symlink", verify(lambda w: _symlink(w, "linked-bundle", w.bundle)), code=0),
+    Case("bundle/a-dangling-symlink", verify(lambda w: _symlink(w, "dangling", w.path("nowhere"))), says=("dangling", "not found")),
+    Case("ckpt/a-symlink", predict_checkpoint(source=lambda w: _symlink(w, "linked-ckpt", w.checkpoint)), code=0),
     Case("bundle/is-a-file", verify(lambda w: w.write("bundle.tar", "x")), says=("bundle.tar",)),
     Case("bundle/empty-folder", verify(lambda w: w.folder("empty")), says=("manifest.json", "not a bundle")),
     Case("bundle/a-checkpoint", verify(lambda w: w.checkpoint), says=("manifest.json", "not a bundle")),
@@ -1020,6 +1023,11 @@ RUN = [
                                                              "--instruction", "x", "--steps", "2", "--no-status",
                                                              "--record", w.path("rec")],
          says=("--record", "another directory")),
+    Case("run/log-into-the-bundle", lambda w: run_desk("--log", w.path(f"{BUNDLE}/manifest.json"), "--overwrite",
+                                                       bundle=damaged_bundle(lambda r: None))(w),
+         says=("--log", "inside the bundle")),
+    Case("run/record-into-the-bundle", lambda w: run_desk("--record", w.path(BUNDLE), bundle=damaged_bundle(lambda r: None))(w),
+         says=("--record", "inside the bundle")),
     Case("run/record-is-a-file", run_desk("--record", lambda w: w.write("ep", "mine")), says=("--record", "is a file")),
     Case("run/record-and-log", run_desk("--record", lambda w: w.path("ep"), "--log", lambda w: w.path("l.jsonl")),
          says=("--log",)),
