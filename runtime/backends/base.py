@@ -39,6 +39,15 @@ def kv_names(stage: str, count: int) -> list[str]:
     return [f"{stage}{i}_{part}" for i in range(count) for part in ("keys", "values")]
 
 
+# The tensors every backend binds by name: (inputs, outputs) of each graph, besides the context K/V.
+_CONTRACT = {
+    VLM_PRELUDE: ({PIXEL_VALUES, INPUT_IDS, PROPRIO}, {INJECTION}),
+    CORE_STEP: ({LATENT, INJECTION}, {NEXT_LATENT}),
+    CORE_STEP_DECODE: ({LATENT, PREV_ACTIONS, INJECTION}, {NEXT_LATENT, ACTIONS, MSE, COSINE}),
+    DECODE: ({LATENT}, {ACTIONS}),
+}
+
+
 def check_dims(bundle: "Bundle") -> None:
     """Refuse a manifest whose model dimensions do not fit its graphs' tensors: the backends size every buffer
     from the dimensions, and the graphs' own I/O is checked against the manifest when the bundle opens."""
@@ -57,6 +66,11 @@ def check_dims(bundle: "Bundle") -> None:
     }
     for graph in GRAPHS:
         spec = bundle.graph(graph)
+        needed_inputs, needed_outputs = _CONTRACT[graph]
+        lacking = sorted((needed_inputs - {t.name for t in spec.inputs}) | (needed_outputs - {t.name for t in spec.outputs}))
+        if lacking:
+            raise BundleError(f"{bundle.root}: graph {spec.file} ({graph}) has no {', '.join(lacking)}: it is not the "
+                              f"{graph} graph of an rdvla bundle; re-export the bundle")
         for tensor in (*spec.inputs, *spec.outputs):
             want, fields = expected.get(tensor.name, (None, ""))
             if want is not None and tensor.shape != want:

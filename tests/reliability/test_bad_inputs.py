@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from .battery import PROPRIO, Case, World, cases, check, edit_raw, save_raw_manifest, shared_roots, snapshot
+from .battery import PROPRIO, Case, World, cases, check, edit_raw, run_main, save_raw_manifest, shared_roots, snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -1154,3 +1154,18 @@ def test_the_battery_is_large() -> None:
     assert len(BATTERY) >= 150
 
 
+
+
+def test_a_bundle_of_foreign_graphs_is_refused_by_name(tmp_path: Path, bundles, capsys: pytest.CaptureFixture[str]) -> None:
+    """Graphs and manifest agree (the bundle opens), but they are not rdvla's graphs: refused before any allocation."""
+    tensor = {"name": "x", "dtype": "float32", "shape": [1, 4]}
+    graphs = {name: {"file": f"graphs/{name}.onnx", "inputs": [tensor], "outputs": [{**tensor, "name": "y"}]}
+              for name in ("vlm_prelude", "core_step", "core_step_decode", "decode")}
+    model = {"hidden_dim": 8, "num_heads": 2, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
+             "context_tokens": 4, "prelude_vlm_layers": [0], "recurrent_vlm_layers": [0], "coda_vlm_layers": [0], "init_sigma": 0.5}
+    root = bundles.write(tmp_path / "foreign", graphs, model, (2, 8))
+    outcome = run_main(["verify", str(root)], capsys)
+    assert outcome.code == 2 and not outcome.escaped and "Traceback" not in outcome.err
+    assert outcome.err.strip().splitlines()[-1].endswith(
+        "graph graphs/vlm_prelude.onnx (vlm_prelude) has no injection, input_ids, pixel_values, proprio: it is not the "
+        "vlm_prelude graph of an rdvla bundle; re-export the bundle")
