@@ -8,6 +8,7 @@ anything it cannot serve.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -98,6 +99,19 @@ class Bundle:
     @property
     def prompt_len(self) -> tuple[int, int]:
         return self.manifest.prompt.min_len, self.manifest.prompt.max_len
+
+    def calibration_report(self) -> Optional[dict[str, Any]]:
+        """The accuracy report `rdvla calibrate` wrote (its file is hashed like any other), or None without one."""
+        rel = self.manifest.calibration.get("report")
+        if not rel:
+            return None
+        try:
+            report = json.loads(self.path(rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{self.path(rel)}: not a readable calibration report ({exc}): rerun `rdvla calibrate`") from None
+        if not (isinstance(report, dict) and isinstance(report.get("summary"), list)):
+            raise BundleError(f"{self.path(rel)}: not a calibration report (no summary): rerun `rdvla calibrate`")
+        return report
 
     def graph(self, name: str) -> GraphSpec:
         if name not in self.graphs:

@@ -10,7 +10,6 @@ until the halting policy stops it. Only the halting scalars come back to the hos
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,12 +36,11 @@ def halting_below_floor(bundle: Bundle, precision: str, halting: HaltingRule) ->
     """Why `halting` cannot stop early at `precision`, or None. `rdvla calibrate` records, per precision,
     the median of the consecutive-action MSE at each iteration index; a lower precision's levels off
     (INT8 near 4e-5 at full size), and an MSE threshold at or below that level is never met."""
-    report = bundle.manifest.calibration.get("report")
-    if precision == "fp32" or not isinstance(halting, AdjacentMSE) or not report:
-        return None
-    medians = (json.loads(bundle.path(report).read_text()).get(precision) or {}).get("median_deltas") or []
+    report = bundle.calibration_report() if precision != "fp32" and isinstance(halting, AdjacentMSE) else None
+    section = report.get(precision) if report is not None else None
+    medians = (section.get("median_deltas") if isinstance(section, dict) else None) or []
     floor = medians[-1] if medians else None
-    if floor is None or halting.threshold > floor:
+    if not isinstance(floor, (int, float)) or halting.threshold > floor:
         return None
     return (f"halting mse:{halting.threshold:g} is at or below where {precision}'s consecutive-action MSE levels off "
             f"({floor:.2g} at iteration {len(medians)}, `rdvla verify {bundle.root}`): most queries will run to "

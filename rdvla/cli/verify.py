@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from rdvla.cli.arguments import add_backend_options, open_policy
@@ -29,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     policy, precision = open_policy(args)
     try:
+        report = policy.bundle.calibration_report()  # written by `rdvla calibrate`: FP16/INT8 against FP32 on its data
         gate = gate_for(precision)
         cases = load_cases(policy.bundle)
         if not cases:
@@ -38,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         policy.close()
     failures = gate_failures(results, gate)
-    report = policy.bundle.manifest.calibration.get("report")
-    if report:  # written by `rdvla calibrate`: FP16/INT8 against FP32 on the calibration data
-        print("\n".join(json.loads(policy.bundle.path(report).read_text())["summary"]))
+    if report is not None:
+        print("\n".join(str(line) for line in report["summary"]))
     print(f"bundle {args.bundle}: {len(cases)} golden cases on {args.backend} {precision} in {time.perf_counter() - start:.1f} s")
     if args.backend == "tensorrt":  # what TensorRT made of the precision plan (Myelin may override layer precisions)
         from rdvla.runtime.backends.tensorrt.records import describe_layers

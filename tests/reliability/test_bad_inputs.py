@@ -5,6 +5,7 @@ conflicting inputs, and against outputs that exist or cannot be written. The rul
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -737,10 +738,26 @@ MANIFEST_CONTENT = [
     Case("manifest/golden-outside-the-bundle", verify(raw_bundle(lambda d: d.update(golden=["../case.npz"]) or
                                                                  d["files"].update({"../case.npz": "0" * 64}))),
          says=("../case.npz", "outside")),
+    Case("manifest/calibration-report-garbage", verify(raw_bundle(
+        lambda d: d.update(calibration={"report": "calibration/report.json"}), rehash=(),
+        before=lambda r: _listed(r, "calibration/report.json", b"{not json"))), says=("report.json", "rdvla calibrate")),
+    Case("manifest/calibration-report-a-list", verify(raw_bundle(
+        lambda d: d.update(calibration={"report": "calibration/report.json"}),
+        before=lambda r: _listed(r, "calibration/report.json", b"[1, 2]"))), says=("report.json", "rdvla calibrate")),
     Case("manifest/golden-empty", verify(raw_bundle(set_in("golden", []))), says=("golden",)),
     Case("manifest/golden-names-the-tokenizer", verify(raw_bundle(set_in("golden", ["tokenizer.json"]))),
          says=("tokenizer.json", "golden")),
 ]
+
+
+def _listed(root: Path, rel: str, data: bytes) -> None:
+    """Write a bundle file and list it in the manifest's `files` (the manifest is re-digested by `edit_raw` after)."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][rel] = hashlib.sha256(data).hexdigest()
+    save_raw_manifest(root, manifest)
 
 
 def _swap(a: dict[str, Any], b: dict[str, Any], key: str, other: str | None = None) -> None:
@@ -1169,3 +1186,19 @@ def test_a_bundle_of_foreign_graphs_is_refused_by_name(tmp_path: Path, bundles, 
     assert outcome.err.strip().splitlines()[-1].endswith(
         "graph graphs/vlm_prelude.onnx (vlm_prelude) has no injection, input_ids, pixel_values, proprio: it is not the "
         "vlm_prelude graph of an rdvla bundle; re-export the bundle")
+
+
+@pytest.mark.parametrize("section, floor", [([3], None), ({"median_deltas": "x"}, None), ({"median_deltas": [None, "a"]}, None),
+                                            ({"median_deltas": [None, 2e-3]}, 2e-3)])
+def test_halting_floor_reads_any_calibration_report(bundle_copy: Path, section: Any, floor: Any) -> None:
+    """The warning about thresholds below a precision's floor reads the report without trusting its shape."""
+    from rdvla.runtime.bundle import Bundle
+    from rdvla.runtime.halting import AdjacentMSE
+    from rdvla.runtime.policy import halting_below_floor
+
+    _listed(bundle_copy, "calibration/report.json", json.dumps({"summary": [], "fp16": section}).encode())
+    edit_raw(bundle_copy, lambda d: d.update(calibration={"report": "calibration/report.json"}))
+    warning = halting_below_floor(Bundle.open(bundle_copy), "fp16", AdjacentMSE(1e-3))
+    assert (warning is None) == (floor is None)
+    if floor is not None:
+        assert "choose a threshold above 0.002" in warning
