@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -25,6 +23,7 @@ import numpy as np
 
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 from rdvla.runtime.normalization import NormStats
+from rdvla.runtime.outputs import atomic_write
 from rdvla.runtime.preprocess import PreprocessConfig
 
 SCHEMA = "rdvla.bundle"
@@ -374,18 +373,8 @@ def _engine_sections(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    # os.open with 0o666, not mkstemp: the file gets the user's umask (mkstemp's 0600 keeps other users out).
-    temporary = str(path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}"))
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def read_manifest(root: Path) -> Manifest:

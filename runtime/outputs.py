@@ -9,6 +9,7 @@
 * `scratch_directory` / `publish_directory`: work in progress lives in a hidden directory the tool
   owns, next to its destination, removed on failure and on Ctrl+C; it takes the destination's name
   only when done.
+* `atomic_write`: the same for one file; a reader sees the old file or the new one, never a part.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Optional
+
+from rdvla.runtime.interrupts import raise_if_received
 
 LOCK_SUFFIX = ".lock"
 
@@ -141,7 +144,9 @@ class OwnedFile:
 
 
 def publish_directory(work: Path, destination: Path) -> None:
-    """Give the finished `work` the name `destination`, replacing what is there (checked by the caller)."""
+    """Give the finished `work` the name `destination`, replacing what is there (checked by the caller);
+    not after Ctrl+C or SIGTERM, even one a library swallowed."""
+    raise_if_received()
     if destination.exists():
         retired = destination.with_name(f".{destination.name}.rdvla-replaced-{os.getpid()}")
         destination.rename(retired)
@@ -154,7 +159,7 @@ def publish_directory(work: Path, destination: Path) -> None:
 @contextlib.contextmanager
 def scratch_directory(destination: Path) -> Iterator[Path]:
     """A hidden working directory beside `destination`, removed unless the body renames it away
-    (also on KeyboardInterrupt: the CLI turns SIGTERM into one)."""
+    (also on Ctrl+C and SIGTERM: see `rdvla.runtime.interrupts`)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not mkdtemp: the published folder gets the user's umask (mkdtemp's 0700 would keep it from other users).
     scratch = destination.parent / f".{destination.name}.rdvla-{os.getpid()}-{secrets.token_hex(4)}"
@@ -163,3 +168,25 @@ def scratch_directory(destination: Path) -> Iterator[Path]:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """A hidden file beside `path` for the body to write by name (numpy, Pillow and matplotlib open it
+    themselves; its name ends like `path`'s, so they pick the same format). When the body finishes it is
+    flushed to disk and takes `path`'s name in one rename, replacing what is there (checked by the caller);
+    on failure, Ctrl+C or SIGTERM it is removed and `path` is as it was."""
+    temporary = path.with_name(f".rdvla-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    # os.open with 0o666, not mkstemp: the file gets the user's umask (mkstemp's 0600 keeps other users out).
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield temporary
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        raise_if_received()
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from rdvla.runtime.golden import GoldenCase
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.outputs import atomic_write
 from rdvla.runtime.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """profile.json and, where matplotlib is installed, the PNG plots; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / REPORT_JSON]
-    written[0].write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_write(written[0]) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
     try:
         import matplotlib
 
@@ -211,6 +213,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, dpi=110)
     plt.close(fig)
     return path

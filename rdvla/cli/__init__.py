@@ -10,11 +10,11 @@ import argparse
 import logging
 import os
 import re
-import signal
 import sys
 from typing import Callable, Sequence
 
 from rdvla import __version__
+from rdvla.runtime import interrupts
 from rdvla.cli import (
     build,
     calibrate,
@@ -33,6 +33,9 @@ from rdvla.cli import (
 # Errors a user can cause (bad path, mismatched checkpoint, bad option) or the machine can (a full disk, a
 # read-only mount): one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+# The shell's code for a command ended by a signal it handles (128 + SIGINT).
+INTERRUPTED = 130
 
 # Libraries only the workstation install has (`pip install 'rdvla[export]'`); the robot's has none of them.
 WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
@@ -86,10 +89,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     # Progress from our own modules at INFO; third-party libraries only when they warn.
@@ -100,28 +99,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("rdvla").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # SIGTERM unwinds like Ctrl+C, so work in progress is cleaned up (`rdvla run` installs its own handlers).
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return int(args.run(args))
-    except BrokenPipeError:  # the reader went away (`rdvla doctor | head`): nothing left to say
+    # Ctrl+C and SIGTERM unwind, so work in progress is cleaned up (`rdvla run` installs its own handlers for
+    # the loop); one that a library swallowed still ends the command as interrupted.
+    with interrupts.remembered():
+        try:
+            code = int(args.run(args))
+        except KeyboardInterrupt:
+            code = INTERRUPTED
+        except BaseException as exc:
+            if not interrupts.received():
+                return _report(exc, args.command)
+            code = INTERRUPTED
+        if interrupts.received():
+            code = INTERRUPTED
+    if code == INTERRUPTED:
+        print("interrupted", file=sys.stderr)
+    return code
+
+
+def _report(exc: BaseException, command: str) -> int:
+    """The exit code of a command that raised `exc`, its one-line error printed; anything else re-raised."""
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`rdvla doctor | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except USER_ERRORS as exc:
+    if isinstance(exc, USER_ERRORS):
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in WORKSTATION_LIBRARIES:
         library = (exc.name or "").split(".")[0]
-        if library not in WORKSTATION_LIBRARIES:
-            raise
-        print(f"error: this `rdvla {args.command}` needs {library}, which only the workstation install has: "
+        print(f"error: this `rdvla {command}` needs {library}, which only the workstation install has: "
               "pip install 'rdvla[export]' (or run it on the workstation and copy the bundle to the robot)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    raise exc
 
 
 if __name__ == "__main__":

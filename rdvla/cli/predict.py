@@ -21,7 +21,7 @@ from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
 from rdvla.cli.arguments import ITERATIONS
 from rdvla.cli.inputs import instruction, load_images, load_npy, parse_proprio, seed
-from rdvla.runtime.outputs import check_new_file
+from rdvla.runtime.outputs import atomic_write, check_new_file
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 
 
@@ -70,7 +70,7 @@ class Prediction:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:  # np.savez would append ".npz" to a name without it
+        with atomic_write(path) as temporary, open(temporary, "wb") as f:  # np.savez would append ".npz" to a name without it
             np.savez(
                 f,
                 normalized_actions=self.normalized_actions.astype(np.float32),

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
     from rdvla.runtime.preprocess.native import resolve_implementation
 
-    from rdvla.runtime.outputs import check_new_files
+    from rdvla.runtime.outputs import atomic_write, check_new_files
 
     names = ["pixel_values.npy", *(f"camera{camera}.png" for camera in range(len(args.image)))]
     check_new_files(args.out, names, overwrite=args.overwrite, option="--out")
@@ -62,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     images = load_images(args.image, len(args.image))
     pixel_values = to_pixel_values(images, config=config, implementation=implementation)
     args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "pixel_values.npy", pixel_values)
     written = [args.out / "pixel_values.npy"]
+    with atomic_write(written[0]) as temporary:
+        np.save(temporary, pixel_values)
     for camera, seen in enumerate(seen_images(pixel_values, config)):
         written.append(args.out / f"camera{camera}.png")
-        Image.fromarray(seen).save(written[-1])
+        with atomic_write(written[-1]) as temporary:
+            Image.fromarray(seen).save(temporary)
     timing = {}
     if args.repeat is not None:
         seconds = []

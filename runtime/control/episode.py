@@ -20,7 +20,7 @@ import numpy as np
 
 from rdvla.runtime.control.records import RunSummary, StepRecord
 from rdvla.runtime.control.step_log import StepLog, read_log
-from rdvla.runtime.outputs import OutputError, check_new_files
+from rdvla.runtime.outputs import OutputError, atomic_write, check_new_files
 
 EPISODE_FORMAT = "rdvla-episode"
 EPISODE_VERSION = 1
@@ -52,14 +52,16 @@ def open_episode(directory: Path, recordings: Sequence[str], replayed: Sequence[
 def write_episode_header(directory: Path, info: Mapping[str, Any]) -> None:
     header = {"format": EPISODE_FORMAT, "version": EPISODE_VERSION,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "steps_file": STEPS_FILE, **info}
-    (directory / EPISODE_FILE).write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(directory / EPISODE_FILE) as temporary:
+        temporary.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
 
 
 def finish_episode(directory: Path, summary: RunSummary) -> None:
     path = directory / EPISODE_FILE
     header = json.loads(path.read_text(encoding="utf-8"))
     header["summary"] = summary.to_json()
-    path.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(path) as temporary:  # a header cut short would lose the episode's description
+        temporary.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
 
 
 def replay_copies(sources: Sequence[tuple[str, Path]]) -> dict[Path, str]:

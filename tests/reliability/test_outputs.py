@@ -1,5 +1,5 @@
-"""What the tools publish is readable as a normal `mkdir` or `open` would make it: a bundle copied to the robot
-under another user must not fail on a 0700 folder or a 0600 manifest."""
+"""What the tools publish is whole, and readable as a normal `mkdir` or `open` would make it: a bundle copied to
+the robot under another user must not fail on a 0700 folder or a 0600 manifest."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from rdvla.runtime.outputs import publish_directory, scratch_directory
+import pytest
+
+from rdvla.runtime.outputs import atomic_write, publish_directory, scratch_directory
 
 
 def _mode(path: Path) -> int:
@@ -32,3 +34,21 @@ def test_published_folders_and_manifests_follow_the_umask(tmp_path: Path, bundle
     finally:
         os.umask(previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "out"]  # no scratch folder left
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "profile.json"
+    target.write_text("the old report")
+    with pytest.raises(RuntimeError), atomic_write(target) as temporary:
+        assert temporary.parent == tmp_path and temporary.name.endswith("profile.json") and temporary.name.startswith(".")
+        temporary.write_text("half of the new")
+        raise RuntimeError("the disk filled up")
+    assert target.read_text() == "the old report" and sorted(tmp_path.iterdir()) == [target]
+    previous = os.umask(0o022)
+    try:
+        with atomic_write(target) as temporary:
+            temporary.write_text("the new report")
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "the new report" and sorted(tmp_path.iterdir()) == [target]
+    assert _mode(target) == 0o644

@@ -77,8 +77,11 @@ def test_an_interrupted_export_leaves_nothing_behind(tiny_checkpoint: Path, tmp_
     mine = {tmp_path / "bundle.partial": b"the user's", tmp_path / "bundle.tmp": b"also the user's"}
     for path, data in mine.items():
         path.write_bytes(data)
+    # Ctrl+C as a terminal sends it: to a process that handles it, even when pytest runs as a background job
+    # (whose children inherit SIGINT ignored, and keep it so, as `nohup` and `&` intend).
     export = subprocess.Popen([RDVLA, "export", str(tiny_checkpoint), "--out", str(tmp_path / "bundle"), "--cases", "1"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while not list(tmp_path.glob(".bundle.rdvla-*/golden")):  # working in its scratch folder
         assert export.poll() is None and time.monotonic() < deadline, export.communicate()
