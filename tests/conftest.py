@@ -37,6 +37,25 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+# TensorFlow's preprocessing of six images (tests/fixtures/preprocess): what both implementations are held to.
+TF_CASES = sorted((Path(__file__).parent / "fixtures" / "preprocess").glob("*.npz"))
+
+
+@pytest.fixture(scope="session")
+def tf_cases() -> dict[str, dict[str, np.ndarray]]:
+    """Each fixture by name (libero_256x256, ...): the image, TF's JPEG window, resize and crop, its version."""
+    cases = {}
+    for path in TF_CASES:
+        with np.load(path) as data:
+            cases[path.stem] = {key: data[key] for key in data.files}
+    return cases
+
+
+@pytest.fixture(params=[path.stem for path in TF_CASES])
+def tf_case(request: pytest.FixtureRequest, tf_cases: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return tf_cases[request.param]
+
+
 @pytest.fixture
 def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the bundle a test may damage."""

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,6 @@ native = pytest.importorskip(
     "compiler, CMake, libjpeg-turbo headers and nanobind)",
 )
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
-CASES = sorted(FIXTURE_DIR.glob("*.npz"))
 CONFIG = reference.DEFAULT_CONFIG
 
 
@@ -68,16 +65,6 @@ def _assert_identical(ours: np.ndarray, ref: np.ndarray, what: str) -> None:
         )
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-@pytest.fixture(scope="module", params=CASES, ids=[p.stem for p in CASES])
-def case(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
-    return _load(request.param)
-
-
 def _random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
@@ -95,35 +82,35 @@ def _smooth_image(h: int, w: int, phase: float = 0.0) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_fixture_set_is_there() -> None:
-    assert len(CASES) == 6
+def test_fixture_set_is_there(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    assert len(tf_cases) == 6
 
 
-def test_jpeg_roundtrip_equals_tf(case: dict[str, np.ndarray]) -> None:
-    ours = native.jpeg_roundtrip(case["image"])
-    assert ours.shape == case["image"].shape and ours.dtype == np.uint8
-    top, left = (int(v) for v in case["jpeg_window_origin"])
-    wh, ww = case["jpeg_window"].shape[:2]
-    _assert_identical(ours[top : top + wh, left : left + ww], case["jpeg_window"], "jpeg window")
-    assert hashlib.sha256(ours.tobytes()).hexdigest() == str(case["jpeg_sha256"])
+def test_jpeg_roundtrip_equals_tf(tf_case: dict[str, np.ndarray]) -> None:
+    ours = native.jpeg_roundtrip(tf_case["image"])
+    assert ours.shape == tf_case["image"].shape and ours.dtype == np.uint8
+    top, left = (int(v) for v in tf_case["jpeg_window_origin"])
+    wh, ww = tf_case["jpeg_window"].shape[:2]
+    _assert_identical(ours[top : top + wh, left : left + ww], tf_case["jpeg_window"], "jpeg window")
+    assert hashlib.sha256(ours.tobytes()).hexdigest() == str(tf_case["jpeg_sha256"])
 
 
-def test_resize_equals_tf(case: dict[str, np.ndarray]) -> None:
-    _assert_identical(native.resize_for_policy(case["image"], 224), case["resized"], "step 1")
+def test_resize_equals_tf(tf_case: dict[str, np.ndarray]) -> None:
+    _assert_identical(native.resize_for_policy(tf_case["image"], 224), tf_case["resized"], "step 1")
 
 
-def test_center_crop_of_tf_resize_equals_tf(case: dict[str, np.ndarray]) -> None:
-    _assert_identical(native.center_crop(case["resized"], 0.9, 224), case["cropped"], "step 2")
+def test_center_crop_of_tf_resize_equals_tf(tf_case: dict[str, np.ndarray]) -> None:
+    _assert_identical(native.center_crop(tf_case["resized"], 0.9, 224), tf_case["cropped"], "step 2")
 
 
-def test_steps_1_and_2_end_to_end_equal_tf(case: dict[str, np.ndarray]) -> None:
-    ours = native.center_crop(native.resize_for_policy(case["image"], 224), 0.9, 224)
-    _assert_identical(ours, case["cropped"], "steps 1+2")
+def test_steps_1_and_2_end_to_end_equal_tf(tf_case: dict[str, np.ndarray]) -> None:
+    ours = native.center_crop(native.resize_for_policy(tf_case["image"], 224), 0.9, 224)
+    _assert_identical(ours, tf_case["cropped"], "steps 1+2")
 
 
-def test_pixel_values_equal_normalised_tf_crops() -> None:
-    primary = _load(FIXTURE_DIR / "libero_256x256.npz")
-    wrist = _load(FIXTURE_DIR / "realsense_640x480.npz")
+def test_pixel_values_equal_normalised_tf_crops(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    primary = tf_cases["libero_256x256"]
+    wrist = tf_cases["realsense_640x480"]
     ours = _pixel_values([primary["image"], wrist["image"]])
     mean = np.array(CONFIG.dino_mean + CONFIG.siglip_mean, np.float32).reshape(6, 1, 1)
     std = np.array(CONFIG.dino_std + CONFIG.siglip_std, np.float32).reshape(6, 1, 1)
@@ -134,8 +121,8 @@ def test_pixel_values_equal_normalised_tf_crops() -> None:
     _assert_identical(ours, np.concatenate(expected)[None], "pixel_values vs TF")
 
 
-def test_pixel_values_of_every_fixture_equal_numpy() -> None:
-    images = [_load(path)["image"] for path in CASES]
+def test_pixel_values_of_every_fixture_equal_numpy(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    images = [case["image"] for case in tf_cases.values()]
     _assert_identical(_pixel_values(images), reference.to_pixel_values(images, implementation="numpy"), "pixel_values")
 
 

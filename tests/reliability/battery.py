@@ -125,6 +125,19 @@ def edit_raw(root: Path, change: Callable[[dict[str, Any]], Any], rehash: Sequen
     return root
 
 
+def nan_initializers(path: Path) -> None:
+    """Every floating-point weight of the ONNX graph at `path` set to NaN (the graph stays valid)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype.kind == "f":
+            init.CopyFrom(numpy_helper.from_array(np.full_like(array, np.nan), init.name))
+    onnx.save(model, str(path))
+
+
 # ----- cases ------------------------------------------------------------------------------------------------
 
 

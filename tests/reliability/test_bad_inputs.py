@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from .battery import PROPRIO, Case, World, cases, check, edit_raw, run_main, save_raw_manifest, shared_roots, snapshot
+from .battery import (PROPRIO, Case, World, cases, check, edit_raw, nan_initializers, run_main, save_raw_manifest, shared_roots,
+                      snapshot)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -824,7 +825,7 @@ BUNDLE_FILES = [
         before=npz_edit("golden/case1.npz", lambda z: {**z, "trace_unnormalized_actions": z["trace_unnormalized_actions"] * np.nan}))),
         code=1, verdict="stdout", says=("FAILED", "normalisation statistics")),
     Case("bundle/graph-weights-nan-rehashed", verify(raw_bundle(lambda d: None, rehash=("graphs/decode.onnx",),
-                                                                before=lambda r: _nan_initializers(r / "graphs/decode.onnx"))),
+                                                                before=lambda r: nan_initializers(r / "graphs/decode.onnx"))),
          code=1, verdict="stdout", says=("FAILED", "inf")),
     Case("bundle/precision-fp8", verify(lambda w: w.bundle, "--precision", "fp8"), says=("fp8",)),
     Case("bundle/precision-int8-uncalibrated", verify(lambda w: w.bundle, "--precision", "int8"), says=("int8", "rdvla calibrate")),
@@ -849,18 +850,6 @@ BUNDLE_FILES = [
     Case("bundle/predict-tokenizer-empty-object-rehashed", predict_bundle(source=raw_bundle(
         lambda d: None, rehash=("tokenizer.json",), before=write_to("tokenizer.json", "{}"))), says=("tokenizer.json",)),
 ]
-
-
-def _nan_initializers(path: Path) -> None:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if array.dtype.kind == "f":
-            init.CopyFrom(numpy_helper.from_array(np.full_like(array, np.nan), init.name))
-    onnx.save(model, str(path))
 
 
 # ----- profile, calibrate, build, preprocess, cameras, doctor, demo -------------------------------------------

@@ -6,7 +6,6 @@ gate, and a manifest whose action statistics were scaled by 10 that `rdvla verif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -16,12 +15,7 @@ import pytest
 
 from rdvla.cli import main
 
-
-def _resave_without_manifest_class(root: Path, data: dict) -> None:
-    """What a user's script does: rewrite manifest.json as plain JSON and recompute its digest."""
-    raw = (json.dumps(data, indent=2) + "\n").encode()
-    (root / "manifest.json").write_bytes(raw)
-    (root / "manifest.sha256").write_text(f"{hashlib.sha256(raw).hexdigest()}  manifest.json\n")
+from .battery import edit_raw, nan_initializers
 
 
 def _nan_checkpoint(root: Path) -> None:
@@ -72,10 +66,8 @@ def test_an_edited_manifest_fails_rdvla_verify(bundle_copy: Path, bundles, throu
         action["q01"] = [10 * v for v in action["q01"]]
         action["q99"] = [10 * v for v in action["q99"]]
 
-    if through == "plain JSON":
-        data = json.loads((bundle_copy / "manifest.json").read_text())
-        scale(data)
-        _resave_without_manifest_class(bundle_copy, data)
+    if through == "plain JSON":  # what a user's script does: rewrite the JSON, recompute the digest
+        edit_raw(bundle_copy, scale)
     else:
         bundles.edit_manifest(bundle_copy, scale)
     assert main(["verify", str(bundle_copy)]) == 1
@@ -89,19 +81,8 @@ def test_an_edited_manifest_fails_rdvla_verify(bundle_copy: Path, bundles, throu
 
 def test_verify_fails_when_the_graphs_compute_nan(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """NaN from the backend is a failed gate (exit 1, inf in the table), never '0.00e+00' or a pass."""
-    import onnx
-    from onnx import numpy_helper
-
-    path = bundle_copy / "graphs" / "decode.onnx"
-    model = onnx.load(str(path))
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if array.dtype.kind == "f":
-            init.CopyFrom(numpy_helper.from_array(np.full_like(array, np.nan), init.name))
-    onnx.save(model, str(path))
-    data = json.loads((bundle_copy / "manifest.json").read_text())
-    data["files"]["graphs/decode.onnx"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    _resave_without_manifest_class(bundle_copy, data)
+    nan_initializers(bundle_copy / "graphs" / "decode.onnx")
+    edit_raw(bundle_copy, lambda data: None, rehash=("graphs/decode.onnx",))
     assert main(["verify", str(bundle_copy)]) == 1
     out = capsys.readouterr().out
     assert "all gates passed" not in out and "FAILED" in out and "inf" in out
@@ -112,9 +93,7 @@ def test_nan_in_the_stored_reference_fails_verify(bundle_copy: Path, capsys: pyt
     case = dict(np.load(path))
     case["trace_actions"] = np.full_like(case["trace_actions"], np.nan)
     np.savez_compressed(path, **case)
-    data = json.loads((bundle_copy / "manifest.json").read_text())
-    data["files"]["golden/case0.npz"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    _resave_without_manifest_class(bundle_copy, data)
+    edit_raw(bundle_copy, lambda data: None, rehash=("golden/case0.npz",))
     assert main(["verify", str(bundle_copy)]) == 1
     assert "all gates passed" not in capsys.readouterr().out
 

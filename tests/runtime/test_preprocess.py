@@ -35,7 +35,6 @@ from rdvla.runtime.preprocess import jpeg, lanczos
 numpy_pixel_values = functools.partial(pp.to_pixel_values, implementation="numpy")
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
-CASES = sorted(FIXTURE_DIR.glob("*.npz"))
 EXPECTED_CASES = {
     "libero_256x256",
     "realsense_640x480",
@@ -52,16 +51,6 @@ MAX_MEAN_ABS_DIFF = 1e-4  # measured: 0.0
 
 DINO_MEAN = np.array([0.484375, 0.455078125, 0.40625], dtype=np.float32)
 DINO_STD = np.array([0.228515625, 0.2236328125, 0.224609375], dtype=np.float32)
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-@pytest.fixture(scope="module", params=CASES, ids=[p.stem for p in CASES])
-def case(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
-    return _load(request.param)
 
 
 def _diff_stats(ours: np.ndarray, ref: np.ndarray) -> tuple[float, int, float]:
@@ -91,13 +80,12 @@ def _normalise(img: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_fixture_set_is_complete_and_small() -> None:
-    assert {p.stem for p in CASES} == EXPECTED_CASES
-    assert sum(p.stat().st_size for p in CASES) < 5 * 1024 * 1024
-    for path in CASES:
-        data = _load(path)
+def test_fixture_set_is_complete_and_small(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    assert set(tf_cases) == EXPECTED_CASES
+    assert sum(p.stat().st_size for p in FIXTURE_DIR.glob("*.npz")) < 5 * 1024 * 1024
+    for name, data in tf_cases.items():
         h, w = data["image"].shape[:2]
-        assert path.stem.endswith(f"{w}x{h}")
+        assert name.endswith(f"{w}x{h}")
         assert data["resized"].shape == data["cropped"].shape == (224, 224, 3)
         assert str(data["tf_version"]).count(".") == 2
 
@@ -107,35 +95,35 @@ def test_fixture_set_is_complete_and_small() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_jpeg_roundtrip_is_bit_exact(case: dict[str, np.ndarray]) -> None:
-    ours = pp.jpeg_roundtrip(case["image"])
-    assert ours.shape == case["image"].shape and ours.dtype == np.uint8
-    top, left = (int(v) for v in case["jpeg_window_origin"])
-    wh, ww = case["jpeg_window"].shape[:2]
-    np.testing.assert_array_equal(ours[top : top + wh, left : left + ww], case["jpeg_window"])
-    assert hashlib.sha256(ours.tobytes()).hexdigest() == str(case["jpeg_sha256"])
+def test_jpeg_roundtrip_is_bit_exact(tf_case: dict[str, np.ndarray]) -> None:
+    ours = pp.jpeg_roundtrip(tf_case["image"])
+    assert ours.shape == tf_case["image"].shape and ours.dtype == np.uint8
+    top, left = (int(v) for v in tf_case["jpeg_window_origin"])
+    wh, ww = tf_case["jpeg_window"].shape[:2]
+    np.testing.assert_array_equal(ours[top : top + wh, left : left + ww], tf_case["jpeg_window"])
+    assert hashlib.sha256(ours.tobytes()).hexdigest() == str(tf_case["jpeg_sha256"])
 
 
-def test_step1_resize_matches_tf(case: dict[str, np.ndarray]) -> None:
-    ours = pp.resize_for_policy(case["image"])
+def test_step1_resize_matches_tf(tf_case: dict[str, np.ndarray]) -> None:
+    ours = pp.resize_for_policy(tf_case["image"])
     assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
-    _assert_close_to_tf(ours, case["resized"], "step 1 (jpeg + lanczos3)")
+    _assert_close_to_tf(ours, tf_case["resized"], "step 1 (jpeg + lanczos3)")
 
 
-def test_step2_center_crop_of_tf_step1_is_bit_exact(case: dict[str, np.ndarray]) -> None:
-    ours = pp.center_crop(case["resized"])
+def test_step2_center_crop_of_tf_step1_is_bit_exact(tf_case: dict[str, np.ndarray]) -> None:
+    ours = pp.center_crop(tf_case["resized"])
     assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
-    np.testing.assert_array_equal(ours, case["cropped"])
+    np.testing.assert_array_equal(ours, tf_case["cropped"])
 
 
-def test_steps_1_and_2_end_to_end_match_tf(case: dict[str, np.ndarray]) -> None:
-    ours = pp.center_crop(pp.resize_for_policy(case["image"]))
-    _assert_close_to_tf(ours, case["cropped"], "steps 1+2")
+def test_steps_1_and_2_end_to_end_match_tf(tf_case: dict[str, np.ndarray]) -> None:
+    ours = pp.center_crop(pp.resize_for_policy(tf_case["image"]))
+    _assert_close_to_tf(ours, tf_case["cropped"], "steps 1+2")
 
 
-def test_pixel_values_end_to_end_match_tf() -> None:
-    primary = _load(FIXTURE_DIR / "libero_256x256.npz")
-    wrist = _load(FIXTURE_DIR / "realsense_640x480.npz")
+def test_pixel_values_end_to_end_match_tf(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    primary = tf_cases["libero_256x256"]
+    wrist = tf_cases["realsense_640x480"]
     pv = numpy_pixel_values([primary["image"], wrist["image"]])
     assert pv.shape == (1, 12, 224, 224) and pv.dtype == np.float32
     expected = np.concatenate([_normalise(primary["cropped"]), _normalise(wrist["cropped"])])
@@ -181,8 +169,8 @@ def test_pixel_values_layout_and_normalisation_by_hand() -> None:
     assert pv1[0, 0, 0, 0] == pytest.approx(-0.484375 / 0.228515625)
 
 
-def test_center_crop_default_follows_config() -> None:
-    img = _load(FIXTURE_DIR / "square_224x224.npz")["image"]
+def test_center_crop_default_follows_config(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    img = tf_cases["square_224x224"]["image"]
     no_crop = pp.PreprocessConfig(center_crop=False)
     np.testing.assert_array_equal(
         numpy_pixel_values([img], config=no_crop), numpy_pixel_values([img], center_crop=False)
@@ -193,14 +181,14 @@ def test_center_crop_default_follows_config() -> None:
     assert not np.array_equal(numpy_pixel_values([img]), numpy_pixel_values([img], False))
 
 
-def test_224_input_is_not_resized_like_the_authors_code() -> None:
-    data = _load(FIXTURE_DIR / "square_224x224.npz")
+def test_224_input_is_not_resized_like_the_authors_code(tf_cases: dict[str, dict[str, np.ndarray]]) -> None:
+    data = tf_cases["square_224x224"]
     img = data["image"]
     # prepare_images_for_vla skips resize_image_for_policy (and its JPEG) for 224x224 input
     np.testing.assert_array_equal(pp.prepare_image(img, center_crop=False), img)
     np.testing.assert_array_equal(pp.prepare_image(img), pp.center_crop(img))
     # other sizes are resized first
-    other = _load(FIXTURE_DIR / "calvin_200x200.npz")
+    other = tf_cases["calvin_200x200"]
     _assert_close_to_tf(pp.prepare_image(other["image"]), other["cropped"], "prepare_image")
 
 
