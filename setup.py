@@ -39,33 +39,25 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[], optional=not required)
 
 
+def build_error(reason: str) -> CompileError:
+    """A failed native build: setuptools' build_ext reports it as a warning and carries on for
+    an optional extension, and fails the install for a required one."""
+    return CompileError(
+        f"{reason}; rdvla._native needs {REQUIREMENTS} (without it rdvla preprocesses in numpy)"
+    )
+
+
 class CMakeBuild(build_ext):
     """Configures and builds the CMake target ``_native`` and copies the module into place."""
 
     def build_extension(self, ext: Extension) -> None:
-        if not isinstance(ext, CMakeExtension):
-            super().build_extension(ext)
-            return
-        try:
-            self._build_cmake(ext)
-        except CompileError as err:
-            if ext.optional:
-                print(
-                    f"WARNING: the optional native extension {ext.name} was not built: {err}\n"
-                    f"WARNING: rdvla falls back to numpy preprocessing; the extension needs "
-                    f"{REQUIREMENTS}.",
-                    file=sys.stderr,
-                )
-            raise
-
-    def _build_cmake(self, ext: CMakeExtension) -> None:
         cmake = shutil.which("cmake")
         if cmake is None:
-            raise CompileError("cmake was not found on PATH")
+            raise build_error("cmake was not found on PATH")
         try:
             import nanobind
         except ImportError as err:
-            raise CompileError("nanobind is not installed in the build environment") from err
+            raise build_error("nanobind is not installed in the build environment") from err
         target = Path(self.get_ext_fullpath(ext.name)).resolve()
         build_dir = Path(self.build_temp).resolve() / "cmake"
         module_dir = build_dir / "module"
@@ -91,12 +83,12 @@ class CMakeBuild(build_ext):
             try:
                 subprocess.run(command, check=True)
             except subprocess.CalledProcessError as err:
-                raise CompileError(
+                raise build_error(
                     f"the CMake {step} step exited with status {err.returncode} (its output is above)"
                 ) from err
         built = sorted(module_dir.glob("_native.*"))
         if len(built) != 1:
-            raise CompileError(f"expected one built module in {module_dir}, found {built}")
+            raise build_error(f"expected one built module in {module_dir}, found {built}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built[0], target)
 

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
+from bench_preprocess import load_average, machine  # a sibling: scripts/ is on sys.path when run as a script
 from rdvla.cli import main as rdvla
 from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
-from rdvla.devices.cameras.realsense.synthetic import scene, synthetic_timestamp_ms, write_synthetic_recording
+from rdvla.devices.cameras.realsense.synthetic import record_scene
 from rdvla.runtime.control.records import StepRecord
 from rdvla.runtime.control.step_log import read_log
 
@@ -35,8 +34,7 @@ def recordings(folder: Path, width: int, height: int, count: int) -> list[Path]:
     files = []
     for role in ("third_person", "wrist"):
         path = folder / f"{role}{recording_extension(sdk_version())}"
-        frames = ((image, None, synthetic_timestamp_ms(n)) for n, image in enumerate(scene(role, count, width, height)))
-        write_synthetic_recording(path, frames, width=width, height=height, depth=False)
+        record_scene(path, role, count, width=width, height=height)
         files.append(path)
     return files
 
@@ -73,8 +71,8 @@ def main() -> None:
             assert rdvla(["export", str(work / "ckpt"), "--out", str(bundle), "--cases", "1"]) == 0
         files = recordings(work, args.width, args.height, args.steps + 20)
         results = {impl: run(bundle, files, args.steps, impl, work / f"{impl}.jsonl") for impl in ("numpy", "native")}
-    print(f"\n{datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.2f}; two {args.width}x{args.height} cameras, {results['native']['queries']} queries each")
+    print(f"\n{datetime.date.today()}, {machine()}, load average {load_average()}; "
+          f"two {args.width}x{args.height} cameras, {results['native']['queries']} queries each")
     print("\n| per query / step, ms (median) | numpy | native | ratio |\n|---|---:|---:|---:|")
     for key in (*HOST_STAGES, "host per query", "loop observe", "loop act", "loop send"):
         numpy_ms, native_ms = results["numpy"][key], results["native"][key]

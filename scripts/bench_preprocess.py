@@ -4,8 +4,8 @@
 
 For two camera frames of 256x256, 640x480 and 848x480 (width x height) it measures, in the
 same run, one whole query: camera frames -> pixel_values (1, 12, 224, 224) float32 --
-``preprocess_into`` into a preallocated buffer for native, ``to_pixel_values`` for numpy --
-and prints a markdown table.
+``to_pixel_values`` into a preallocated buffer, as ``Policy`` calls it, with each
+implementation -- and prints a markdown table.
 
 Wall time: the median (and the minimum) over ``--repeats`` (native) and ``--numpy-repeats``
 (numpy) calls, interleaved so that both see the same load, after one warm-up call each
@@ -80,23 +80,9 @@ def query(implementation: str, frames: list[np.ndarray]) -> Callable[[], object]
     from rdvla.runtime import preprocess as reference
 
     config = reference.DEFAULT_CONFIG
-    if implementation == "numpy":
-        return lambda: reference.to_pixel_values(frames, config=config, implementation="numpy")
-    from rdvla import _native
-
     size = config.image_size
     out = np.empty((1, 6 * len(frames), size, size), dtype=np.float32)
-    return lambda: _native.preprocess_into(
-        frames,
-        out,
-        image_size=size,
-        center_crop=config.center_crop,
-        crop_scale=config.crop_scale,
-        dino_mean=config.dino_mean,
-        dino_std=config.dino_std,
-        siglip_mean=config.siglip_mean,
-        siglip_std=config.siglip_std,
-    )
+    return lambda: reference.to_pixel_values(frames, config=config, implementation=implementation, out=out)
 
 
 def timed_ms(fn: Callable[[], object]) -> tuple[float, float]:

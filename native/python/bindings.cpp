@@ -2,7 +2,9 @@
 //
 // Arrays arrive unconstrained and are checked here, so that a wrong argument raises a
 // ValueError that names it (as runtime/preprocess.py does) rather than nanobind's generic
-// TypeError; nothing is ever copied or converted.  The GIL is released around the work.
+// TypeError; nothing is ever copied or converted.  Values the core checks itself are left
+// to it (its std::invalid_argument arrives as ValueError too), except where this file uses
+// a value first.  The GIL is released around the work.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -40,9 +42,12 @@ std::string shape_text(const Array& array) {
   return text + (array.ndim() == 1 ? ",)" : ")");
 }
 
-// True if the strides (in elements) are those of a C-contiguous array of this shape.
+// True if the strides (in elements) are those of a C-contiguous array of this shape, or the
+// array is empty: numpy gives empty arrays zero strides and calls them contiguous, and the
+// core, not a stride, should say what is wrong with an empty image.
 template <typename Array>
 bool c_contiguous(const Array& array) {
+  if (array.size() == 0) return true;
   std::int64_t expected = 1;
   for (std::size_t i = array.ndim(); i-- > 0;) {
     if (array.shape(i) != 1 && array.stride(i) != expected) return false;
@@ -61,8 +66,6 @@ rdvla::ImageView image_view(nb::handle object, const std::string& name, ReadOnly
   if (array.ndim() != 3) fail(name + " must have shape (H, W, 3), got " + shape_text(array));
   if (array.shape(2) != 3)
     fail(name + " must have 3 (RGB) channels last, got shape " + shape_text(array));
-  if (array.shape(0) < 2 || array.shape(1) < 2)
-    fail(name + " must be at least 2x2 pixels, got " + shape_text(array));
   if (array.shape(0) > 65500 || array.shape(1) > 65500)  // libjpeg's largest dimension
     fail(name + " must be at most 65500x65500 pixels, got " + shape_text(array));
   if (!c_contiguous(array))
@@ -92,6 +95,8 @@ void preprocess_into(nb::handle images, nb::handle out, int image_size, bool cen
   const rdvla::PreprocessConfig config{image_size,          center_crop,       crop_scale,
                                        to_float(dino_mean), to_float(dino_std),
                                        to_float(siglip_mean), to_float(siglip_std)};
+  // Before out's expected shape is derived from image_size, so that a bad image_size is
+  // reported as such; the core validates the config again.
   rdvla::validate_config(config);
 
   if (ReadOnlyArray probe; nb::try_cast(images, probe, false))
@@ -102,7 +107,6 @@ void preprocess_into(nb::handle images, nb::handle out, int image_size, bool cen
          nb::type_name(images.type()).c_str());
   const auto sequence = nb::borrow<nb::sequence>(images);
   const std::size_t count = nb::len(sequence);
-  if (count == 0) fail("images must contain at least one image");
   std::vector<ReadOnlyArray> arrays(count);
   std::vector<rdvla::ImageView> views(count);
   for (std::size_t i = 0; i < count; ++i)
@@ -144,7 +148,7 @@ nb::object jpeg_roundtrip(nb::handle image) {
 nb::object resize_for_policy(nb::handle image, int size, bool jpeg) {
   ReadOnlyArray array;
   const rdvla::ImageView view = image_view(image, "image", array);
-  if (size < 1) fail("size must be positive, got " + std::to_string(size));
+  if (size < 1) fail("size must be positive, got " + std::to_string(size));  // numpy allocates first
   auto [result, data] = new_image(size, size);
   {
     const nb::gil_scoped_release release;
@@ -156,9 +160,7 @@ nb::object resize_for_policy(nb::handle image, int size, bool jpeg) {
 nb::object center_crop(nb::handle image, double crop_scale, int size) {
   ReadOnlyArray array;
   const rdvla::ImageView view = image_view(image, "image", array);
-  if (!(crop_scale > 0.0 && crop_scale <= 1.0))
-    fail("crop_scale must be in (0, 1], got " + std::to_string(crop_scale));
-  if (size < 1) fail("size must be positive, got " + std::to_string(size));
+  if (size < 1) fail("size must be positive, got " + std::to_string(size));  // numpy allocates first
   auto [result, data] = new_image(size, size);
   {
     const nb::gil_scoped_release release;

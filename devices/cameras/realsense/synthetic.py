@@ -174,7 +174,7 @@ def scene(role: str, count: int, width: int = SCENE_WIDTH, height: int = SCENE_H
         yield np.where(disc, np.array([230.0, 40.0, 40.0]), background).astype(np.uint8)
 
 
-def record_scene(path: Path, role: str, count: int) -> int:
+def record_scene(path: Path, role: str, count: int, *, width: int = SCENE_WIDTH, height: int = SCENE_HEIGHT) -> int:
     """A colour-only recording of `count` frames of the scene of `role` (third_person or wrist); returns the count."""
-    frames = ((image, None, synthetic_timestamp_ms(n, SCENE_FPS)) for n, image in enumerate(scene(role, count)))
-    return write_synthetic_recording(path, frames, width=SCENE_WIDTH, height=SCENE_HEIGHT, fps=SCENE_FPS, depth=False)
+    frames = ((image, None, synthetic_timestamp_ms(n, SCENE_FPS)) for n, image in enumerate(scene(role, count, width, height)))
+    return write_synthetic_recording(path, frames, width=width, height=height, fps=SCENE_FPS, depth=False)
