@@ -33,7 +33,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import sha256_file
@@ -272,7 +272,6 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_qu
     if not 1 <= latents_per_query <= TRACE_DEPTH:
         raise CalibrationDataError(f"latents per query must lie in 1..{TRACE_DEPTH}, got {latents_per_query}")
     tokenizer = PromptTokenizer(bundle.path("tokenizer.json"))
-    names.check_dims(bundle)
     backend = OnnxRuntimeBackend(bundle, "fp32")
     core_inputs = [t.name for t in bundle.graph(names.CORE_STEP).inputs]
     decode_inputs = [t.name for t in bundle.graph(names.DECODE).inputs]

@@ -1,21 +1,22 @@
 """The bundle: the only thing that passes from the workstation to the robot (a folder: manifest + files).
 
 `Bundle.open(dir)` reads the manifest (checked against its digest, see `manifest`), checks that it
-lists every file it points at, and checks every listed file's SHA-256; it refuses, in one line,
-anything it cannot serve.
+lists every file it points at, every listed file's SHA-256 and the graphs' I/O against the files,
+and that the graphs are the contract's below at the manifest's model dimensions; it refuses, in one
+line, anything it cannot serve.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from rdvla.runtime.graph_check.onnx_reader import OnnxReadError, onnx_dtype_name, read_model
+from rdvla.runtime.graph_check.onnx_reader import OnnxReadError, graph_io
 from rdvla.runtime.manifest import (
     MANIFEST,
     BundleError,
@@ -29,10 +30,41 @@ from rdvla.runtime.manifest import (
 from rdvla.runtime.normalization import NormStats
 from rdvla.runtime.preprocess import PreprocessConfig
 
+# Graph and tensor names of the bundle contract (manifest.json lists shapes and dtypes).
+VLM_PRELUDE = "vlm_prelude"
+CORE_STEP = "core_step"  # latent -> next_latent
+CORE_STEP_DECODE = "core_step_decode"  # latent, prev_actions -> next_latent, actions, mse, cosine
+DECODE = "decode"  # latent -> actions
+GRAPHS = (VLM_PRELUDE, CORE_STEP, CORE_STEP_DECODE, DECODE)
+
+PIXEL_VALUES, INPUT_IDS, PROPRIO = "pixel_values", "input_ids", "proprio"
+INJECTION = "injection"
+LATENT, NEXT_LATENT = "latent", "next_latent"
+PREV_ACTIONS, ACTIONS = "prev_actions", "actions"
+MSE, COSINE = "mse", "cosine"
+
+
+def kv_names(stage: str, count: int) -> list[str]:
+    """Context tensor names of one stage ('core' or 'coda'): [core0_keys, core0_values, core1_keys, ...]."""
+    return [f"{stage}{i}_{part}" for i in range(count) for part in ("keys", "values")]
+
+
+# The tensors every backend binds by name: (inputs, outputs) of each graph, besides the context K/V.
+CONTRACT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    VLM_PRELUDE: (frozenset({PIXEL_VALUES, INPUT_IDS, PROPRIO}), frozenset({INJECTION})),
+    CORE_STEP: (frozenset({LATENT, INJECTION}), frozenset({NEXT_LATENT})),
+    CORE_STEP_DECODE: (frozenset({LATENT, PREV_ACTIONS, INJECTION}), frozenset({NEXT_LATENT, ACTIONS, MSE, COSINE})),
+    DECODE: (frozenset({LATENT}), frozenset({ACTIONS})),
+}
+
+
 @dataclass(frozen=True)
 class Bundle:
     root: Path
     manifest: Manifest
+    # What each file was (inode, size, modification time) when its hash matched: a loader about to read a file
+    # again (the TensorRT backend, an engine of hundreds of MB) re-hashes it only if it changed since.
+    _hashed: dict[str, tuple[int, int, int]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def open(cls, root: Path, verify_hashes: bool = True) -> "Bundle":
@@ -44,22 +76,56 @@ class Bundle:
         if verify_hashes:
             bundle.verify_files()
             bundle.check_graph_io()
+        bundle.check_dims()  # reads the manifest alone, so it runs whether or not the files were hashed
         return bundle
 
     def check_graph_io(self) -> None:
         """Refuse a manifest whose graph inputs and outputs (names, types, shapes) are not the graphs' own."""
         for spec in self.graphs.values():
             try:
-                graph = read_model(self.path(spec.file)).graph
+                inputs, outputs = graph_io(self.path(spec.file))
             except OnnxReadError as exc:
                 raise BundleError(f"{self.root}: {exc}") from None
-            for kind, listed, actual in (("inputs", spec.inputs, graph.inputs), ("outputs", spec.outputs, graph.outputs)):
+            for kind, listed, found in (("inputs", spec.inputs, inputs), ("outputs", spec.outputs, outputs)):
                 recorded = [(t.name, t.dtype, tuple(t.shape)) for t in listed]
-                found = [(v.name, onnx_dtype_name(v.elem_type), v.shape) for v in actual]
                 for ours, theirs in itertools.zip_longest(recorded, found):
                     if ours != theirs:
                         raise BundleError(f"{self.root}: {MANIFEST} describes the {kind} of {spec.file} as {_describe(ours)}, "
                                           f"the graph has {_describe(theirs)}: re-export the bundle")
+
+    def check_dims(self) -> None:
+        """Refuse a manifest whose graphs lack a tensor of the contract or whose model dimensions do not fit the
+        graphs' tensors: the backends bind the contract's tensors by name and size every buffer from the dimensions."""
+        dims, side = self.dims, self.preprocess.image_size
+        chunk = (1, dims.chunk_len, dims.action_dim)
+        kv = (1, dims.num_heads, dims.context_tokens, dims.head_dim)
+        latent_fields = "model.chunk_len, model.hidden_dim"
+        context = kv_names("core", len(dims.recurrent_vlm_layers)) + kv_names("coda", len(dims.coda_vlm_layers))
+        expected = {
+            PIXEL_VALUES: ((1, 6 * dims.num_images, side, side), "model.num_images, preprocess.image_size"),
+            PROPRIO: ((1, dims.proprio_dim), "model.proprio_dim"),
+            LATENT: (dims.latent_shape, latent_fields), NEXT_LATENT: (dims.latent_shape, latent_fields),
+            INJECTION: (dims.latent_shape, latent_fields),
+            PREV_ACTIONS: (chunk, "model.chunk_len, model.action_dim"), ACTIONS: (chunk, "model.chunk_len, model.action_dim"),
+            **{name: (kv, "model.num_heads, model.context_tokens, model.hidden_dim") for name in context},
+        }
+        for graph in GRAPHS:
+            spec = self.graph(graph)
+            needed_inputs, needed_outputs = CONTRACT[graph]
+            lacking = sorted((needed_inputs - {t.name for t in spec.inputs}) | (needed_outputs - {t.name for t in spec.outputs}))
+            if lacking:
+                raise BundleError(f"{self.root}: graph {spec.file} ({graph}) has no {', '.join(lacking)}: it is not the "
+                                  f"{graph} graph of an rdvla bundle; re-export the bundle")
+            for tensor in (*spec.inputs, *spec.outputs):
+                want, fields = expected.get(tensor.name, (None, ""))
+                if want is not None and tensor.shape != want:
+                    raise BundleError(f"{self.root}: {MANIFEST}'s {fields} ask for {tensor.name} {list(want)}, graph "
+                                      f"{spec.file} has {list(tensor.shape)}: re-export the bundle")
+        produced = {t.name for t in self.graph(VLM_PRELUDE).outputs}
+        missing = [name for name in context if name not in produced]
+        if missing:
+            raise BundleError(f"{self.root}: {MANIFEST}'s model lists {len(context) // 2} core and coda layers, "
+                              f"graph {self.graph(VLM_PRELUDE).file} has no {missing[0]}: re-export the bundle")
 
     def verify_files(self, names: list[str] | None = None) -> None:
         """Check the SHA-256 of every listed file (or of `names`) against the manifest."""
@@ -72,6 +138,11 @@ class Bundle:
                 raise BundleError(f"{self.root}: file {rel} listed in {MANIFEST} is missing")
             if sha256_file(path) != files[rel]:
                 raise BundleError(f"{self.root}: {rel} does not match its SHA-256 in {MANIFEST} (corrupted or edited)")
+            self._hashed[rel] = _identity(path)
+
+    def unchanged_since_hashed(self, rel: str) -> bool:
+        """Whether `rel` is the very file `verify_files` hashed (same inode, size and modification time)."""
+        return rel in self._hashed and self._hashed[rel] == _identity(self.root / rel)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -128,5 +199,13 @@ class Bundle:
             )
 
 
-def _describe(tensor: Optional[tuple[str, str, tuple[Any, ...]]]) -> str:
-    return "nothing" if tensor is None else f"{tensor[0]} {tensor[1]} {list(tensor[2])}"
+def _describe(tensor: Optional[tuple[str, str, Optional[tuple[Any, ...]]]]) -> str:
+    if tensor is None:
+        return "nothing"
+    name, dtype, shape = tensor
+    return f"{name} {dtype} {'of unknown rank' if shape is None else list(shape)}"
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

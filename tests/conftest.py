@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pytest
 
+from rdvla.runtime import bundle as names
 from rdvla.runtime.manifest import MANIFEST, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE, Manifest
 
 
@@ -126,8 +127,63 @@ def edit_manifest(root: Path, change: Callable[[dict[str, Any]], None], new_file
     return data
 
 
+# ----- the bundle contract's graph I/O at a tiny size: what a backend or the doctor opens, never runs -----
+
+HIDDEN, HEADS, CONTEXT = 32, 4, 577
+
+
+def _t(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": shape}
+
+
+def contract_graphs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_coda: int = 1) -> dict[str, Any]:
+    kv = [1, heads, CONTEXT, hidden // heads]
+    latent = [1, 8, hidden]
+    core = [_t(n, "float32", kv) for n in names.kv_names("core", n_core)]
+    coda = [_t(n, "float32", kv) for n in names.kv_names("coda", n_coda)]
+    injection = _t(names.INJECTION, "float32", latent)
+    specs = {
+        names.VLM_PRELUDE: {
+            "file": "vlm_prelude.onnx",
+            "inputs": [
+                _t(names.PIXEL_VALUES, "float32", [1, 12, 224, 224]),
+                _t(names.INPUT_IDS, "int64", [1, "prompt_len"]),
+                _t(names.PROPRIO, "float32", [1, 8]),
+            ],
+            "outputs": [injection, *core, *coda],
+        },
+        names.CORE_STEP: {
+            "file": "core_step.onnx",
+            "inputs": [_t(names.LATENT, "float32", latent), injection, *core],
+            "outputs": [_t(names.NEXT_LATENT, "float32", latent)],
+        },
+        names.CORE_STEP_DECODE: {
+            "file": "core_step_decode.onnx",
+            "inputs": [_t(names.LATENT, "float32", latent), _t(names.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
+            "outputs": [
+                _t(names.NEXT_LATENT, "float32", latent),
+                _t(names.ACTIONS, "float32", [1, 8, 7]),
+                _t(names.MSE, "float32", [1]),
+                _t(names.COSINE, "float32", [1]),
+            ],
+        },
+        names.DECODE: {
+            "file": "decode.onnx",
+            "inputs": [_t(names.LATENT, "float32", latent), *coda],
+            "outputs": [_t(names.ACTIONS, "float32", [1, 8, 7])],
+        },
+    }
+    return json.loads(json.dumps(specs))  # no tensor dict shared between graphs: tests edit one graph at a time
+
+
+CONTRACT_MODEL = {"hidden_dim": HIDDEN, "num_heads": HEADS, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
+         "context_tokens": CONTEXT, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
+         "init_sigma": 0.02}
+
+
 @pytest.fixture
 def bundles() -> types.SimpleNamespace:
     """The synthetic-bundle helpers (conftest modules are not importable under --import-mode=importlib)."""
     return types.SimpleNamespace(write=write_synthetic_bundle, edit_manifest=edit_manifest, write_onnx_graph=write_onnx_graph,
-                                 sha=sha)
+                                 sha=sha, contract_graphs=contract_graphs, contract_model=CONTRACT_MODEL, HIDDEN=HIDDEN,
+                                 HEADS=HEADS, CONTEXT=CONTEXT)

@@ -13,9 +13,6 @@ BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 def load_backend(bundle: "Bundle", name: str, precision: str = "fp32", **options: object) -> "Backend":
     """Instantiate backend `name` for `bundle`; the backend's library is imported only here."""
-    from rdvla.runtime.backends.base import check_dims
-
-    check_dims(bundle)
     if name == "onnxruntime":
         from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -13,11 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import BundleError, TensorSpec
+from rdvla.runtime.manifest import BundleError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _import_onnxruntime():  # type: ignore[no-untyped-def]
     try:
         import onnxruntime
     except ImportError:
-        raise BundleError("onnxruntime is not installed: pip install 'rdvla[onnxruntime]'") from None
+        raise BundleError("onnxruntime is not installed: pip install 'rdvla[robot]'") from None
     return onnxruntime
 
 
@@ -70,9 +70,9 @@ class OnnxRuntimeBackend(Backend):
         n_core, n_coda = len(bundle.dims.recurrent_vlm_layers), len(bundle.dims.coda_vlm_layers)
         self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]
         self._coda_names = names.kv_names("coda", n_coda)
-        # Context tensors: written by vlm_prelude, read by every core graph.
+        # Context tensors: written by vlm_prelude, read by every core graph (static: `Bundle.check_dims`).
         prelude_out = {t.name: t for t in bundle.graph(names.VLM_PRELUDE).outputs}
-        self._context = {n: self._array(prelude_out[n]) for n in self._core_names + self._coda_names}
+        self._context = {n: np.zeros(prelude_out[n].shape, prelude_out[n].dtype) for n in self._core_names + self._coda_names}
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
         self._buffers = {
             LATENT_PAIR: [np.zeros(self.dims.latent_shape, np.float32) for _ in range(2)],
@@ -82,12 +82,6 @@ class OnnxRuntimeBackend(Backend):
         self._cosine = np.zeros(1, np.float32)
         self._schedule = PingPong()
         self._bind_loop()
-
-    @staticmethod
-    def _array(spec: TensorSpec) -> np.ndarray:
-        if spec.is_dynamic:
-            raise BundleError(f"context tensor {spec.name} has a dynamic shape {spec.shape}; the bundle is malformed")
-        return np.zeros(spec.shape, dtype=spec.dtype)
 
     def _value(self, array: np.ndarray):  # type: ignore[no-untyped-def]
         return self._ort.OrtValue.ortvalue_from_numpy(array)
@@ -109,8 +103,9 @@ class OnnxRuntimeBackend(Backend):
         for graph, directions in DIRECTIONS.items():
             for direction in directions:
                 bound = {name: self._buffers[pair][i] for name, (pair, i) in slots(graph, direction).items()}
-                inputs = {n: a for n, a in bound.items() if n in (names.LATENT, names.PREV_ACTIONS)}
-                outputs = {n: a for n, a in bound.items() if n not in inputs}
+                contract_inputs = names.CONTRACT[graph][0]
+                inputs = {n: a for n, a in bound.items() if n in contract_inputs}
+                outputs = {n: a for n, a in bound.items() if n not in contract_inputs}
                 if graph == names.CORE_STEP_DECODE:
                     outputs.update(scalars)
                 self._bindings[(graph, direction)] = self._binding(graph, {**inputs, **reads[graph]}, outputs)

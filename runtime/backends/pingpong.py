@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 
 Direction = tuple[int, ...]
 LATENT_PAIR, ACTIONS_PAIR = "latent", "actions"

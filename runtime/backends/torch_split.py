@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
 import numpy as np
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
@@ -187,13 +187,11 @@ class TorchBackend(Backend):
         n_core, n_coda = len(self.dims.recurrent_vlm_layers), len(self.dims.coda_vlm_layers)
         self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]
         self._coda_names = names.kv_names("coda", n_coda)
+        # Static shapes: `Bundle.check_dims` holds the context tensors to the model's dimensions.
         prelude_out = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).outputs}
-        self._context: dict[str, Tensor] = {}
-        for name in self._core_names + self._coda_names:
-            spec = prelude_out[name]
-            if spec.is_dynamic:
-                raise BundleError(f"context tensor {name} has a dynamic shape {spec.shape}; the bundle is malformed")
-            self._context[name] = torch.zeros(spec.shape, dtype=dtype, device=device)
+        self._context: dict[str, Tensor] = {
+            name: torch.zeros(prelude_out[name].shape, dtype=dtype, device=device) for name in self._core_names + self._coda_names
+        }
         prelude_in = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).inputs}
         self._pixels = torch.zeros(prelude_in[names.PIXEL_VALUES].shape, dtype=dtype, device=device)
         self._proprio = torch.zeros(prelude_in[names.PROPRIO].shape, dtype=dtype, device=device)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pytest
 
 from rdvla.devices.cameras.realsense import CameraInfo
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment, TensorRTUnavailable
 from rdvla.runtime.manifest import read_manifest
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
@@ -152,17 +152,12 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-MODEL = {"hidden_dim": 32, "num_heads": 4, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
-         "context_tokens": 577, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
-         "init_sigma": 0.02}
-
-
 def write_bundle(bundles: types.SimpleNamespace, root: Path, engines: Optional[dict[str, dict[str, Any]]] = None) -> Path:
-    """A bundle that opens (graphs without I/O: doctor never runs them) with engines recorded, through the
+    """A bundle that opens (the contract's graphs, never run by the doctor) with engines recorded, through the
     builder's own bookkeeping, for each precision -> environment of `engines`; the engines are placeholders."""
     from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines
 
-    bundles.write(root, {g: {"file": f"{g}.onnx", "inputs": [], "outputs": []} for g in names.GRAPHS}, MODEL, (8, 64))
+    bundles.write(root, bundles.contract_graphs(), bundles.contract_model, (8, 64))
     manifest = read_manifest(root)
     for precision, env in (engines or {}).items():
         (root / "engines" / precision).mkdir(parents=True)

@@ -20,70 +20,19 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from rdvla.runtime.backends import base as names
 from rdvla.runtime.manifest import Manifest
 
-HIDDEN, HEADS, CONTEXT = 32, 4, 577
 PROMPT = (8, 64)
 PLACEHOLDER = b"placeholder bytes, not an ONNX graph nor a TensorRT engine\n"
-
-
-def _t(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
-    return {"name": name, "dtype": dtype, "shape": shape}
-
-
-def graph_specs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_coda: int = 1) -> dict[str, Any]:
-    kv = [1, heads, CONTEXT, hidden // heads]
-    latent = [1, 8, hidden]
-    core = [_t(n, "float32", kv) for n in names.kv_names("core", n_core)]
-    coda = [_t(n, "float32", kv) for n in names.kv_names("coda", n_coda)]
-    injection = _t(names.INJECTION, "float32", latent)
-    specs = {
-        names.VLM_PRELUDE: {
-            "file": "vlm_prelude.onnx",
-            "inputs": [
-                _t(names.PIXEL_VALUES, "float32", [1, 12, 224, 224]),
-                _t(names.INPUT_IDS, "int64", [1, "prompt_len"]),
-                _t(names.PROPRIO, "float32", [1, 8]),
-            ],
-            "outputs": [injection, *core, *coda],
-        },
-        names.CORE_STEP: {
-            "file": "core_step.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), injection, *core],
-            "outputs": [_t(names.NEXT_LATENT, "float32", latent)],
-        },
-        names.CORE_STEP_DECODE: {
-            "file": "core_step_decode.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), _t(names.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
-            "outputs": [
-                _t(names.NEXT_LATENT, "float32", latent),
-                _t(names.ACTIONS, "float32", [1, 8, 7]),
-                _t(names.MSE, "float32", [1]),
-                _t(names.COSINE, "float32", [1]),
-            ],
-        },
-        names.DECODE: {
-            "file": "decode.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), *coda],
-            "outputs": [_t(names.ACTIONS, "float32", [1, 8, 7])],
-        },
-    }
-    return json.loads(json.dumps(specs))  # no tensor dict shared between graphs: tests edit one graph at a time
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-MODEL = {"hidden_dim": HIDDEN, "num_heads": HEADS, "chunk_len": 8, "action_dim": 7, "proprio_dim": 8, "num_images": 2,
-         "context_tokens": CONTEXT, "prelude_vlm_layers": [11], "recurrent_vlm_layers": [23], "coda_vlm_layers": [23],
-         "init_sigma": 0.02}
-
-
 def write_bundle(bundles: types.SimpleNamespace, root: Path, graphs: Optional[dict[str, Any]] = None, **extra: Any) -> Path:
     """A synthetic bundle with this room's graph specs (tiny ONNX graphs of the right I/O, never run)."""
-    return bundles.write(root, graphs if graphs is not None else graph_specs(), MODEL, PROMPT, **extra)
+    return bundles.write(root, graphs if graphs is not None else bundles.contract_graphs(), bundles.contract_model, PROMPT, **extra)
 
 
 @pytest.fixture
@@ -294,7 +243,7 @@ def kit(bundles: types.SimpleNamespace) -> types.SimpleNamespace:
     return types.SimpleNamespace(
         write_bundle=functools.partial(write_bundle, bundles),
         edit_manifest=bundles.edit_manifest,
-        graph_specs=graph_specs,
+        graph_specs=bundles.contract_graphs,
         add_engines=add_engines,
         fake_gpu_modules=fake_gpu_modules,
         install_fake_cuda=install_fake_cuda,
@@ -303,7 +252,7 @@ def kit(bundles: types.SimpleNamespace) -> types.SimpleNamespace:
         sha=sha,
         ORIN=dict(ORIN),
         PROMPT=PROMPT,
-        HIDDEN=HIDDEN,
-        HEADS=HEADS,
-        CONTEXT=CONTEXT,
+        HIDDEN=bundles.HIDDEN,
+        HEADS=bundles.HEADS,
+        CONTEXT=bundles.CONTEXT,
     )

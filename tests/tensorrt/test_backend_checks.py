@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends import load_backend
 from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
 from rdvla.runtime.backends.tensorrt.buffers import check_engine_io, check_resolved_outputs, numpy_dtype_name
@@ -93,6 +93,28 @@ def test_cuda_difference_only_warns(caplog: pytest.LogCaptureFixture) -> None:
 def test_malformed_section() -> None:
     with pytest.raises(BundleError, match="malformed engines section"):
         check_engine_compat({"tensorrt_version": "10.3"}, env(), "fp16", ROOT)
+
+
+def test_an_engine_the_bundle_just_hashed_is_not_hashed_again(bundle_dir: Path, kit: types.SimpleNamespace,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of MB per engine on a Jetson: hashed once when the bundle opens, again only if the file changed since."""
+    from rdvla.runtime.backends.tensorrt import environment
+
+    kit.add_engines(bundle_dir, "fp16")
+    bundle = Bundle.open(bundle_dir)
+    section = engine_section(bundle.manifest, "fp16", bundle_dir)
+    hashed: list[str] = []
+    real = environment.sha256_file
+    monkeypatch.setattr(environment, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    verify_engine_files(bundle, section, "fp16")
+    assert hashed == []
+    (bundle_dir / "engines/fp16/decode.plan").write_bytes((bundle_dir / "engines/fp16/decode.plan").read_bytes())  # touched
+    verify_engine_files(bundle, section, "fp16")
+    assert hashed == ["decode.plan"]
+    unverified = Bundle.open(bundle_dir, verify_hashes=False)
+    hashed.clear()
+    verify_engine_files(unverified, section, "fp16")
+    assert sorted(hashed) == sorted(f"{graph}.plan" for graph in names.GRAPHS)
 
 
 def test_engine_sha_mismatch(bundle_dir: Path, kit: types.SimpleNamespace) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.capture import DISABLED
 from rdvla.runtime.backends.pingpong import DIRECTIONS, PingPong, slots
 from rdvla.runtime.backends.tensorrt.backend import capture_skip_reason
@@ -56,14 +56,34 @@ def _tensor(graphs: dict[str, Any], graph: str, side: str, name: str) -> dict[st
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda g: _tensor(g, "core_step", "outputs", "next_latent").update(name="new_latent"), "outputs .'new_latent'., expected .'next_latent'."),
+        (lambda g: _tensor(g, "core_step", "outputs", "next_latent").update(name="new_latent"),
+         r"graph core_step.onnx \(core_step\) has no next_latent: it is not the core_step graph of an rdvla bundle"),
+        (lambda g: _tensor(g, "decode", "inputs", "coda0_keys").update(shape=[1, 4, 600, 8]),
+         r"ask for coda0_keys \[1, 4, 577, 8\], graph decode.onnx has \[1, 4, 600, 8\]"),
+        (lambda g: _tensor(g, "core_step_decode", "inputs", "prev_actions").update(shape=[1, 8, 6]),
+         r"model.chunk_len, model.action_dim ask for prev_actions \[1, 8, 7\], graph core_step_decode.onnx has \[1, 8, 6\]"),
+        (lambda g: _tensor(g, "vlm_prelude", "inputs", "pixel_values").update(shape=["batch", 12, 224, 224]),
+         r"ask for pixel_values \[1, 12, 224, 224\], graph vlm_prelude.onnx has \['batch', 12, 224, 224\]"),
+    ],
+)
+def test_contract_violations_refused_when_the_bundle_opens(tmp_path: Path, kit: types.SimpleNamespace, edit: Any, message: str) -> None:
+    """Tensors the contract names, at the manifest's model dimensions: checked by `Bundle.open`, hashes verified or not."""
+    with pytest.raises(BundleError, match=message):
+        bundle_with(tmp_path, kit, edit)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda g: g["core_step"]["outputs"].append({"name": "extra", "dtype": "float32", "shape": [1]}),
+         "outputs .'extra', 'next_latent'., expected .'next_latent'."),
         (lambda g: _tensor(g, "core_step", "inputs", "latent").update(dtype="float16"), "latent is float32 .1, 8, 32. here but float16"),
         (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(dtype="float16"), "mse is float16; latent, actions and halting"),
-        (lambda g: _tensor(g, "decode", "inputs", "coda0_keys").update(shape=[1, 4, 600, 8]), "coda0_keys is float32 .1, 4, 600, 8. here"),
+        (lambda g: [_tensor(g, graph, "outputs", "next_latent").update(dtype="float16") for graph in ("core_step", "core_step_decode")],
+         "next_latent is float16; latent, actions and halting"),
         (lambda g: g["core_step_decode"]["inputs"].append({"name": "noise", "dtype": "float32", "shape": [1]}), "inputs noise are neither"),
         (lambda g: _tensor(g, "core_step_decode", "outputs", "mse").update(shape=[1, 8]), "mse has shape .1, 8.; a halting scalar"),
-        (lambda g: _tensor(g, "core_step_decode", "inputs", "prev_actions").update(shape=[1, 8, 6]), "prev_actions and actions differ"),
-        (lambda g: _tensor(g, "vlm_prelude", "inputs", "pixel_values").update(shape=["batch", 12, 224, 224]), "dynamic dimension 'batch'"),
+        (lambda g: _tensor(g, "vlm_prelude", "inputs", "input_ids").update(shape=["batch", "prompt_len"]), "dynamic dimension 'batch'"),
     ],
 )
 def test_contract_violations_refused(tmp_path: Path, kit: types.SimpleNamespace, edit: Any, message: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rdvla.cli import main
 from rdvla.cli.build import register, run
 from rdvla.runtime.backends.tensorrt.builder import graph_sources, open_for_build
 from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable, require_tensorrt
@@ -24,8 +25,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def invoke(*argv: str) -> int:
-    args = parser().parse_args(["build", *argv])
-    return int(args.run(args))
+    """`rdvla build ARGV` as the user runs it: `main` turns what the command raises into its exit status."""
+    return main(["build", *argv])
 
 
 def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:

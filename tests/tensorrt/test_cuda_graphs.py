@@ -139,3 +139,22 @@ def test_skipped_capture_runs_directly_without_trying(kit: types.SimpleNamespace
     assert execution.mode == "execute_async_v3: CUDA graphs disabled" and not graphs
     assert not any(name == "cudaStreamBeginCapture" for name, _ in fake.calls) and STREAM not in fake.work
     assert "WARNING" not in caplog.text  # a choice, not a failure
+
+
+def test_backend_releases_the_graphs_of_a_capture_that_failed_part_way(kit: types.SimpleNamespace) -> None:
+    """The TensorRT backend's capture step, on a bare instance (no engine can load here): the directions captured
+    before the failing one are destroyed at once, not kept until `close`."""
+    from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
+
+    fake = kit.FakeCudaRuntime()
+    direct = runners(fake, fail=lambda d: d == (1, 0))
+    backend = TensorRTBackend.__new__(TensorRTBackend)
+    backend._cuda, backend._closed, backend._stream = CudaRuntime(fake), False, STREAM
+    backend._runners, backend._modes, backend._graphs = {}, {}, []
+    backend._direct_runner = lambda graph, direction: direct[direction]  # type: ignore[method-assign]
+    backend._capture_core(backend._cuda, "core_step_decode", None)
+    assert backend._modes["core_step_decode"].startswith("execute_async_v3: capture failed")
+    assert not backend._graphs and not fake.executables  # the two graphs captured before (1, 0) are gone
+    assert [name for name, _ in fake.calls].count("cudaGraphExecDestroy") == 2
+    backend._runners["core_step_decode"][(1, 0)]()  # the direct runner still works
+    assert fake.work[STREAM][-1] == "core_step_decode (1, 0)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
 from rdvla.runtime.backends.tensorrt.records import EngineRecord, describe_layers, record_engines

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
-from rdvla.runtime.backends.pingpong import DIRECTIONS, Direction, PingPong, slots
+from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.backends.tensorrt.buffers import (
     SCALAR_FLOATS,
     SCALAR_STRIDE,
@@ -35,9 +35,10 @@ from rdvla.runtime.backends.tensorrt.buffers import (
     check_resolved_outputs,
     engine_io,
     plan_buffers,
+    shape_of,
 )
 from rdvla.runtime.backends.tensorrt.cuda_graphs import CudaGraph, capture
-from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime, stream_address
+from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime, PinnedArray, stream_address
 from rdvla.runtime.backends.tensorrt.environment import (
     check_engine_compat,
     check_engine_sources,
@@ -93,17 +94,17 @@ class TensorRTBackend(Backend):
         self._execution_contexts: dict[str, trt.IExecutionContext] = {}
         self._engines: dict[str, trt.ICudaEngine] = {}
         self._device_allocations: list[int] = []
-        self._pinned: dict[str, np.ndarray] = {}
+        self._pinned: dict[str, PinnedArray] = {}
         self._events: list[Any] = []
         self._sync: dict[str, Any] = {}
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._checked_prompts: set[int] = set()
         self._runtime: Optional[trt.Runtime] = None
         self._stream: Any = None
-        self._cuda: Optional[CudaRuntime] = None
+        self._closed = False
 
         trt_version = require_tensorrt()
-        cuda = require_cuda()
+        cuda = self._cuda = require_cuda()
         env = query_environment(trt_version, cuda)
         section = engine_section(bundle.manifest, precision, bundle.root)
         check_engine_compat(section, env, precision, bundle.root)
@@ -111,7 +112,6 @@ class TensorRTBackend(Backend):
         self.plan = plan_buffers(bundle)
         paths = verify_engine_files(bundle, section, precision)
         cuda.set_device(0)
-        self._cuda = cuda
         try:
             self._load(cuda, paths, cuda_graphs)
         except BaseException:
@@ -126,6 +126,7 @@ class TensorRTBackend(Backend):
         self._trt_logger = make_trt_logger(log)
         runtime = self._runtime = trt.Runtime(self._trt_logger)
         self._stream = cuda.stream()
+        self._stream_address = stream_address(self._stream)
         io: dict[str, list[TensorSpec]] = {}
         for graph in names.GRAPHS:
             rel = paths[graph].relative_to(self.bundle.root)
@@ -145,16 +146,7 @@ class TensorRTBackend(Backend):
         self._allocate(cuda)
         self._bind_static()
         for graph in CORE_GRAPHS:
-            execution = capture_or_fallback(
-                graph,
-                {d: self._direct_runner(graph, d) for d in DIRECTIONS[graph]},
-                self._capture,
-                self.synchronize,
-                warmup_runs=1,
-                direct="execute_async_v3",
-                skip_reason=capture_skip_reason(cuda_graphs, io[graph]),
-            )
-            self._runners[graph], self._modes[graph] = execution.runners, execution.mode
+            self._capture_core(cuda, graph, capture_skip_reason(cuda_graphs, io[graph]))
         log.info(
             "TensorRT %s engines loaded: %.1f MB of I/O buffers on the device, %.1f MB pinned; %s",
             self.precision,
@@ -168,9 +160,8 @@ class TensorRTBackend(Backend):
         self._device_allocations.append(address)
         return address
 
-    def _pinned_array(self, cuda: CudaRuntime, key: str, spec: TensorSpec, zero: bool = False) -> np.ndarray:
+    def _pinned_array(self, cuda: CudaRuntime, key: str, spec: TensorSpec, zero: bool = False) -> None:
         self._pinned[key] = cuda.pinned_array(tuple(int(d) for d in spec.shape), spec.dtype, zero)
-        return self._pinned[key]
 
     def _allocate(self, cuda: CudaRuntime) -> None:
         plan = self.plan
@@ -180,15 +171,16 @@ class TensorRTBackend(Backend):
             self._host_inputs[spec.name] = self._device_buffer(cuda, spec.nbytes)
         self._context_buffers = {spec.name: self._device_buffer(cuda, spec.nbytes) for spec in plan.context}
         self._buffers = {
-            "latent": [self._device_buffer(cuda, plan.latent.nbytes) for _ in range(2)],
-            "actions": [self._device_buffer(cuda, plan.actions.nbytes) for _ in range(2)],
+            LATENT_PAIR: [self._device_buffer(cuda, plan.latent.nbytes) for _ in range(2)],
+            ACTIONS_PAIR: [self._device_buffer(cuda, plan.actions.nbytes) for _ in range(2)],
         }
         self._scalars = self._device_buffer(cuda, 2 * SCALAR_STRIDE)
         self._scalar_addresses = {plan.scalars[0].name: self._scalars, plan.scalars[1].name: self._scalars + SCALAR_STRIDE}
+        # The readback buffer of each pair is pinned under the pair's name (`_read`).
         self._pinned_array(cuda, "init_latent", plan.latent)
-        self._pinned_array(cuda, "latent", plan.latent)
+        self._pinned_array(cuda, LATENT_PAIR, plan.latent)
         self._pinned_array(cuda, "zero_actions", plan.actions, zero=True)
-        self._pinned_array(cuda, "actions", plan.actions)
+        self._pinned_array(cuda, ACTIONS_PAIR, plan.actions)
         self._pinned_array(cuda, "scalars", TensorSpec("scalars", "float32", (SCALAR_FLOATS,)))
         # staged: host inputs have left their staging buffers; loaded: S0 has left its staging buffer.
         self._sync = {k: cuda.event(timing=False) for k in ("staged", "loaded", "scalars")}
@@ -221,7 +213,7 @@ class TensorRTBackend(Backend):
             self._set_address(graph, name, address)
 
     def _enqueue(self, graph: str) -> None:
-        if not self._execution_contexts[graph].execute_async_v3(stream_address(self._stream)):
+        if not self._execution_contexts[graph].execute_async_v3(self._stream_address):
             raise RuntimeError(f"TensorRT could not enqueue {graph} (see its messages above)")
 
     def _direct_runner(self, graph: str, direction: Direction) -> Runner:
@@ -231,18 +223,36 @@ class TensorRTBackend(Backend):
 
         return run
 
-    def _capture(self, run: Runner) -> Runner:
-        """The runner's enqueue, with its addresses bound, captured as a CUDA graph; returns its replay."""
-        assert self._cuda is not None
-        graph = capture(self._cuda, self._stream, run)
-        self._graphs.append(graph)
+    def _capture_core(self, cuda: CudaRuntime, graph: str, skip_reason: Optional[str]) -> None:
+        """Every direction of core graph `graph` as a CUDA graph replay, or run directly (`capture_or_fallback`)."""
+        captured: list[CudaGraph] = []
         stream = self._stream
-        return lambda: graph.launch(stream)
+
+        def capture_one(run: Runner) -> Runner:
+            """The runner's enqueue, with its addresses bound, captured as a CUDA graph; returns its replay."""
+            cuda_graph = capture(cuda, stream, run)
+            captured.append(cuda_graph)
+            return lambda: cuda_graph.launch(stream)
+
+        execution = capture_or_fallback(
+            graph,
+            {d: self._direct_runner(graph, d) for d in DIRECTIONS[graph]},
+            capture_one,
+            self.synchronize,
+            warmup_runs=1,
+            direct="execute_async_v3",
+            skip_reason=skip_reason,
+        )
+        if len(captured) < len(DIRECTIONS[graph]):  # a capture that failed part-way: what it captured never replays
+            _release_all(CudaGraph.destroy, captured)
+        self._graphs += captured
+        self._runners[graph], self._modes[graph] = execution.runners, execution.mode
 
     # -- per query -------------------------------------------------------------------------------
 
     def _live(self) -> CudaRuntime:
-        if self._cuda is None:
+        """The CUDA runtime, checked once per query: the per-iteration calls rely on this check."""
+        if self._closed:
             raise RuntimeError("the TensorRT backend is closed")
         return self._cuda
 
@@ -261,16 +271,17 @@ class TensorRTBackend(Backend):
             array = np.asarray(arrays[tensor.name])
             if array.shape != shape:
                 raise ValueError(f"{tensor.name} has shape {array.shape}, expected {shape}")
-            view = self._pinned[tensor.name].reshape(-1)[: int(np.prod(shape, dtype=np.int64))]
+            staging = self._pinned[tensor.name]
+            view = staging.array.reshape(-1)[: int(np.prod(shape, dtype=np.int64))]
             if not np.shares_memory(view, array):  # pixel_values written in place by preprocessing: no copy
                 np.copyto(view.reshape(shape), array, casting="same_kind")
-            cuda.copy_to_device(self._host_inputs[tensor.name], view, self._stream)
+            cuda.copy_to_device(self._host_inputs[tensor.name], staging, view.nbytes, self._stream)
             if self._input_shapes.get(tensor.name) != shape:
                 if not execution_context.set_input_shape(tensor.name, shape):
                     raise BundleError(f"the {names.VLM_PRELUDE} engine rejects {tensor.name} of shape {shape}")
                 self._input_shapes[tensor.name] = shape
         if prompt not in self._checked_prompts:
-            resolved = {t.name: _dims(execution_context.get_tensor_shape(t.name)) for t in spec.outputs}
+            resolved = {t.name: shape_of(execution_context.get_tensor_shape(t.name)) for t in spec.outputs}
             check_resolved_outputs(spec, resolved, dims, self.bundle.root, self.precision)
             self._checked_prompts.add(prompt)
         cuda.record(self._sync["staged"], self._stream)
@@ -279,7 +290,7 @@ class TensorRTBackend(Backend):
     def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """The page-locked staging buffer of pixel_values itself, once the previous query's copy has left it."""
         cuda = self._live()
-        staging = self._pinned[names.PIXEL_VALUES]
+        staging = self._pinned[names.PIXEL_VALUES].array
         if staging.shape != shape:
             raise ValueError(f"{names.PIXEL_VALUES} has shape {shape}, the engine takes {staging.shape}")
         cuda.wait(self._sync["staged"])
@@ -291,23 +302,23 @@ class TensorRTBackend(Backend):
         if latent.shape != self.plan.latent.shape:
             raise ValueError(f"init_latent has shape {latent.shape}, expected {self.plan.latent.shape}")
         cuda.wait(self._sync["loaded"])
-        np.copyto(self._pinned["init_latent"], latent, casting="same_kind")
+        init, zeros = self._pinned["init_latent"], self._pinned["zero_actions"]
+        np.copyto(init.array, latent, casting="same_kind")
         self._schedule.reset()
-        cuda.copy_to_device(self._buffers["latent"][0], self._pinned["init_latent"], self._stream)
-        cuda.copy_to_device(self._buffers["actions"][0], self._pinned["zero_actions"], self._stream)
+        cuda.copy_to_device(self._buffers[LATENT_PAIR][0], init, init.array.nbytes, self._stream)
+        cuda.copy_to_device(self._buffers[ACTIONS_PAIR][0], zeros, zeros.array.nbytes, self._stream)
         cuda.record(self._sync["loaded"], self._stream)
         self._iterations = 0
 
-    # -- per iteration: no allocation, no synchronisation ----------------------------------------
+    # -- per iteration: no allocation, no synchronisation, no check the per-query calls made -------
 
     def _iterate(self, graph: str, direction: Direction) -> None:
-        cuda = self._live()
         if self._iterations == 0:
-            cuda.record(self._events[0], self._stream)
+            self._cuda.record(self._events[0], self._stream)
         self._runners[graph][direction]()
         self._iterations += 1
         if self._iterations < len(self._events):
-            cuda.record(self._events[self._iterations], self._stream)
+            self._cuda.record(self._events[self._iterations], self._stream)
 
     def step(self) -> None:
         self._iterate(names.CORE_STEP, self._schedule.step())
@@ -316,12 +327,11 @@ class TensorRTBackend(Backend):
         self._iterate(names.CORE_STEP_DECODE, self._schedule.step_decode())
         if not read:
             return None
-        cuda = self._live()
-        scalars = self._pinned["scalars"]
+        cuda, scalars = self._cuda, self._pinned["scalars"]
         cuda.copy_to_host(scalars, self._scalars, self._stream)
         cuda.record(self._sync["scalars"], self._stream)
         cuda.wait(self._sync["scalars"])
-        return float(scalars[0]), float(scalars[SCALAR_STRIDE // 4])
+        return float(scalars.array[0]), float(scalars.array[SCALAR_STRIDE // 4])
 
     def decode(self) -> None:
         self._bind(names.DECODE, self._schedule.decode())
@@ -334,13 +344,13 @@ class TensorRTBackend(Backend):
         host = self._pinned[pair]
         cuda.copy_to_host(host, self._buffers[pair][index], self._stream)
         cuda.synchronize(self._stream)
-        return np.array(host, copy=True)
+        return np.array(host.array, copy=True)
 
     def actions(self) -> np.ndarray:
-        return self._read("actions", self._schedule.actions).reshape(self.plan.actions.shape[-2:])
+        return self._read(ACTIONS_PAIR, self._schedule.actions).reshape(self.plan.actions.shape[-2:])
 
     def latent(self) -> np.ndarray:
-        return self._read("latent", self._schedule.latent)
+        return self._read(LATENT_PAIR, self._schedule.latent)
 
     def iteration_times_ms(self) -> list[float]:
         """Device time of each iteration since the last `reset_latent`, in milliseconds.
@@ -359,13 +369,13 @@ class TensorRTBackend(Backend):
         return dict(self._modes)
 
     def synchronize(self) -> None:
-        if self._cuda is not None and self._stream is not None:
+        if not self._closed and self._stream is not None:
             self._cuda.synchronize(self._stream)
 
     def close(self) -> None:
-        cuda = self._cuda
-        if cuda is None:
+        if self._closed:
             return
+        cuda = self._cuda
         try:
             self.synchronize()
         finally:
@@ -383,11 +393,7 @@ class TensorRTBackend(Backend):
             if self._stream is not None:
                 _release_all(cuda.destroy_stream, [self._stream])
             self._stream = None
-            self._cuda = None
-
-
-def _dims(dims: "trt.Dims") -> tuple[int, ...]:
-    return tuple(int(dims[k]) for k in range(len(dims)))
+            self._closed = True
 
 
 def _release_all(release: Callable[[Any], None], items: list[Any]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.environment import rebuild_hint
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import DYNAMIC, BundleError, GraphSpec, TensorSpec
@@ -49,6 +49,11 @@ def numpy_dtype_name(trt_name: str) -> str:
     return _DTYPES[trt_name]
 
 
+def shape_of(dims: "trt.Dims") -> tuple[int, ...]:
+    """A TensorRT Dims as a tuple of ints (-1 where TensorRT resolves a dimension at run time)."""
+    return tuple(int(dims[k]) for k in range(len(dims)))
+
+
 def engine_io(engine: "trt.ICudaEngine") -> list[TensorSpec]:
     """The I/O tensors of a deserialised engine, with their mode (-1 marks a dimension TensorRT resolves at run time)."""
     import tensorrt as trt
@@ -57,9 +62,8 @@ def engine_io(engine: "trt.ICudaEngine") -> list[TensorSpec]:
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         mode = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
-        dims = engine.get_tensor_shape(name)
-        shape = tuple(int(dims[k]) for k in range(len(dims)))
-        tensors.append(TensorSpec(name, numpy_dtype_name(engine.get_tensor_dtype(name).name), shape, mode))
+        dtype = numpy_dtype_name(engine.get_tensor_dtype(name).name)
+        tensors.append(TensorSpec(name, dtype, shape_of(engine.get_tensor_shape(name)), mode))
     return tensors
 
 
@@ -114,11 +118,12 @@ class BufferPlan:
 
 
 def _fail(graph: str, problem: str) -> BundleError:
-    return BundleError(f"graph {graph} breaks the bundle contract (runtime/backends/base.py): {problem}")
+    return BundleError(f"graph {graph} breaks the bundle contract (runtime/bundle.py): {problem}")
 
 
 def plan_buffers(bundle: Bundle) -> BufferPlan:
-    """Check the four graphs against the contract of `runtime.backends.base` and size every buffer."""
+    """Size every buffer from the graphs `Bundle.open` held to the contract (`bundle.CONTRACT`, at the manifest's
+    model dimensions), refusing what these buffers cannot serve to TensorRT."""
     graphs = {g: bundle.graph(g) for g in names.GRAPHS}
     dims = dynamic_dims(graphs, bundle.prompt_len)
     largest = {d: high for d, (_, high) in dims.items()}
@@ -128,38 +133,29 @@ def plan_buffers(bundle: Bundle) -> BufferPlan:
 
     vlm = graphs[names.VLM_PRELUDE]
     context = {t.name: buffer(t) for t in vlm.outputs}
-    loop_inputs = {names.LATENT, names.PREV_ACTIONS}
-    expected_outputs = {
-        names.CORE_STEP: {names.NEXT_LATENT},
-        names.CORE_STEP_DECODE: {names.NEXT_LATENT, names.ACTIONS, names.MSE, names.COSINE},
-        names.DECODE: {names.ACTIONS},
-    }
     specs: dict[str, TensorSpec] = {t.name: t for t in vlm.outputs}
-    for graph, outputs in expected_outputs.items():
+    for graph in (names.CORE_STEP, names.CORE_STEP_DECODE, names.DECODE):
         spec = graphs[graph]
-        unknown = [t.name for t in spec.inputs if t.name not in context and t.name not in loop_inputs]
+        inputs, outputs = names.CONTRACT[graph]
+        # enqueueV3 runs only once every input and output has an address (NVIDIA/TensorRT v10.3.0
+        # include/NvInferRuntime.h, IExecutionContext::setTensorAddress), and the backend has a buffer for the
+        # contract's tensors and the context only: a tensor beyond them could not run.
+        unknown = [t.name for t in spec.inputs if t.name not in context and t.name not in inputs]
         if unknown:
-            raise _fail(graph, f"inputs {', '.join(unknown)} are neither loop latent nor outputs of {names.VLM_PRELUDE}")
-        if names.LATENT not in {t.name for t in spec.inputs}:
-            raise _fail(graph, f"no {names.LATENT} input")
+            raise _fail(graph, f"inputs {', '.join(unknown)} are neither {', '.join(sorted(inputs))} nor outputs of {names.VLM_PRELUDE}")
         got = {t.name for t in spec.outputs}
         if got != outputs:
             raise _fail(graph, f"outputs {sorted(got)}, expected {sorted(outputs)}")
+        # One buffer per name: every graph must see it with the same dtype and shape.
         for t in (*spec.inputs, *spec.outputs):
             seen = specs.setdefault(t.name, t)
             if buffer(seen) != buffer(t):
                 raise _fail(graph, f"{t.name} is {t.dtype} {list(t.shape)} here but {seen.dtype} {list(seen.shape)} elsewhere")
-    if names.PREV_ACTIONS not in {t.name for t in graphs[names.CORE_STEP_DECODE].inputs}:
-        raise _fail(names.CORE_STEP_DECODE, f"no {names.PREV_ACTIONS} input")
-    pairs = ((names.LATENT, names.NEXT_LATENT), (names.PREV_ACTIONS, names.ACTIONS))
-    for a, b in pairs:
-        if buffer(specs[a]) != replace(buffer(specs[b]), name=a):
-            raise _fail(names.CORE_STEP_DECODE, f"{a} and {b} differ in shape or dtype; they share ping-pong buffers")
-    loop = [specs[n] for n in (names.LATENT, names.PREV_ACTIONS, names.MSE, names.COSINE)]
+    loop = [specs[n] for n in (names.LATENT, names.NEXT_LATENT, names.PREV_ACTIONS, names.ACTIONS, names.MSE, names.COSINE)]
     for t in loop:
         if t.dtype != "float32":
             raise _fail(names.CORE_STEP_DECODE, f"{t.name} is {t.dtype}; latent, actions and halting scalars cross engines in float32")
-    for t in loop[2:]:
+    for t in loop[-2:]:
         if buffer(t).nbytes != 4:
             raise _fail(names.CORE_STEP_DECODE, f"{t.name} has shape {list(t.shape)}; a halting scalar is one float32")
     return BufferPlan(

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name
+from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name, shape_of
 from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
 from rdvla.runtime.backends.tensorrt.inspector import InspectorFormatError, layer_precisions
 from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
@@ -47,7 +47,7 @@ from rdvla.runtime.graph_check.rules import require_compatible
 from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, TensorSpec
-from rdvla.runtime.outputs import check_new_file
+from rdvla.runtime.outputs import atomic_write, check_new_file
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -420,14 +420,13 @@ class _EngineBuilder:
         tensors = [(network.get_input(i), "input") for i in range(network.num_inputs)]
         tensors += [(network.get_output(i), "output") for i in range(network.num_outputs)]
         return tuple(
-            TensorSpec(t.name, numpy_dtype_name(t.dtype.name), tuple(int(t.shape[k]) for k in range(len(t.shape))), mode)
+            TensorSpec(t.name, numpy_dtype_name(t.dtype.name), shape_of(t.shape), mode)
             for t, mode in tensors
         )
 
     def save_timing_cache(self) -> None:
         if self.timing_cache_path is None or self.cache is None:
             return
-        tmp = self.timing_cache_path.with_name(self.timing_cache_path.name + ".tmp")
-        tmp.write_bytes(bytes(self.cache.serialize()))
-        os.replace(tmp, self.timing_cache_path)
+        with atomic_write(self.timing_cache_path) as temporary:
+            temporary.write_bytes(bytes(self.cache.serialize()))
         self.build_log.note(f"timing cache saved to {self.timing_cache_path}")

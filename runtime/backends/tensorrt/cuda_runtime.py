@@ -61,6 +61,15 @@ def check(call: str, result: Sequence[Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class PinnedArray:
+    """Page-locked host memory: the numpy array over it and its address, taken once at allocation for every copy
+    (numpy builds a new `ctypes` object on every `.ctypes` access: its multiarray/getset.c, array_ctypes_get)."""
+
+    array: np.ndarray
+    address: int
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     name: str
     capability: tuple[int, int]
@@ -115,8 +124,8 @@ class CudaRuntime:
     def free(self, address: int) -> None:
         self.call("cudaFree", address)
 
-    def pinned_array(self, shape: Sequence[int], dtype: str, zero: bool = False) -> np.ndarray:
-        """A numpy array over page-locked host memory (asynchronous copies need it); free with `free_host`."""
+    def pinned_array(self, shape: Sequence[int], dtype: str, zero: bool = False) -> PinnedArray:
+        """Page-locked host memory (asynchronous copies need it) as a numpy array; free with `free_host`."""
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         address = int(self.call("cudaMallocHost", max(count * dt.itemsize, 1)))
@@ -124,16 +133,18 @@ class CudaRuntime:
         array: np.ndarray = np.frombuffer(memoryview(raw), dtype=dt, count=count).reshape(tuple(shape))
         if zero:
             array.fill(0)
-        return array
+        return PinnedArray(array, address)
 
-    def free_host(self, array: np.ndarray) -> None:
-        self.call("cudaFreeHost", array.ctypes.data)
+    def free_host(self, pinned: PinnedArray) -> None:
+        self.call("cudaFreeHost", pinned.address)
 
-    def copy_to_device(self, address: int, host: np.ndarray, stream: Any) -> None:
-        self.call("cudaMemcpyAsync", address, host.ctypes.data, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
+    def copy_to_device(self, address: int, host: PinnedArray, nbytes: int, stream: Any) -> None:
+        """Queue a copy of the first `nbytes` of `host` to the device memory at `address`."""
+        self.call("cudaMemcpyAsync", address, host.address, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
 
-    def copy_to_host(self, host: np.ndarray, address: int, stream: Any) -> None:
-        self.call("cudaMemcpyAsync", host.ctypes.data, address, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
+    def copy_to_host(self, host: PinnedArray, address: int, stream: Any) -> None:
+        """Queue a copy of all of `host` from the device memory at `address`."""
+        self.call("cudaMemcpyAsync", host.address, address, host.array.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
 
     # -- streams and events ------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, BundleError, Manifest, sha256_file
@@ -220,7 +220,7 @@ def verify_engine_files(bundle: Bundle, section: Mapping[str, Any], precision: s
             raise BundleError(f"{bundle.root}: engine file {rel} is missing: {rebuild_hint(bundle.root, precision)}")
         if files.get(rel, digest) != digest:
             raise BundleError(f"{bundle.root}: {MANIFEST} lists two different SHA-256 for {rel}: {rebuild_hint(bundle.root, precision)}")
-        if sha256_file(path) != digest:
+        if not bundle.unchanged_since_hashed(rel) and sha256_file(path) != digest:
             raise BundleError(
                 f"{bundle.root}: {rel} does not match the SHA-256 recorded when it was built (corrupted, edited "
                 f"or copied from another build): {rebuild_hint(bundle.root, precision)}"

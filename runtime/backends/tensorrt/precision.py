@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Collection, Optional, Sequence
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 
 PRECISIONS = ("fp16", "int8", "fp32")
 REFUSED = ("fp8", "fp4")

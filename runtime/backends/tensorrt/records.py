@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
 from rdvla.runtime.manifest import Manifest, TensorSpec
