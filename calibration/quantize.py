@@ -28,12 +28,12 @@ from onnx import numpy_helper
 
 from rdvla.calibration.methods import DEFAULT_METHOD, METHODS, QUANTIZERS
 from rdvla.calibration.probe import tensor_peaks
+from rdvla.export.onnx_export import EXTERNAL_DATA_BYTES  # graphs over it keep their weights beside them, as export's do
+from rdvla.runtime.graph_check.onnx_reader import graph_files
 
 log = logging.getLogger(__name__)
 
 MIN_DIM = 16  # TensorRT's INT8 tensor-core kernels need K and N of at least 16 (ModelOpt applies the same rule)
-# Graphs over protobuf's 2 GB limit keep their weights next to the .onnx file (as export does).
-EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 class QuantizationError(RuntimeError):
@@ -124,7 +124,7 @@ class _Reader:
 
 
 def _large(path: Path) -> bool:
-    return sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) > EXTERNAL_DATA_BYTES
+    return sum(f.stat().st_size for f in graph_files(path)) > EXTERNAL_DATA_BYTES
 
 
 def _count_qdq(path: Path) -> int:

@@ -25,13 +25,13 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from rdvla.calibration.data import CalibrationSet
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import Manifest
 from rdvla.runtime.gates import calibration_gate_for, gate_for
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
-from rdvla.runtime.halting import AdjacentMSE, HaltingRule
+from rdvla.runtime.halting import HaltingRule
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.verify import gate_failures, verify_actions, worst
 
@@ -109,11 +109,6 @@ def stop_iterations(mse: np.ndarray, halting: HaltingRule) -> list[int]:
     return stops
 
 
-def default_halting(bundle: Bundle) -> AdjacentMSE:
-    h = bundle.halting_defaults
-    return AdjacentMSE(h.threshold, h.min_iterations, h.max_iterations)
-
-
 # Multiples of the bundle's MSE threshold at which the drift is also reported: users tune the
 # threshold at run time, and a tighter one stops later, where lower-precision errors have compounded.
 THRESHOLD_SWEEP = (10.0, 1.0, 0.1, 0.01)
@@ -129,7 +124,7 @@ def stop_drift(stops: list[int], reference: list[int]) -> dict[str, Any]:
 
 def threshold_sweep(bundle: Bundle, mse: np.ndarray, reference_mse: np.ndarray) -> dict[str, dict[str, Any]]:
     """Drift of the stopping iteration at each threshold of THRESHOLD_SWEEP (the default rule otherwise)."""
-    base = default_halting(bundle)
+    base = bundle.halting_defaults.adaptive()
     out = {}
     for factor in THRESHOLD_SWEEP:
         halting = replace(base, threshold=base.threshold * factor)
@@ -155,7 +150,7 @@ def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[f
 def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, golden: list[GoldenCase],
                       reference_stops: list[int]) -> dict[str, Any]:
     """Everything the report says about one lower precision, with its gates applied."""
-    halting = default_halting(bundle)
+    halting = bundle.halting_defaults.adaptive()
     actions, mse = trace(bundle, precision, data)
     section: dict[str, Any] = {
         "graphs": graph_errors(bundle, precision, data),
@@ -198,7 +193,7 @@ def _histogram(stops: list[int]) -> dict[str, int]:
 
 def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str], golden: list[GoldenCase],
                     extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    halting = default_halting(bundle)
+    halting = bundle.halting_defaults.adaptive()
     reference_stops = stop_iterations(data.queries["trace_mse"], halting)
     report: dict[str, Any] = {
         "reference": data.meta["reference"],

@@ -20,14 +20,14 @@ import torch
 
 from rdvla.export.checkpoint import LoadedCheckpoint, load_checkpoint
 from rdvla.export.model import RDVLA
-from rdvla.export.onnx_export import OPSET, export_graph, graph_files, graph_plans
+from rdvla.export.onnx_export import OPSET, export_graph, graph_plans
 from rdvla.export.split import VLMPrelude
 from rdvla import __version__
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, TOKENIZER_FILE, GraphSpec, HaltingDefaults, Manifest, ModelDims, PromptSpec, sha256_file
-from rdvla.runtime.outputs import check_new_directory, publish_directory, scratch_directory
+from rdvla.runtime.outputs import check_apart, check_new_directory, publish_directory, scratch_directory
 from rdvla.runtime.gates import gate_for
 from rdvla.runtime.halting import FixedDepth
 from rdvla.runtime.normalization import NormStats, action_scale, normalize_proprio, unnormalize_actions
@@ -35,7 +35,8 @@ from rdvla.runtime.policy import Policy, truncated_normal_latent
 from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions, worst
 from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
-from rdvla.runtime.graph_check.rules import IncompatibleGraphError, require_compatible
+from rdvla.runtime.graph_check.onnx_reader import graph_files
+from rdvla.runtime.graph_check.rules import require_compatible
 from rdvla.runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__, "opset": str(OPSET)}
 
 
-def build_manifest(ckpt: LoadedCheckpoint, stats: NormStats, graphs: dict[str, GraphSpec], prompt_len: tuple[int, int],
+def build_manifest(ckpt: LoadedCheckpoint, stats: NormStats, graphs: dict[str, GraphSpec], prompt: PromptSpec,
                    golden: list[str], files: dict[str, str]) -> Manifest:
     model = ckpt.model
     head = model.action_head.cfg
@@ -138,11 +139,12 @@ def build_manifest(ckpt: LoadedCheckpoint, stats: NormStats, graphs: dict[str, G
         source={"checkpoint": str(ckpt.files.root.resolve()), "files": {p.name: sha256_file(p) for p in ckpt.files.all_files()}},
         model=ModelDims(
             hidden_dim=head.hidden_dim, num_heads=head.num_heads, chunk_len=head.action_chunk_len, action_dim=head.action_dim,
-            proprio_dim=8, num_images=model.vlm.cfg.num_images, context_tokens=64 + 1 + model.vlm.cfg.num_task_tokens,
+            proprio_dim=model.proprio_projector.fc1.in_features, num_images=model.vlm.cfg.num_images,
+            context_tokens=64 + 1 + model.vlm.cfg.num_task_tokens,
             prelude_vlm_layers=tuple(head.prelude_vlm_layers), recurrent_vlm_layers=tuple(head.recurrent_vlm_layers),
             coda_vlm_layers=tuple(head.coda_vlm_layers), init_sigma=gamma_init * head.init_std,
         ),
-        prompt=PromptSpec(PROMPT_TEMPLATE, True, prompt_len[0], prompt_len[1]),
+        prompt=prompt,
         preprocess=DEFAULT_CONFIG,
         normalization=stats,
         halting=HaltingDefaults(rule="mse", threshold=1e-3, min_iterations=2, max_iterations=32, fixed_iterations=12),
@@ -163,16 +165,15 @@ def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
     """
     out = Path(out)
     check_new_directory(out, overwrite=overwrite, option="--out")
-    source = Path(checkpoint).resolve()
-    if out.resolve() == source or out.resolve() in source.parents:
-        raise ValueError(f"--out {out} holds the checkpoint {checkpoint} this export reads; give the bundle another directory")
+    check_apart(out, checkpoint, option="--out", what="checkpoint")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # --overwrite replaces a bundle, never another folder
         raise ValueError(f"--out {out} exists and is not a bundle (no {MANIFEST}); give a new directory, or remove it yourself")
-    low, high = prompt_len
-    if not 2 <= low <= high:
-        raise ValueError(f"--prompt-len must be MIN:MAX with 2 <= MIN <= MAX, got {low}:{high}")
+    try:  # the manifest's own check of the range, reported as the option that set it
+        prompt = PromptSpec(PROMPT_TEMPLATE, True, *prompt_len)
+    except ValueError:
+        raise ValueError(f"--prompt-len must be MIN:MAX with 2 <= MIN <= MAX, got {prompt_len[0]}:{prompt_len[1]}") from None
     with scratch_directory(out) as work:
-        report = _export_into(work, checkpoint, unnorm_key, prompt_len, cases)
+        report = _export_into(work, checkpoint, unnorm_key, prompt, cases)
         if not report["passed"]:
             failed = out.with_name(f"{out.name}.parity-report.json")
             shutil.copyfile(work / "report.json", failed)
@@ -181,8 +182,8 @@ def export_bundle(checkpoint: Path, out: Path, unnorm_key: str | None = None,
     return report
 
 
-def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt_len: tuple[int, int], cases: int) -> dict[str, Any]:
-    low, high = prompt_len
+def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt: PromptSpec, cases: int) -> dict[str, Any]:
+    low, high = prompt.min_len, prompt.max_len
     (work / "graphs").mkdir()
     (work / "golden").mkdir()
     log.info("[1/5] loading %s", checkpoint)
@@ -208,21 +209,15 @@ def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt_le
         golden_files.append(rel)
 
     log.info("[3/5] exporting graphs (opset %d) and checking them against TensorRT's ONNX parser", OPSET)
-    graphs = {}
-    for plan in graph_plans(ckpt.model, prompt_len):
-        spec = export_graph(plan, work / "graphs")
-        graphs[plan.name] = GraphSpec(spec.name, f"graphs/{spec.file}", spec.inputs, spec.outputs)
-    try:
-        require_compatible(work / g.file for g in graphs.values())
-    except IncompatibleGraphError as exc:  # named as in the bundle: the scratch folder is about to go
-        raise IncompatibleGraphError(str(exc).replace(f"{work}/", "")) from None
+    graphs = {plan.name: export_graph(plan, work, "graphs") for plan in graph_plans(ckpt.model, (low, high))}
+    require_compatible((work / g.file for g in graphs.values()), root=work)  # named as in the bundle: the scratch folder is about to go
 
     log.info("[4/5] writing the manifest")
     listed = [work / TOKENIZER_FILE, *(work / g for g in golden_files)]
     for spec in graphs.values():
-        listed += graph_files(work / "graphs", GraphSpec(spec.name, Path(spec.file).name, spec.inputs, spec.outputs))
+        listed += graph_files(work / spec.file)
     files = {str(p.relative_to(work)): sha256_file(p) for p in listed}
-    build_manifest(ckpt, stats, graphs, prompt_len, golden_files, files).save(work)
+    build_manifest(ckpt, stats, graphs, prompt, golden_files, files).save(work)
 
     log.info("[5/5] parity: ONNX Runtime against the reference (%d cases, depths %s, MSE %s)",
              len(golden), ",".join(map(str, FIXED_DEPTHS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))

@@ -18,14 +18,14 @@ import torch
 
 from rdvla.export.model import RDVLA
 from rdvla.export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
+from rdvla.runtime.graph_check.onnx_reader import TensorIO, graph_io
 from rdvla.runtime.manifest import GraphSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GB limit, with headroom for the graph itself
-_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
 
 
 @dataclass
@@ -47,7 +47,7 @@ def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
     vlm_inputs = {
         names.PIXEL_VALUES: torch.randn(1, 6 * model.vlm.cfg.num_images, 224, 224, generator=g),
         names.INPUT_IDS: torch.randint(3, 100, (1, (low + high) // 2), generator=g),
-        names.PROPRIO: torch.rand(1, 8, generator=g) * 2 - 1,
+        names.PROPRIO: torch.rand(1, model.proprio_projector.fc1.in_features, generator=g) * 2 - 1,
     }
     prelude = VLMPrelude(model).eval()
     with torch.no_grad():
@@ -68,18 +68,11 @@ def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
     ]
 
 
-def _tensor_specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
-    specs = []
-    for v in values:
-        t = v.type.tensor_type
-        shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
-        specs.append(TensorSpec(v.name, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)), shape))
-    return tuple(specs)
-
-
-def export_graph(plan: GraphPlan, out_dir: Path) -> GraphSpec:
-    """Export one graph, check it, and describe its I/O as ONNX sees them."""
-    path = out_dir / f"{plan.name}.onnx"
+def export_graph(plan: GraphPlan, root: Path, folder: str) -> GraphSpec:
+    """Export one graph to `root/folder`, check it, and describe it as the manifest does: its file relative
+    to `root`, its I/O as the ONNX file declares them."""
+    rel = f"{folder}/{plan.name}.onnx"
+    path = root / rel
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,25 +90,19 @@ def export_graph(plan: GraphPlan, out_dir: Path) -> GraphSpec:
     weight_bytes = sum(p.numel() * p.element_size() for p in plan.module.parameters())
     external = weight_bytes > EXTERNAL_DATA_BYTES
     program.save(str(path), external_data=external)
-    onnx.checker.check_model(str(path) if external else onnx.load(str(path)), full_check=False)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    if [i.name for i in graph.input] != list(plan.inputs) or [o.name for o in graph.output] != plan.outputs:
+    onnx.checker.check_model(str(path), full_check=False)  # by path: the checker reads the file (and any external data) itself
+    inputs, outputs = graph_io(path)
+    if [t.name for t in inputs] != list(plan.inputs) or [t.name for t in outputs] != plan.outputs:
         raise RuntimeError(f"{plan.name}: exported I/O names differ from the plan")
+    spec = GraphSpec(plan.name, rel, tuple(_tensor_spec(plan, t) for t in inputs), tuple(_tensor_spec(plan, t) for t in outputs))
     log.info("exported %s in %.1f s (%s)", path.name, time.perf_counter() - start, "external data" if external else "single file")
-    return GraphSpec(plan.name, path.name, _tensor_specs(list(graph.input)), _tensor_specs(list(graph.output)))
+    return spec
 
 
-def graph_files(out_dir: Path, spec: GraphSpec) -> list[Path]:
-    """The .onnx file and any external-data files it references."""
-    path = out_dir / spec.file
-    files = [path]
-    model = onnx.load(str(path), load_external_data=False)
-    locations = {
-        entry.value
-        for init in model.graph.initializer
-        if init.data_location == onnx.TensorProto.EXTERNAL
-        for entry in init.external_data
-        if entry.key == "location"
-    }
-    files += [out_dir / loc for loc in sorted(locations)]
-    return files
+def _tensor_spec(plan: GraphPlan, tensor: TensorIO) -> TensorSpec:
+    """`tensor` as the manifest records it, where every dimension is a size or a name; `Bundle.open` compares
+    it with the graph's own description again."""
+    dims = [d for d in tensor.shape or () if d is not None]
+    if tensor.shape is None or len(dims) != len(tensor.shape):
+        raise RuntimeError(f"{plan.name}: the exported graph leaves the shape of {tensor.name} unknown ({tensor.shape})")
+    return TensorSpec(tensor.name, tensor.dtype, tuple(dims))

@@ -24,11 +24,10 @@ import torch
 
 from rdvla.export.checkpoint import load_checkpoint
 from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
-from rdvla.export.onnx_export import graph_files
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import GraphSpec
+from rdvla.runtime.graph_check.onnx_reader import graph_files
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 from rdvla.runtime.policy import Policy
@@ -64,8 +63,7 @@ def main() -> None:
                     "onnxruntime_threads": "default", "torch_threads": torch.get_num_threads()}
     report["graph_mb"] = {}
     for name in names.GRAPHS:
-        spec = bundle.graph(name)
-        files = graph_files(args.bundle / "graphs", GraphSpec(name, Path(spec.file).name, spec.inputs, spec.outputs))
+        files = graph_files(bundle.path(bundle.graph(name).file))
         report["graph_mb"][name] = round(sum(f.stat().st_size for f in files) / 1e6, 2)
     report["vlm_prelude_ms"] = median_ms(lambda: backend.run_context(pixels, ids, proprio), args.repeats)
     backend.reset_latent(policy.initial_latent(0))

@@ -2,13 +2,15 @@
 
 A small decoder of the protobuf wire format for the parts of `onnx.proto` (ONNX 1.16+, IR 10) that
 graph checks need: opset imports, nodes with their attributes (subgraphs included), initializers
-(name, type, dims), graph inputs/outputs and value_info types, and the names of local functions.
+(name, type, dims, external-data file), graph inputs/outputs and value_info types, and the names of local functions.
 The file is memory-mapped and length-delimited fields are skipped by offset, so weights are never
 read: inline in the graph (any size) or in external-data files, they cost nothing. Only tensors of
 at most `SMALL_TENSOR_BYTES` keep their values (Q/DQ scales and zero points, shape constants).
 
 `tensor_types` gives every tensor name its element type: initializers by their data, value_info and
-graph I/O where the file records them, and a small forward propagation for the rest.
+graph I/O where the file records them, and a small forward propagation for the rest. `graph_io` describes
+a graph's inputs and outputs in the manifest's vocabulary, and `graph_files` names the files a graph
+consists of (the .onnx file and its external-data files), both from the structure alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -63,6 +65,7 @@ class Tensor:
     dims: tuple[int, ...]
     external: bool  # the data lives in an external-data file
     data: Union[bytes, tuple[Any, ...], None] = None  # raw little-endian bytes, typed values, or None when large/external
+    location: Optional[str] = None  # the external-data file, relative to the model's folder
 
     def array(self) -> np.ndarray | None:
         """The values, when they were small enough to keep and numpy has the type; else None."""
@@ -124,27 +127,67 @@ class Model:
     functions: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (domain, name) of local functions
 
 
-def read_model(path: Union[str, Path]) -> Model:
-    """Decode `path`'s ModelProto (structure only; tensor data stays on disk)."""
+def read_model(path: Union[str, Path], name: Optional[str] = None) -> Model:
+    """Decode `path`'s ModelProto (structure only; tensor data stays on disk). Errors call the file `name`
+    (default: its path), so a graph checked in a folder about to be renamed is named as it will be found."""
     path = Path(path)
+    name = name or str(path)
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size == 0:
-            raise OnnxReadError(f"graph {path}: the file is empty; export it again")
+            raise OnnxReadError(f"graph {name}: the file is empty; export it again")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             buf = memoryview(mapped)
             try:
-                return _Decoder(buf, path).model()
+                return _Decoder(buf, path, name).model()
             except (IndexError, struct.error, UnicodeDecodeError) as exc:
-                raise OnnxReadError(f"graph {path}: not a readable ONNX model ({exc}); export it again") from None
+                raise OnnxReadError(f"graph {name}: not a readable ONNX model ({exc}); export it again") from None
             finally:
                 buf.release()
 
 
+class TensorIO(NamedTuple):
+    """A graph input or output as the manifest records it (`TensorSpec`'s name, dtype and shape)."""
+
+    name: str
+    dtype: str  # onnx_dtype_name of the element type
+    shape: tuple[Union[int, str, None], ...] | None  # dimension sizes or names, None where unknown; None: rank unknown
+
+
+def graph_io(path: Union[str, Path]) -> tuple[tuple[TensorIO, ...], tuple[TensorIO, ...]]:
+    """The inputs and the outputs of the graph at `path`, in the order the file declares them."""
+    graph = read_model(path).graph
+
+    def describe(values: tuple[ValueInfo, ...]) -> tuple[TensorIO, ...]:
+        return tuple(TensorIO(v.name, onnx_dtype_name(v.elem_type), v.shape) for v in values)
+
+    return describe(graph.inputs), describe(graph.outputs)
+
+
+def graph_files(path: Union[str, Path]) -> list[Path]:
+    """The ONNX file at `path`, then the external-data files its tensors reference (sorted, beside it)."""
+    path = Path(path)
+    locations = {t.location for t in _tensors(read_model(path).graph) if t.location}
+    return [path, *(path.parent / location for location in sorted(locations))]
+
+
+def _tensors(graph: Graph) -> Iterator[Tensor]:
+    """Every tensor stored in `graph`: initializers and tensor attributes, those of subgraphs included."""
+    yield from graph.initializers.values()
+    for node in graph.nodes:
+        for value in node.attributes.values():
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, Tensor):
+                    yield item
+                elif isinstance(item, Graph):
+                    yield from _tensors(item)
+
+
 class _Decoder:
-    def __init__(self, buf: memoryview, path: Path) -> None:
+    def __init__(self, buf: memoryview, path: Path, name: str) -> None:
         self.buf = buf
         self.path = path
+        self.name = name  # what error messages call the file
 
     # --- wire format -------------------------------------------------------------------------
     def _varint(self, pos: int) -> tuple[int, int]:
@@ -158,13 +201,13 @@ class _Decoder:
                 return result, pos
             shift += 7
             if shift > 63:
-                raise OnnxReadError(f"graph {self.path}: malformed varint at byte {pos}; export it again")
+                raise OnnxReadError(f"graph {self.name}: malformed varint at byte {pos}; export it again")
 
     def fields(self, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
         """(field number, wire type, value) of a message: ints for varints, (begin, end) spans for
         length-delimited fields, byte offsets for fixed-width ones."""
         if end > len(self.buf):
-            raise OnnxReadError(f"graph {self.path}: truncated file ({len(self.buf)} bytes, a field ends at {end})")
+            raise OnnxReadError(f"graph {self.name}: truncated file ({len(self.buf)} bytes, a field ends at {end})")
         pos = start
         value: Any
         while pos < end:
@@ -181,9 +224,9 @@ class _Decoder:
             elif wire == _I32:
                 value, pos = pos, pos + 4
             else:
-                raise OnnxReadError(f"graph {self.path}: unsupported protobuf wire type {wire} at byte {pos}")
+                raise OnnxReadError(f"graph {self.name}: unsupported protobuf wire type {wire} at byte {pos}")
             if pos > end:
-                raise OnnxReadError(f"graph {self.path}: truncated file (a field runs past byte {end})")
+                raise OnnxReadError(f"graph {self.name}: truncated file (a field runs past byte {end})")
             yield number, wire, value
 
     def text(self, span: tuple[int, int]) -> str:
@@ -238,7 +281,7 @@ class _Decoder:
                         domain = self.text(v)
                 functions.add((domain, name))
         if graph is None:
-            raise OnnxReadError(f"graph {self.path}: no graph in the file; is it an ONNX model?")
+            raise OnnxReadError(f"graph {self.name}: no graph in the file; is it an ONNX model?")
         return Model(self.path, ir_version, opsets, graph, frozenset(functions))
 
     def graph(self, span: tuple[int, int]) -> Graph:
@@ -336,6 +379,7 @@ class _Decoder:
         data_type = 0
         dims: list[int] = []
         external = False
+        location: Optional[str] = None
         raw: tuple[int, int] | None = None
         typed: list[Any] = []
         for number, wire, value in self.fields(*span):
@@ -349,8 +393,12 @@ class _Decoder:
                 raw = value
             elif number == 14 and wire == _VARINT:
                 external = value == 1
-            elif number == 13:
+            elif number == 13:  # external_data: StringStringEntryProto (key 1, value 2)
                 external = True
+                if wire == _LEN:
+                    entry = {n: self.text(v) for n, w, v in self.fields(*value) if w == _LEN and n in (1, 2)}
+                    if entry.get(1) == "location":
+                        location = entry.get(2)
             elif number in (4, 5, 7, 10, 11) and self._small(wire, value):
                 typed.extend(self.floats(wire, value) if number == 4 else
                              self.floats(wire, value, "d") if number == 10 else self.ints(wire, value))
@@ -361,7 +409,7 @@ class _Decoder:
             if data_type == UINT64:
                 typed = [v & 0xFFFFFFFFFFFFFFFF for v in typed]
             data = tuple(typed)
-        return Tensor(name, data_type, tuple(dims), external, data)
+        return Tensor(name, data_type, tuple(dims), external, data, location)
 
     @staticmethod
     def _small(wire: int, value: Any) -> bool:

@@ -506,23 +506,28 @@ RULES: tuple[Rule, ...] = (
 
 
 def check_model(model: Model, name: Optional[str] = None) -> list[Violation]:
-    """Every rule's violations in `model`, in the order of `RULES`."""
+    """Every rule's violations in `model`, in the order of `RULES`, naming the graph `name` (default: its path)."""
     facts = Facts.of(model)
     graph = name or str(model.path)
     return [Violation(graph, where, rule.id, f"{what}; {rule.fix}") for rule in RULES for where, what in rule.find(facts)]
 
 
-def check_graph(path: Union[str, Path]) -> list[Violation]:
-    """The violations of the ONNX file at `path` (reads its structure only, never its weights)."""
-    return check_model(read_model(path))
+def check_graph(path: Union[str, Path], name: Optional[str] = None) -> list[Violation]:
+    """The violations of the ONNX file at `path` (reads its structure only, never its weights); violations and
+    read errors (OnnxReadError) call it `name` (default: its path)."""
+    return check_model(read_model(path, name), name)
 
 
-def require_compatible(paths: Iterable[Union[str, Path]]) -> None:
-    """Check every graph; raise IncompatibleGraphError with the first violation (all are logged)."""
+def require_compatible(paths: Iterable[Union[str, Path]], root: Union[str, Path, None] = None) -> None:
+    """Check every graph; raise IncompatibleGraphError with the first violation (all are logged).
+
+    With `root`, graphs (paths under it) are named relative to it: `rdvla export` checks them in a scratch
+    folder that is renamed once they pass, so its errors name them as they will be found in the bundle.
+    """
     found: list[Violation] = []
     checked = 0
     for path in paths:
-        found += check_graph(path)
+        found += check_graph(path, str(Path(path).relative_to(root)) if root is not None else None)
         checked += 1
     for violation in found:
         log.error("%s", violation)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from rdvla.calibration.data import CalibrationSet, fingerprint
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError

@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 import pytest
 
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 
 
 @pytest.mark.parametrize("graph", names.GRAPHS)

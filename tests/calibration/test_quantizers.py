@@ -14,7 +14,7 @@ import pytest
 from rdvla.calibration.data import CalibrationSet
 from rdvla.calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
                                   weight_matmuls)
-from rdvla.runtime.backends import base as names
+from rdvla.runtime import bundle as names
 from rdvla.runtime.bundle import Bundle
 
 

@@ -181,3 +181,16 @@ def test_backend_options_need_a_bundle(tiny_checkpoint: Path, capsys) -> None:
     rc = main(["predict", str(tiny_checkpoint), "--backend", "onnxruntime", "--pixel-values", "x.npy",
                "--instruction", "x", "--proprio", PROPRIO])
     assert rc == 2 and "apply to bundles" in capsys.readouterr().err
+
+
+def test_a_graph_output_of_unknown_rank_is_named(tmp_path: Path, bundles) -> None:
+    """The manifest says (1, 8, 7); the graph declares no shape at all: refused naming both, not a TypeError."""
+    root = bundles.write(tmp_path / "bundle", bundles.contract_graphs(), bundles.contract_model, (8, 64))
+    graph = onnx.load(str(root / "decode.onnx"))
+    actions = next(o for o in graph.graph.output if o.name == "actions")
+    actions.type.tensor_type.ClearField("shape")
+    onnx.save(graph, str(root / "decode.onnx"))
+    bundles.edit_manifest(root, lambda m: None, new_files=["decode.onnx"])
+    with pytest.raises(BundleError, match=r"outputs of decode.onnx as actions float32 \[1, 8, 7\], the graph has actions "
+                                          r"float32 of unknown rank"):
+        Bundle.open(root)

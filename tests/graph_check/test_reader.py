@@ -13,7 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from rdvla.runtime.graph_check.onnx_reader import SMALL_TENSOR_BYTES, Graph, Tensor, read_model, tensor_types
+from rdvla.runtime.graph_check.onnx_reader import (
+    SMALL_TENSOR_BYTES, Graph, Tensor, TensorIO, graph_files, graph_io, read_model, tensor_types,
+)
 
 GRAPHS = ("vlm_prelude", "core_step", "core_step_decode", "decode")
 
@@ -86,8 +88,55 @@ def test_reader_reads_external_data_graphs_without_the_data(tmp_path: Path) -> N
     assert_same_structure(path)
     ours = read_model(path).graph
     assert ours.initializers["w"].external and ours.initializers["w"].array() is None
+    assert ours.initializers["w"].location == "external.onnx.data"
     assert not ours.initializers["unused"].external and np.array_equal(ours.initializers["unused"].array(), small)
+    assert ours.initializers["unused"].location is None
     assert tensor_types(ours)["y"] == TensorProto.FLOAT
+    assert graph_files(path) == [path, tmp_path / "external.onnx.data"]
+
+
+def test_graph_files_names_every_external_data_file_subgraphs_and_attributes_included(tmp_path: Path) -> None:
+    """What onnx would load: initializers and tensor attributes, in subgraphs too, each file once."""
+    rng = np.random.default_rng(0)
+    big = {name: rng.standard_normal((64, 64)).astype(np.float32) for name in ("w", "inner_w", "inner_c")}
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], name="c", value=numpy_helper.from_array(big["inner_c"], "inner_c")),
+         helper.make_node("Add", ["inner_w", "c"], ["t"], name="add")],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, (64, 64))],
+        initializer=[numpy_helper.from_array(big["inner_w"], "inner_w")])
+    other = helper.make_graph([helper.make_node("Identity", ["w"], ["e"], name="same")], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, (64, 64))])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], name="branch", then_branch=then, else_branch=other)], "nested",
+        [helper.make_tensor_value_info("flag", TensorProto.BOOL, ())],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (64, 64))],
+        initializer=[numpy_helper.from_array(big["w"], "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=False, size_threshold=1024,
+                                                             convert_attribute=True)
+    path = tmp_path / "nested.onnx"
+    onnx.save(model, str(path))
+    expected = sorted(p.name for p in tmp_path.iterdir() if p != path)
+    assert len(expected) == 3
+    assert graph_files(path) == [path, *(tmp_path / name for name in expected)]
+    assert graph_files(tmp_path / "nested.onnx") == graph_files(str(path))
+
+
+def test_graph_io_describes_inputs_and_outputs_as_the_manifest_does(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["ids"], ["same"], name="same"), helper.make_node("Not", ["mask"], ["flipped"], name="not"),
+         helper.make_node("Cast", ["ids"], ["half"], name="cast", to=TensorProto.FLOAT16)],
+        "io", [helper.make_tensor_value_info("ids", TensorProto.INT64, (1, "prompt_len")),
+               helper.make_tensor_value_info("mask", TensorProto.BOOL, (2, None))],
+        [helper.make_tensor_value_info("same", TensorProto.INT64, (1, "prompt_len")),
+         helper.make_tensor_value_info("flipped", TensorProto.BOOL, None),
+         helper.make_tensor_value_info("half", TensorProto.FLOAT16, (1, "prompt_len"))],
+    )
+    path = tmp_path / "io.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    inputs, outputs = graph_io(path)
+    assert inputs == (TensorIO("ids", "int64", (1, "prompt_len")), TensorIO("mask", "bool", (2, None)))
+    assert outputs == (("same", "int64", (1, "prompt_len")), ("flipped", "bool", None), ("half", "float16", (1, "prompt_len")))
 
 
 def test_inline_weights_are_skipped_not_copied(tmp_path: Path) -> None:

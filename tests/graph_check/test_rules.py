@@ -204,3 +204,16 @@ def test_a_file_that_is_not_onnx_is_refused_in_one_line(tmp_path: Path) -> None:
     empty.touch()
     with pytest.raises(ValueError, match="empty"):
         check_graph(empty)
+
+
+def test_require_compatible_names_graphs_relative_to_a_root(save) -> None:
+    """`rdvla export` checks graphs in a scratch folder: its errors name them as the bundle will hold them."""
+    bad = save(qdq(np.array(3, np.int8)), "bad")
+    with pytest.raises(IncompatibleGraphError) as info:
+        require_compatible([bad], root=bad.parent.parent)
+    assert str(info.value).startswith(f"graph {bad.parent.name}/{bad.name}: node quantize (QuantizeLinear): ")
+    junk = bad.parent / "junk.onnx"
+    junk.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError) as read:
+        require_compatible([junk], root=junk.parent)
+    assert str(read.value).startswith("graph junk.onnx: ") and str(junk.parent) not in str(read.value)
