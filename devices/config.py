@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -23,6 +23,9 @@ from rdvla.devices.setup_fields import ConfigError, Fields, kind
 
 SCHEMA_VERSION = 1
 ROBOT_TYPES = ("sim", "bridge")
+# observation: in a setup file without them, and for cameras without a setup (recordings replayed on a desk).
+DEFAULT_MAX_FRAME_AGE_MS = 100.0
+DEFAULT_MAX_SKEW_MS = 35.0
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,8 @@ def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path]
         robot=_robot(top.raw("robot", True)),
         limits=_limits(top.raw("limits", False) or {}),
         control_rate_hz=float(rate),
-        max_frame_age_s=observation.number("max_frame_age_ms", 100.0) / 1000.0,
-        max_skew_s=observation.number("max_skew_ms", 35.0) / 1000.0,
+        max_frame_age_s=observation.number("max_frame_age_ms", DEFAULT_MAX_FRAME_AGE_MS) / 1000.0,
+        max_skew_s=observation.number("max_skew_ms", DEFAULT_MAX_SKEW_MS) / 1000.0,
         source=source,
     )
 
@@ -158,9 +161,17 @@ def _limits(data: Any) -> RobotLimits:
     return RobotLimits(workspace_min=low, workspace_max=high, **values)
 
 
-def build_cameras(setup: SetupConfig, *, clock: Clock = time.monotonic) -> MultiCamera:
-    """The setup's cameras, not yet connected, as one observation source."""
-    cameras = [make_camera(config, clock=clock) for config in setup.cameras]
+def build_cameras(setup: Optional[SetupConfig], configs: Optional[Sequence[Any]] = None, *,
+                  clock: Clock = time.monotonic) -> MultiCamera:
+    """Cameras, not yet connected, as one observation source: `configs` (default: the setup's cameras; on a desk,
+    recordings standing in for them) held to the setup's observation limits, or to the defaults without a setup."""
+    if configs is None:
+        if setup is None:
+            raise ValueError("build_cameras needs a setup or camera configs")
+        configs = setup.cameras
+    cameras = [make_camera(config, clock=clock) for config in configs]
+    if setup is None:
+        return MultiCamera(cameras, max_age_s=DEFAULT_MAX_FRAME_AGE_MS / 1000.0, max_skew_s=DEFAULT_MAX_SKEW_MS / 1000.0)
     return MultiCamera(cameras, max_age_s=setup.max_frame_age_s, max_skew_s=setup.max_skew_s)
 
 

@@ -3,13 +3,15 @@
 * `check_new_file` / `check_new_files`: a target that exists is refused unless the user said
   `--overwrite`; a directory, a parent that is a file or where nothing can be created (found by
   creating and removing a probe file) are refused before any work starts.
+* `check_apart`: an output is never what the command reads, nor inside it, nor holding it.
 * `OwnedFile`: a file only one process writes at a time. A lock file beside it holds the
   writer's PID (`flock`, released by the kernel if the writer dies), so a second writer is told
   who holds it.
 * `scratch_directory` / `publish_directory`: work in progress lives in a hidden directory the tool
   owns, next to its destination, removed on failure and on Ctrl+C; it takes the destination's name
   only when done.
-* `atomic_write`: the same for one file; a reader sees the old file or the new one, never a part.
+* `atomic_write` / `atomic_writes`: the same for files; a reader sees the old files or the new ones,
+  never a part.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Optional
 
-from rdvla.runtime.interrupts import raise_if_received
+from rdvla.runtime.interrupts import held, raise_if_received
 
 LOCK_SUFFIX = ".lock"
 
@@ -69,6 +71,16 @@ def check_new_directory(path: Path, *, overwrite: bool, option: str) -> Path:
         raise OutputError(f"{option} {path} exists; choose another name, or add --overwrite to replace it")
     _check_parent(path, option)
     return path
+
+
+def check_apart(path: Path, source: Path, *, option: str, what: str) -> None:
+    """Refuse an output `path` that is the input `source` (a `what`: bundle, checkpoint), lies inside it or holds
+    it: writing it, or replacing it with --overwrite, would change what the command reads."""
+    output, read = Path(path).resolve(), Path(source).resolve()
+    if output == read or read in output.parents:
+        raise OutputError(f"{option} {path} lies inside the {what} {source}, which this command reads; write it elsewhere")
+    if output in read.parents:
+        raise OutputError(f"{option} {path} holds the {what} {source}, which this command reads; write it elsewhere")
 
 
 def _check_parent(path: Path, option: str) -> None:
@@ -172,21 +184,34 @@ def scratch_directory(destination: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
-    """A hidden file beside `path` for the body to write by name (numpy, Pillow and matplotlib open it
-    themselves; its name ends like `path`'s, so they pick the same format). When the body finishes it is
-    flushed to disk and takes `path`'s name in one rename, replacing what is there (checked by the caller);
-    on failure, Ctrl+C or SIGTERM it is removed and `path` is as it was."""
-    temporary = path.with_name(f".rdvla-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-    # os.open with 0o666, not mkstemp: the file gets the user's umask (mkstemp's 0600 keeps other users out).
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
+    """`atomic_writes` of one file."""
+    with atomic_writes(path) as (temporary,):
         yield temporary
-        fd = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writes(*paths: Path) -> Iterator[tuple[Path, ...]]:
+    """A hidden file beside each of `paths` for the body to write by name (numpy, Pillow and matplotlib open
+    them themselves; each name ends like its path's, so they pick the same format). When the body finishes
+    they are flushed to disk and take their paths' names, replacing what is there (checked by the caller),
+    one rename after another with Ctrl+C and SIGTERM held until the last; on failure, or a signal before
+    then, they are removed and the paths are as they were."""
+    temporaries = tuple(path.with_name(f".rdvla-{os.getpid()}-{secrets.token_hex(4)}-{path.name}") for path in paths)
+    try:
+        for temporary in temporaries:
+            # os.open with 0o666, not mkstemp: the file gets the user's umask (mkstemp's 0600 keeps other users out).
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield temporaries
+        for temporary in temporaries:
+            fd = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         raise_if_received()
-        os.replace(temporary, path)
+        with held():
+            for temporary, path in zip(temporaries, paths):
+                os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)

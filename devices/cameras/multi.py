@@ -12,7 +12,6 @@ from rdvla.devices.cameras.base import (
     HOST_COMPARABLE_DOMAINS,
     Camera,
     CameraError,
-    CameraConnection,
     CameraTimeoutError,
     Frame,
     role_rank,
@@ -69,9 +68,6 @@ class MultiCamera:
     @property
     def roles(self) -> tuple[str, ...]:
         return tuple(camera.role for camera in self.cameras)
-
-    def connections(self) -> dict[str, CameraConnection]:
-        return {camera.role: camera.connection for camera in self.cameras}
 
     def connect(self) -> None:
         connected: list[Camera] = []

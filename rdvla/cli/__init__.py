@@ -33,6 +33,11 @@ from rdvla.cli import (
 # Errors a user can cause (bad path, mismatched checkpoint, bad option) or the machine can (a full disk, a
 # read-only mount): one line, no traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+# So are a camera's, a robot's, the control loop's failure to start (a cable, a controller, a recording) and a graph
+# that cannot be quantised (a missing quantizer), named by module: one of them can only have been raised once its
+# module is loaded, and `rdvla --help` need not load them (the quantizer's needs onnx, which the robot lacks).
+USER_ERRORS_BY_MODULE = (("rdvla.devices.cameras.base", "CameraError"), ("rdvla.devices.robots.base", "RobotError"),
+                         ("rdvla.runtime.control.loop", "StartError"), ("rdvla.calibration.quantize", "QuantizationError"))
 
 # The shell's code for a command ended by a signal it handles (128 + SIGINT).
 INTERRUPTED = 130
@@ -122,7 +127,9 @@ def _report(exc: BaseException, command: str) -> int:
     if isinstance(exc, BrokenPipeError):  # the reader went away (`rdvla doctor | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    if isinstance(exc, USER_ERRORS):
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS_BY_MODULE
+                   if module in sys.modules)
+    if isinstance(exc, USER_ERRORS + loaded):
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in WORKSTATION_LIBRARIES:

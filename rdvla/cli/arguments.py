@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
+from rdvla.runtime.preprocess.native import IMPLEMENTATIONS
 
 
 def positive_int(text: str) -> int:
@@ -56,24 +57,44 @@ def depth_list(text: str) -> list[int]:
     return depths
 
 
-def add_backend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                   help="onnxruntime (CPU stand-in, default), tensorrt (Jetson, after `rdvla build`) or torch (GPU workstation)")
-    p.add_argument("--precision", default=None, help="fp32, fp16 or int8 (default: fp16 for tensorrt, fp32 otherwise)")
-    p.add_argument("--checkpoint", type=Path, help="torch backend: the source checkpoint (default: the path the manifest records)")
-    p.add_argument("--preprocessing", choices=("native", "numpy"),
+def graph_list(text: str) -> list[str]:
+    """`--graphs NAME,...`; the names are checked against the bundle by the command."""
+    graphs = [g.strip() for g in text.split(",") if g.strip()]
+    if not graphs:
+        raise argparse.ArgumentTypeError("name at least one graph")
+    return graphs
+
+
+def add_bundle_argument(p: argparse._ActionsContainer) -> None:
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
+
+
+def add_preprocessing_option(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--preprocessing", choices=IMPLEMENTATIONS,
                    help="camera-image preprocessing: native (C++, the default where it is built) or numpy (the specification)")
 
 
-def open_policy(args: argparse.Namespace, check_every: int = 1) -> tuple[Any, str]:
-    """The `Policy` the backend options name, and the precision it runs."""
+# The backend without --backend. The option itself defaults to None, so that `rdvla predict` can tell it was given.
+DEFAULT_BACKEND = "onnxruntime"
+
+
+def add_backend_options(p: argparse._ActionsContainer) -> None:
+    """How `open_policy` runs a bundle: backend, precision, the torch backend's checkpoint, image preprocessing."""
+    p.add_argument("--backend", choices=BACKENDS,
+                   help=f"{DEFAULT_BACKEND} (CPU stand-in, default), tensorrt (Jetson, after `rdvla build`) or torch (GPU workstation)")
+    p.add_argument("--precision", help="fp32, fp16 or int8 (default: fp16 for tensorrt, fp32 otherwise)")
+    p.add_argument("--checkpoint", type=Path, help="torch backend: the source checkpoint (default: the path the manifest records)")
+    add_preprocessing_option(p)
+
+
+def open_policy(bundle: Path, args: argparse.Namespace) -> tuple[Any, str]:
+    """The `Policy` running `bundle` as the backend options ask, and the precision it runs."""
     from rdvla.runtime.policy import Policy
 
-    precision = args.precision or ("fp16" if args.backend == "tensorrt" else "fp32")
-    options = {"checkpoint": args.checkpoint} if args.backend == "torch" and args.checkpoint else {}
-    if args.checkpoint and args.backend != "torch":
+    backend = args.backend or DEFAULT_BACKEND
+    precision = args.precision or ("fp16" if backend == "tensorrt" else "fp32")
+    if args.checkpoint and backend != "torch":
         raise ValueError("--checkpoint applies to the torch backend only")
-    policy = Policy.load(args.bundle, backend=args.backend, precision=precision, check_every=check_every,
-                         preprocessing=args.preprocessing, **options)
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    policy = Policy.load(bundle, backend=backend, precision=precision, preprocessing=args.preprocessing, **options)
     return policy, precision

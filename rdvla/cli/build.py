@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from rdvla.cli.arguments import positive_int
-from rdvla.runtime.backends import base as names
+from rdvla.cli.arguments import add_bundle_argument, graph_list, positive_int
+from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.builder import build_engines, open_for_build
-from rdvla.runtime.backends.tensorrt.environment import TensorRTUnavailable
-from rdvla.runtime.backends.tensorrt.precision import BuildError, check_precision
+from rdvla.runtime.backends.tensorrt.precision import check_precision
 from rdvla.runtime.backends.tensorrt.records import describe_layers, engine_dir
-from rdvla.runtime.manifest import MANIFEST, BundleError
-
-
-def _graph_list(text: str) -> list[str]:
-    graphs = [g.strip() for g in text.split(",") if g.strip()]
-    if not graphs:
-        raise argparse.ArgumentTypeError("name at least one graph")
-    return graphs
+from rdvla.runtime.manifest import MANIFEST
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "SM 8.7, has no FP8/FP4 tensor cores). Building the VLM graph takes many minutes on Orin."
         ),
     )
-    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
+    add_bundle_argument(p)
     p.add_argument(
         "--precision", required=True, metavar="{fp16,int8,fp32}", help="engine precision (fp16 for deployment, fp32 as reference)"
     )
@@ -54,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--graphs",
-        type=_graph_list,
+        type=graph_list,
         metavar="NAME,...",
         help=f"build only these graphs (default: all of {', '.join(names.GRAPHS)})",
     )
@@ -62,14 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`rdvla build`: one line on stderr and exit status 2 for anything the user can fix."""
-    try:
-        bundle = open_for_build(args.bundle)
-        records = build_engines(bundle, args.precision, args.workspace, args.timing_cache, args.graphs)
-    except (BuildError, BundleError, TensorRTUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    precision = check_precision(args.precision)
+    precision = check_precision(args.precision)  # before open_for_build hashes every file of the bundle
+    bundle = open_for_build(args.bundle)
+    records = build_engines(bundle, precision, args.workspace, args.timing_cache, args.graphs)
     width = max(len(r.graph) for r in records)
     print(f"built {len(records)} {precision} engines in {bundle.root / engine_dir(precision)}:")
     for r in records:

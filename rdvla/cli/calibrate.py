@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from rdvla.calibration.methods import METHODS, QUANTIZERS
-from rdvla.cli.arguments import int_in, positive_int
-from rdvla.cli.inputs import seed
-from rdvla.runtime.backends import base as names
+from rdvla.cli.arguments import add_bundle_argument, graph_list, int_in, positive_int
+from rdvla.cli.inputs import instruction, seed
+from rdvla.runtime import bundle as names
 from rdvla.runtime.golden import TRACE_DEPTH
 
 
@@ -18,14 +17,6 @@ def _precisions(text: str) -> list[str]:
     bad = [p for p in wanted if p not in ("int8", "fp16")]
     if bad or not wanted:
         raise argparse.ArgumentTypeError(f"choose int8, fp16 or int8,fp16 (got {text!r})")
-    return wanted
-
-
-def _graphs(text: str) -> list[str]:
-    wanted = [g.strip() for g in text.split(",") if g.strip()]
-    bad = [g for g in wanted if g not in names.GRAPHS]
-    if bad or not wanted:
-        raise argparse.ArgumentTypeError(f"graphs are {', '.join(names.GRAPHS)} (got {text!r})")
     return wanted
 
 
@@ -42,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "runtime/gates.py fails (the graphs are still written; `rdvla verify --precision P` checks them again)."
         ),
     )
-    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle directory (holds manifest.json)")
+    add_bundle_argument(p)
     p.add_argument(
         "--data", required=True, nargs="+", metavar="PATH",
         help="episode directories written by `rdvla run --record`, or bare camera recordings: one file per camera "
         "joined with commas in policy order (third.db3,wrist.db3) or a directory of them (needs --instruction)",
     )
     p.add_argument("--precision", type=_precisions, default=["int8"], metavar="int8|fp16|int8,fp16", help="default int8")
-    p.add_argument("--instruction", help="the task of bare recordings (episodes log their own); their proprio is "
+    p.add_argument("--instruction", type=instruction, help="the task of bare recordings (episodes log their own); their proprio is "
                    "taken as the middle of the dataset's q01..q99 range, and the report says so")
     p.add_argument("--queries", type=positive_int, default=32, help="observations to run, spread evenly over all steps (default 32)")
     p.add_argument("--latents-per-query", type=int_in(1, TRACE_DEPTH), default=4,
@@ -58,26 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ort (ONNX Runtime static quantisation, default) or modelopt (NVIDIA ModelOpt, pip install 'rdvla[calibration]')")
     p.add_argument("--method", help="calibration method: " + "; ".join(f"{q}: {', '.join(m)}" for q, m in METHODS.items())
                    + " (default minmax / max)")
-    p.add_argument("--graphs", type=_graphs, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(names.GRAPHS)})")
+    p.add_argument("--graphs", type=graph_list, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(names.GRAPHS)})")
     p.add_argument("--seed", type=seed, default=0, help="seed of the initial latents S0 (default 0)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rdvla.calibration.data import CalibrationDataError
     from rdvla.calibration.pipeline import calibrate_bundle
-    from rdvla.calibration.quantize import QuantizationError
-    from rdvla.devices.cameras.base import CameraError
 
     if args.method is not None and args.method not in METHODS[args.quantizer]:  # before minutes of capture
         raise ValueError(f"--method {args.method}: the {args.quantizer} quantizer calibrates with "
                          f"{', '.join(METHODS[args.quantizer])}")
     start = time.perf_counter()
-    try:
-        report = calibrate_bundle(args.bundle, args.data, args.precision, args.instruction, args.queries,
-                                  args.latents_per_query, args.quantizer, args.method, args.graphs, args.seed)
-    except (CalibrationDataError, QuantizationError, CameraError) as exc:
-        raise ValueError(str(exc)) from None
+    report = calibrate_bundle(args.bundle, args.data, args.precision, args.instruction, args.queries,
+                              args.latents_per_query, args.quantizer, args.method, args.graphs, args.seed)
     print("\n".join(report["summary"]))
     record = report["calibration"]
     for precision in args.precision:

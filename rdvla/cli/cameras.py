@@ -5,17 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from rdvla.cli.arguments import positive_float, positive_int
-
-NO_CAMERA_HELP = (
-    "No RealSense camera found. Check the USB 3 cable and port, the udev rules "
-    "(librealsense's 99-realsense-libusb.rules), and that no other program holds the camera."
-)
+from rdvla.devices.cameras.realsense.config import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, NO_CAMERA_ADVICE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,26 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serial", help="camera to record (see the list)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
     p.add_argument("--seconds", type=positive_float, default=5.0, help="how long to record (default 5)")
-    p.add_argument("--width", type=positive_int, default=640, help="recording width (default 640)")
-    p.add_argument("--height", type=positive_int, default=480, help="recording height (default 480)")
-    p.add_argument("--fps", type=positive_int, default=30, help="recording frame rate (default 30)")
+    p.add_argument("--width", type=positive_int, default=DEFAULT_WIDTH, help=f"recording width (default {DEFAULT_WIDTH})")
+    p.add_argument("--height", type=positive_int, default=DEFAULT_HEIGHT, help=f"recording height (default {DEFAULT_HEIGHT})")
+    p.add_argument("--fps", type=positive_int, default=DEFAULT_FPS, help=f"recording frame rate (default {DEFAULT_FPS})")
     p.add_argument("--depth", action="store_true", help="record depth as well as colour")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rdvla.devices.cameras.base import CameraError
-
-    try:
-        if args.recording is not None:
-            return _describe(args)
-        if args.record is not None:
-            return _record(args)
-        return _list(args)
-    except (CameraError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.recording is not None:
+        return _describe(args)
+    if args.record is not None:
+        return _record(args)
+    return _list(args)
 
 
 def _print_json(value: Any) -> None:
@@ -68,7 +57,7 @@ def _list(args: argparse.Namespace) -> int:
         _print_json([dataclasses.asdict(camera) for camera in cameras])
         return 0
     if not cameras:
-        print(NO_CAMERA_HELP)
+        print(f"No RealSense camera found: {NO_CAMERA_ADVICE}.")
         return 0
     rows = [("SERIAL", "NAME", "FIRMWARE", "USB")] + [(c.serial, c.name, c.firmware, c.usb_type) for c in cameras]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -16,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rdvla.runtime.backends import BACKENDS
 from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
-from rdvla.cli.arguments import ITERATIONS
+from rdvla.cli.arguments import ITERATIONS, add_backend_options, open_policy
 from rdvla.cli.inputs import instruction, load_images, load_npy, parse_proprio, seed
-from rdvla.runtime.outputs import atomic_write, check_new_file
+from rdvla.runtime.outputs import atomic_write, check_apart, check_new_file
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,10 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
-    p.add_argument("--backend", choices=BACKENDS, help="bundle only: backend (default onnxruntime)")
-    p.add_argument("--precision", help="bundle only: fp32 (default), fp16 or int8 where the bundle has them")
-    p.add_argument("--preprocessing", choices=("native", "numpy"),
-                   help="camera-image preprocessing: native (C++, the default where it is built) or numpy (the specification)")
+    add_backend_options(p.add_argument_group("running a bundle", "--backend, --precision and --checkpoint apply to a "
+                                              "bundle SOURCE only; --preprocessing to a checkpoint as well"))
     p.add_argument("--out", type=Path, help="write the result to this file (an .npz archive, under exactly this name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)
@@ -80,7 +76,7 @@ class Prediction:
             )
 
 
-def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
+def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule, proprio: np.ndarray) -> Prediction:
     import torch
 
     from rdvla.export.checkpoint import load_checkpoint
@@ -96,7 +92,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Predic
     else:
         pixels = to_pixel_values(load_images(args.image, num_images), implementation=args.preprocessing)
     input_ids = PromptTokenizer(ckpt.files.tokenizer)(args.instruction)
-    proprio = normalize_proprio(parse_proprio(args.proprio), stats)[None]
+    normalized_proprio = normalize_proprio(proprio, stats)[None]
     head_cfg = model.action_head.cfg
     init_latent = None
     if args.init_latent is not None:
@@ -105,7 +101,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule) -> Predic
     out = model.predict(
         torch.from_numpy(pixels),
         torch.from_numpy(np.array(input_ids)),
-        torch.from_numpy(proprio),
+        torch.from_numpy(normalized_proprio),
         halting,
         init_latent=init_latent,
         generator=torch.Generator().manual_seed(args.seed),
@@ -123,11 +119,10 @@ def halting_deltas(halting: HaltingRule, iterations: int, mse: list[float], cosi
     return np.asarray([halting.delta(m, c) for m, c in zip(mse, cosine)], np.float32)
 
 
-def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction:
-    from rdvla.runtime.policy import Policy
-
-    policy = Policy.load(args.source, backend=args.backend or "onnxruntime", precision=args.precision or "fp32",
-                         preprocessing=args.preprocessing)
+def predict_bundle(args: argparse.Namespace, halting: HaltingRule, proprio: np.ndarray) -> tuple[Prediction, str]:
+    """The prediction, and what ran it: backend and precision."""
+    policy, precision = open_policy(args.source, args)
+    ran = f"{policy.backend.name} {precision}"
     exported_key = policy.bundle.norm_stats.key
     if args.unnorm_key is not None and args.unnorm_key != exported_key:
         policy.close()
@@ -141,32 +136,38 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingRule) -> Prediction
         else:
             images = load_images(args.image, dims.num_images)
         init_latent = load_npy(args.init_latent, dims.latent_shape, "initial latent") if args.init_latent is not None else None
-        result = policy.act(args.instruction, parse_proprio(args.proprio), images=images, pixel_values=pixels,
+        result = policy.act(args.instruction, proprio, images=images, pixel_values=pixels,
                             halting=halting, init_latent=init_latent, seed=args.seed)
     finally:
         policy.close()
     deltas = halting_deltas(halting, result.iterations, result.mse, result.cosine)
-    return Prediction(result.normalized_actions, result.actions, result.iterations, deltas, result.timings_ms["total"] / 1e3)
+    prediction = Prediction(result.normalized_actions, result.actions, result.iterations, deltas, result.timings_ms["total"] / 1e3)
+    return prediction, ran
 
 
 def run(args: argparse.Namespace) -> int:
+    # The inputs typed on the command line are checked before the model or bundle loads (minutes for TensorRT engines).
     halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
+    proprio = parse_proprio(args.proprio)
     if not args.source.exists():
         raise FileNotFoundError(f"{args.source} not found: give a checkpoint directory or a bundle directory")
     is_bundle = (args.source / MANIFEST).is_file()
     if is_bundle and args.dtype is not None:
         raise ValueError("--dtype applies to checkpoints; for a bundle choose --precision")
-    if not is_bundle and (args.backend is not None or args.precision is not None):
-        raise ValueError(f"--backend/--precision apply to bundles; {args.source} is a checkpoint (no {MANIFEST})")
+    if not is_bundle and (args.backend is not None or args.precision is not None or args.checkpoint is not None):
+        raise ValueError(f"--backend/--precision/--checkpoint apply to bundles; {args.source} is a checkpoint (no {MANIFEST})")
     if args.out is not None:
         check_new_file(args.out, overwrite=args.overwrite, option="--out")
-        if args.source.resolve() in args.out.resolve().parents:
-            raise ValueError(f"--out {args.out} lies inside {args.source}, which this command reads; write the result elsewhere")
-    result = predict_bundle(args, halting) if is_bundle else predict_checkpoint(args, halting)
+        check_apart(args.out, args.source, option="--out", what="bundle" if is_bundle else "checkpoint")
+    if is_bundle:
+        result, ran = predict_bundle(args, halting, proprio)
+        what = f"bundle, {ran}"
+    else:
+        result = predict_checkpoint(args, halting, proprio)
+        what = f"reference, {args.dtype or 'float32'}"
     if not (np.isfinite(result.actions).all() and np.isfinite(result.normalized_actions).all()):
         raise ValueError(f"{args.source} produced non-finite actions (NaN or inf): its weights or normalisation "
                          "statistics are broken; nothing was written")
-    what = f"bundle, {args.backend or 'onnxruntime'} {args.precision or 'fp32'}" if is_bundle else f"reference, {args.dtype or 'float32'}"
     if args.out is not None:
         result.save(args.out)
     print(f"source      {args.source} ({what})")

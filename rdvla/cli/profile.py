@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rdvla.cli.arguments import add_backend_options, depth_list, open_policy, positive_int
+from rdvla.cli.arguments import add_backend_options, add_bundle_argument, depth_list, open_policy, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cases, resident memory against depth, and the environment (on a Jetson: L4T release, power mode, clocks). "
         "Lock the clocks first on a Jetson (sudo nvpmodel -m 0 && sudo jetson_clocks).",
     )
+    add_bundle_argument(p)
     add_backend_options(p)
     p.add_argument("--iterations", type=depth_list, default=depth_list("1,2,4,8,12,16,24,32"),
                    help="depths to measure, comma-separated (default 1,2,4,8,12,16,24,32)")
@@ -29,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rdvla.runtime.doctor import SystemProbe
+    from rdvla.runtime.doctor.jetson import measurement_conditions
     from rdvla.runtime.golden import load_cases
     from rdvla.runtime.profile import profile, write_report
 
@@ -37,13 +40,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_new_files(args.out, REPORT_FILES, overwrite=args.overwrite, option="--out")  # before minutes of measuring
     depths = args.iterations
-    policy, precision = open_policy(args)
+    policy, precision = open_policy(args.bundle, args)
     try:
         cases = load_cases(policy.bundle)
         report = profile(policy, depths, args.repeats, cases, progress=lambda m: print(f"  {m}", flush=True))
     finally:
         policy.close()
     report["precision"] = precision
+    conditions = measurement_conditions(SystemProbe())
+    if conditions is not None:
+        report["environment"]["jetson"] = conditions
     files = write_report(report, args.out)
     step = report["per_iteration_ms"]["core_step"]
     decode = report["per_iteration_ms"]["core_step_decode"]

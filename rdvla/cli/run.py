@@ -12,15 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rdvla.cli.arguments import ITERATIONS, add_backend_options, int_in, open_policy, positive_float, positive_int
+from rdvla.cli.arguments import (ITERATIONS, add_backend_options, add_bundle_argument, int_in, open_policy, positive_float,
+                                 positive_int)
 from rdvla.cli.inputs import instruction, seed
 
 # A policy trained on LIBERO's operational-space controller: policy units -> metres and radians.
 LIBERO_ACTION_SCALE = (0.05, 0.5)
 DEFAULT_RATE_HZ = 10.0
-# setup.yaml's defaults, for runs without a setup file.
-DEFAULT_MAX_FRAME_AGE_S = 0.1
-DEFAULT_MAX_SKEW_S = 0.035
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "          rdvla run bundle/ --recording episode.db3 --robot sim --instruction 'open the drawer' --steps 300",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_bundle_argument(p)
     add_backend_options(p)
     p.add_argument("--config", type=Path, metavar="SETUP.yaml", help="robot setup: cameras, robot, control rate, limits")
     p.add_argument("--instruction", type=instruction, required=True, help="the task, in words")
@@ -106,11 +105,9 @@ def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
     from rdvla.runtime.halting import parse_halting
     from rdvla.runtime.horizon import parse_horizon
 
-    halting = None
-    if args.halting is not None or args.iterations is not None:
-        halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
-    elif args.min_iterations is not None or args.max_iterations is not None:
-        raise ValueError("--min-iterations/--max-iterations need --halting")
+    given = (args.halting, args.iterations, args.min_iterations, args.max_iterations)
+    # None: the bundle's halting; parse_halting refuses --min/--max-iterations without --halting.
+    halting = parse_halting(*given) if any(option is not None for option in given) else None
     return LoopConfig(
         instruction=args.instruction, rate_hz=rate_hz, mode=args.mode, refill_at=args.refill_at, blend=args.blend,
         horizon=parse_horizon(args.horizon), halting=halting,
@@ -188,34 +185,20 @@ def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rdvla.devices.cameras.base import CameraError
-    from rdvla.devices.robots.base import RobotError
-    from rdvla.runtime.control.loop import StartError
-
-    try:
-        return _run(args)
-    except (CameraError, RobotError, StartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rdvla.devices.cameras.multi import MultiCamera
-    from rdvla.devices.cameras.registry import make_camera
-    from rdvla.devices.config import load_setup
+    from rdvla.devices.config import build_cameras, load_setup
     from rdvla.runtime.control import episode
     from rdvla.cli.run_display import StatusLine, format_summary
     from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
     from rdvla.runtime.control.step_log import StepLog
     from rdvla.runtime.control.subscriber import Subscriber
-    from rdvla.runtime.outputs import check_new_file
+    from rdvla.runtime.outputs import check_apart, check_new_file
 
     _check_arguments(args)
     # Outputs are checked before the policy loads (minutes for TensorRT engines), then claimed.
     log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     for option, path in (("--log", args.log), ("--record", args.record)):
-        if path is not None and args.bundle.resolve() in (path.resolve(), *path.resolve().parents):
-            raise ValueError(f"{option} {path} lies inside the bundle {args.bundle}; write the run's files elsewhere")
+        if path is not None:
+            check_apart(path, args.bundle, option=option, what="bundle")
     if args.record is not None:
         episode.check_episode_directory(args.record, overwrite=args.overwrite)
     else:
@@ -228,10 +211,10 @@ def _run(args: argparse.Namespace) -> int:
         executor = single_worker() if config.mode == "async" else None
         if executor is not None:
             cleanup.callback(executor.shutdown, wait=True)
-        policy, precision = load_on(executor, lambda: open_policy(args))
+        policy, precision = load_on(executor, lambda: open_policy(args.bundle, args))
         cleanup.callback(load_on, executor, policy.close)
         configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
-        info: dict[str, Any] = {"bundle": str(args.bundle), "backend": args.backend, "precision": precision,
+        info: dict[str, Any] = {"bundle": str(args.bundle), "backend": policy.backend.name, "precision": precision,
                                  "preprocessing": policy.preprocessing}
         if args.record is not None:
             configs, info["cameras"], step_log = _record_cameras(args.record, configs, args.overwrite)
@@ -240,9 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             step_log = StepLog(log_path, overwrite=args.overwrite)
         cleanup.callback(step_log.close)  # a run that never starts still releases its log
-        cameras = MultiCamera([make_camera(c, clock=clock) for c in configs],
-                              max_age_s=setup.max_frame_age_s if setup is not None else DEFAULT_MAX_FRAME_AGE_S,
-                              max_skew_s=setup.max_skew_s if setup is not None else DEFAULT_MAX_SKEW_S)
+        cameras = build_cameras(setup, configs, clock=clock)
         robot = _robot(args, setup, clock)
         if args.record is not None:
             episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
@@ -253,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
                            run_info=info)
         print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
-              f"{args.backend} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
+              f"{policy.backend.name} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
               file=sys.stderr)
         with stop_on_signals(loop):
             summary = loop.run()

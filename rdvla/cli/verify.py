@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rdvla.cli.arguments import add_backend_options, open_policy
+from rdvla.cli.arguments import add_backend_options, add_bundle_argument, open_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "compare the actions and stopping iterations with the reference outputs stored in the bundle, against the "
         "accuracy gates of the precision. Exit status 1 when a gate fails.",
     )
+    add_bundle_argument(p)
     add_backend_options(p)
     p.set_defaults(run=run)
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rdvla.runtime.golden import load_cases
 
-    policy, precision = open_policy(args)
+    policy, precision = open_policy(args.bundle, args)
     try:
         report = policy.bundle.calibration_report()  # written by `rdvla calibrate`: FP16/INT8 against FP32 on its data
         gate = gate_for(precision)
@@ -40,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     failures = gate_failures(results, gate)
     if report is not None:
         print("\n".join(str(line) for line in report["summary"]))
-    print(f"bundle {args.bundle}: {len(cases)} golden cases on {args.backend} {precision} in {time.perf_counter() - start:.1f} s")
-    if args.backend == "tensorrt":  # what TensorRT made of the precision plan (Myelin may override layer precisions)
+    print(f"bundle {args.bundle}: {len(cases)} golden cases on {policy.backend.name} {precision} in {time.perf_counter() - start:.1f} s")
+    if policy.backend.name == "tensorrt":  # what TensorRT made of the precision plan (Myelin may override layer precisions)
         from rdvla.runtime.backends.tensorrt.records import describe_layers
 
         engines = policy.bundle.manifest.engines.get(precision) or {}

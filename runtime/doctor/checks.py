@@ -17,6 +17,7 @@ from typing import Callable, Generic, Optional, TypeVar
 
 from rdvla.devices.cameras.base import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
+from rdvla.devices.cameras.realsense.config import NO_CAMERA_ADVICE
 from rdvla.devices.cameras.realsense.sdk import one_line
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
 from rdvla.runtime.backends.tensorrt.environment import (
@@ -259,8 +260,7 @@ def check_realsense(machine: Machine) -> list[Finding]:
                         "(99-realsense-libusb.rules) and that no other program holds a camera")]
     version, cameras = found.value
     if not cameras:
-        return [Finding("realsense", Status.WARN, f"pyrealsense2 {version}: no RealSense camera connected: check the USB 3 cable "
-                        "and port, the udev rules (99-realsense-libusb.rules), and that no other program holds the camera")]
+        return [Finding("realsense", Status.WARN, f"pyrealsense2 {version}: no RealSense camera connected: {NO_CAMERA_ADVICE}")]
     return [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")] + [_camera(c) for c in cameras]
 
 

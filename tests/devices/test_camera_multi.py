@@ -119,7 +119,8 @@ def test_stale_or_disconnected_camera_fails_the_observation() -> None:
     cameras = MultiCamera([ScriptedCamera("third_person", frame("t", 1000.0, 10.0)), gone], max_age_s=0.1, max_skew_s=0.02)
     with pytest.raises(CameraDisconnectedError):
         cameras.read(0.1)
-    assert cameras.connections() == {"third_person": CameraConnection.STREAMING, "wrist": CameraConnection.RECONNECTING}
+    assert {c.role: c.connection for c in cameras.cameras} == {"third_person": CameraConnection.STREAMING,
+                                                               "wrist": CameraConnection.RECONNECTING}
 
 
 def test_roles_must_be_unique() -> None:

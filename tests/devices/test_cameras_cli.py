@@ -1,8 +1,7 @@
-"""`rdvla cameras`, through the devices room's register()/run() hook."""
+"""`rdvla cameras`, as the user runs it."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.cli import cameras as commands
+from rdvla.cli import main
 from rdvla.devices.cameras.realsense import CameraInfo
 
 
@@ -20,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="rdvla")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["cameras", *argv])
-    code = args.run(args)
+    code = main(["cameras", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

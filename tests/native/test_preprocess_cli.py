@@ -34,7 +34,7 @@ def test_both_implementations_write_identical_pixel_values_and_tensorflows_crops
     outputs = {}
     for implementation in ("native", "numpy"):
         out = tmp_path / implementation
-        assert main(["preprocess", *images, "--out", str(out), "--implementation", implementation]) == 0
+        assert main(["preprocess", *images, "--out", str(out), "--preprocessing", implementation]) == 0
         outputs[implementation] = np.load(out / "pixel_values.npy")
         for camera, (_, tf_crop) in enumerate(camera_images):
             seen = np.asarray(Image.open(out / f"camera{camera}.png"))

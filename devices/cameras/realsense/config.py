@@ -9,6 +9,9 @@ from typing import ClassVar, Optional
 from rdvla.devices.setup_fields import ConfigError, Fields
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 640, 480, 30
+# What to check when the SDK lists no camera (`rdvla cameras`, `rdvla doctor`).
+NO_CAMERA_ADVICE = ("check the USB 3 cable and port, the udev rules (librealsense's 99-realsense-libusb.rules), "
+                    "and that no other program holds the camera")
 
 
 @dataclass(frozen=True)
