@@ -7,7 +7,7 @@ read off the trace's statistics with the same halting rule, so one trace answers
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,8 @@ class GoldenCase:
         raise AssertionError("halting never stopped")
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path, images=np.stack(self.images), instruction=np.array(self.instruction), proprio=self.proprio,
-            init_latent=self.init_latent, trace_actions=self.trace_actions, trace_mse=self.trace_mse,
-            trace_cosine=self.trace_cosine, trace_unnormalized_actions=self.trace_unnormalized_actions,
-            action_scale=self.action_scale,
-        )
+        arrays = {name: getattr(self, name) for name in _FIELDS}
+        np.savez_compressed(path, **{**arrays, "images": np.stack(self.images), "instruction": np.array(self.instruction)})
 
     @classmethod
     def load(cls, path: Path) -> "GoldenCase":
@@ -68,7 +64,7 @@ class GoldenCase:
                 arrays = {name: z[name] for name in _FIELDS}
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise BundleError(f"{path}: a damaged golden case ({' '.join(str(exc).split())}): re-export the bundle") from None
-        return cls(list(arrays["images"]), str(arrays["instruction"]), *(arrays[name] for name in _FIELDS[2:]))
+        return cls(**{**arrays, "images": list(arrays["images"]), "instruction": str(arrays["instruction"])})
 
     def check(self, dims: ModelDims, path: Path) -> None:
         """Refuse a case whose arrays do not have the shapes of the bundle's model."""
@@ -84,9 +80,8 @@ class GoldenCase:
             raise BundleError(f"{path}: {len(self.images)} images for a model of {dims.num_images}: re-export the bundle")
 
 
-# What a case file holds, in the order of GoldenCase's fields.
-_FIELDS = ("images", "instruction", "proprio", "init_latent", "trace_actions", "trace_mse", "trace_cosine",
-           "trace_unnormalized_actions", "action_scale")
+# What a case file holds: one array per field.
+_FIELDS = tuple(f.name for f in fields(GoldenCase))
 
 
 def load_cases(bundle: Bundle) -> list[GoldenCase]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from rdvla.runtime.halting import AdjacentMSE, FixedDepth
 from rdvla.runtime.normalization import NormStats
-from rdvla.runtime.outputs import atomic_write
+from rdvla.runtime.outputs import atomic_writes
 from rdvla.runtime.preprocess import PreprocessConfig
 
 SCHEMA = "rdvla.bundle"
@@ -191,8 +191,12 @@ class HaltingDefaults:
             raise ValueError(f"halting.rule must be 'mse', got {self.rule!r}")
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
             raise ValueError(f"halting.threshold must be a number, got {self.threshold!r}")
-        AdjacentMSE(self.threshold, self.min_iterations, self.max_iterations)  # a ValueError names the bad value
+        self.adaptive()  # a ValueError names the bad value
         FixedDepth(self.fixed_iterations)
+
+    def adaptive(self) -> AdjacentMSE:
+        """The rule a query runs when none is given: stop when consecutive actions stop changing."""
+        return AdjacentMSE(self.threshold, self.min_iterations, self.max_iterations)
 
 
 @dataclass(frozen=True)
@@ -305,10 +309,11 @@ class Manifest:
         return named
 
     def save(self, root: Path) -> None:
-        """Write manifest.json and its digest, each by an atomic rename."""
+        """Write manifest.json and its digest, renamed into place together: a bundle never has one without the other."""
         text = json.dumps(self.to_json(), indent=2) + "\n"
-        _replace_file(root / MANIFEST, text)
-        _replace_file(root / MANIFEST_DIGEST, f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n")
+        with atomic_writes(root / MANIFEST, root / MANIFEST_DIGEST) as (manifest, digest):
+            manifest.write_text(text, encoding="utf-8")
+            digest.write_text(f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n", encoding="utf-8")
 
 
 def bundle_path(rel: Any) -> str:
@@ -370,11 +375,6 @@ def _engine_sections(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"the {precision} engine of {graph} names no file")
             bundle_path(record["file"])
     return sections
-
-
-def _replace_file(path: Path, text: str) -> None:
-    with atomic_write(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
 
 
 def read_manifest(root: Path) -> Manifest:

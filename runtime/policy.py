@@ -19,8 +19,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from rdvla.runtime.backends import load_backend
-from rdvla.runtime.backends.base import PIXEL_VALUES, VLM_PRELUDE, Backend
-from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
@@ -93,8 +93,7 @@ class Policy:
         self.preprocessing = resolve_implementation(preprocessing)  # None: native where it is built, else numpy (logged)
         pixel_values = next(t for t in bundle.graph(VLM_PRELUDE).inputs if t.name == PIXEL_VALUES)
         self._pixel_values_shape = tuple(int(d) for d in pixel_values.shape)
-        defaults = bundle.halting_defaults
-        self.default_halting: HaltingRule = AdjacentMSE(defaults.threshold, defaults.min_iterations, defaults.max_iterations)
+        self.default_halting: HaltingRule = bundle.halting_defaults.adaptive()
 
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,

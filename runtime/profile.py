@@ -11,8 +11,7 @@ import json
 import logging
 import os
 import platform
-import shutil
-import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,44 +38,24 @@ def resident_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def _run(cmd: list[str]) -> Optional[str]:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(policy: Policy) -> dict[str, Any]:
-    """What the numbers were measured on; on a Jetson: L4T release, power mode and clocks."""
-    import numpy
-
+    """What the numbers were measured on: machine, libraries, backend (`rdvla profile` adds a Jetson's power
+    mode and clocks, as `rdvla doctor` reads them)."""
     env: dict[str, Any] = {
         "machine": platform.machine(), "platform": platform.platform(), "python": platform.python_version(),
-        "cpu_count": os.cpu_count(), "numpy": numpy.__version__,
-        "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.tools,
+        "cpu_count": os.cpu_count(), "backend": policy.backend.name, "bundle_tools": policy.bundle.manifest.tools,
         "preprocessing": policy.preprocessing,
     }
     cpu = Path("/proc/cpuinfo")
     if cpu.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpu.read_text().splitlines() if line.startswith("model name")]
         env["cpu"] = names[0] if names else platform.processor()
-    for module in ("onnxruntime", "tensorrt", "torch"):
+    # Versions from the installed metadata: importing torch (on a workstation) only to name it would cost seconds.
+    for distribution in ("numpy", "onnxruntime", "tensorrt", "torch"):
         try:
-            env[module] = __import__(module).__version__
-        except (ImportError, AttributeError):
+            env[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
             continue
-    describe = getattr(policy.backend, "describe", None)
-    if callable(describe):
-        env["device"] = describe()
-    release = Path("/etc/nv_tegra_release")
-    if release.is_file():
-        env["jetson"] = {
-            "l4t_release": release.read_text().splitlines()[0].strip(),
-            "power_mode": _run(["nvpmodel", "-q"]),
-            "clocks": _run(["jetson_clocks", "--show"]),
-        }
     return env
 
 

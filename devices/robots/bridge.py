@@ -238,7 +238,7 @@ class BridgeRobot(Robot):
                 self._last_rtt = time.perf_counter() - started
             if reply.kind == MessageKind.ERROR:
                 raise RobotError(f"the controller refused {kind.name} #{seq}: {error_text(reply)}")
-            if reply.kind != MessageKind.LATENT:
+            if reply.kind != MessageKind.STATE:
                 raise RobotError(f"the controller answered {kind.name} #{seq} with {reply.kind.name}")
             return reply
         with self._lock:
@@ -372,7 +372,7 @@ class BridgePeer:
                 return error_reply(message.seq, self.clock(), f"{message.kind.name} is not a request")
         except RobotError as exc:
             return error_reply(message.seq, self.clock(), str(exc))
-        return Message(MessageKind.LATENT, message.seq, self.clock(), pack_state(state))
+        return Message(MessageKind.STATE, message.seq, self.clock(), pack_state(state))
 
     def _watchdog(self) -> None:
         if self._last_heard is None or self.clock() - self._last_heard <= self.loop_timeout_s:

@@ -13,11 +13,11 @@ Payloads:
                              command in [-1, 1] (-1 open, +1 close): already scaled and step-limited
                              by the loop; the controller applies its own limits on top
     GET_STATE, HOLD, STOP, HEARTBEAT   empty
-    LATENT      8 x float64 proprio, uint32 status (RobotStatus), uint64 actions applied   ("<8dIQ")
+    STATE      8 x float64 proprio, uint32 status (RobotStatus), uint64 actions applied   ("<8dIQ")
     ERROR      UTF-8 text
 
 The loop (ZeroMQ DEALER) sends requests; the controller (ROUTER) answers every request with
-LATENT, or ERROR when it refuses (e.g. an action while stopped).
+STATE, or ERROR when it refuses (e.g. an action while stopped).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class MessageKind(enum.IntEnum):
     HOLD = 3
     STOP = 4
     HEARTBEAT = 5
-    LATENT = 16
+    STATE = 16
     ERROR = 17
 
 
@@ -52,7 +52,7 @@ _FIXED_LENGTH = {
     MessageKind.HOLD: 0,
     MessageKind.STOP: 0,
     MessageKind.HEARTBEAT: 0,
-    MessageKind.LATENT: STATE_BODY.size,
+    MessageKind.STATE: STATE_BODY.size,
 }
 
 
@@ -108,7 +108,7 @@ def unpack_state(message: Message) -> RobotState:
     try:
         robot_status = RobotStatus(status)
     except ValueError:
-        raise ProtocolError(f"LATENT: unknown robot status {status}") from None
+        raise ProtocolError(f"STATE: unknown robot status {status}") from None
     return RobotState(np.array(proprio), robot_status, message.time_s, applied)
 
 

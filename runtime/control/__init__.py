@@ -1,7 +1,8 @@
 """The onboard control loop: camera observations -> policy -> action queue -> safety filter -> robot.
 
 `pacing` (clock, precise sleep, cycle timer), `action_queue` (time-aligned chunks, horizon,
-blending), `safety` (action filter, fault rules), `episode` (step log, summary, recorded episodes),
-`loop` (`ControlLoop`, the one module that wires them to cameras, policy and robot), `commands`
-(`rdvla run`, `rdvla demo`).
+blending), `safety` (action filter, fault rules), `records` (the typed start, step, query and summary
+records), `subscriber` (what the loop tells its listeners), `step_log` and `run_stats` (two of those
+listeners), `episode` (recorded episodes), `plots`, and `loop` (`ControlLoop`, the one module that wires
+them to cameras, policy and robot). The commands `rdvla run` and `rdvla demo` live in `rdvla.cli`.
 """

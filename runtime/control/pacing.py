@@ -78,10 +78,6 @@ class RollingStats:
         if value > self._max:
             self._max = value
 
-    @property
-    def count(self) -> int:
-        return self._count
-
     def summary(self, scale: float = 1.0, digits: int = 3) -> Stats:
         """The statistics, each multiplied by ``scale`` (e.g. 1000 for seconds -> ms)."""
         if self._count == 0:
@@ -109,7 +105,6 @@ class CycleReport:
 
 @dataclass(frozen=True)
 class TimerSummary:
-    cycles: int
     overruns: int
     missed_slots: int
     max_overrun_ms: float
@@ -194,7 +189,6 @@ class CycleTimer:
 
     def summary(self) -> TimerSummary:
         return TimerSummary(
-            cycles=self.cycles,
             overruns=self.overruns,
             missed_slots=self.missed_slots,
             max_overrun_ms=round(self.max_overrun_s * 1e3, 3),

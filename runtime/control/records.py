@@ -167,10 +167,6 @@ class StepRecord:
     faults: list[FaultRecord]
     sections_ms: dict[str, float]
 
-    @property
-    def fault_kinds(self) -> list[Fault]:
-        return [f.kind for f in self.faults]
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "step"}
         for f in fields(self):

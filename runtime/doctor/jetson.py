@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
+from rdvla.runtime.backends.tensorrt.environment import parse_l4t_release
 from rdvla.runtime.doctor.probe import Probe
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -142,6 +143,16 @@ def _read_clock(probe: Probe, name: str, base: str, files: tuple[str, Optional[s
     if current is None or ceiling is None:
         return None
     return Clock(name, current * scale, floor * scale if floor is not None else None, ceiling * scale)
+
+
+def measurement_conditions(probe: Probe) -> Optional[dict[str, Any]]:
+    """What a benchmark on this Jetson ran under (L4T release, power mode, clocks), for its report; None off Jetson."""
+    release = probe.read_text(NV_TEGRA_RELEASE)
+    if release is None:
+        return None
+    mode = read_power_mode(probe)
+    return {"l4t_release": parse_l4t_release(release), "power_mode": mode.name if mode is not None else None,
+            "clocks": [clock.describe() for clock in read_clocks(probe)]}
 
 
 def read_clocks(probe: Probe) -> list[Clock]:

@@ -53,7 +53,7 @@ def test_messages_round_trip() -> None:
     assert (message.kind, message.seq, message.time_s) == (MessageKind.ACTION, 42, 12.5)
     np.testing.assert_array_equal(unpack_action(message), values)
     state = RobotState(np.arange(8.0), RobotStatus.HOLDING, 3.0, 7)
-    back = unpack_state(decode(Message(MessageKind.LATENT, 2**40, 3.0, pack_state(state)).encode()))
+    back = unpack_state(decode(Message(MessageKind.STATE, 2**40, 3.0, pack_state(state)).encode()))
     np.testing.assert_array_equal(back.proprio, state.proprio)
     assert (back.status, back.actions_applied, back.timestamp_s) == (RobotStatus.HOLDING, 7, 3.0)
 
@@ -79,7 +79,7 @@ def test_unknown_robot_status_is_rejected() -> None:
     payload = bytearray(pack_state(state))
     payload[64] = 77  # status field
     with pytest.raises(ProtocolError, match="unknown robot status 77"):
-        unpack_state(Message(MessageKind.LATENT, 1, 0.0, bytes(payload)))
+        unpack_state(Message(MessageKind.STATE, 1, 0.0, bytes(payload)))
 
 
 # ----- an in-process reference peer --------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_only_the_newest_waiting_action_is_applied() -> None:
     backlog = [[b"loop", Message(MessageKind.ACTION, seq, 0.0, pack_action(np.full(7, 0.001))).encode()] for seq in (5, 6, 7)]
     peer._answer(backlog)
     replies = [decode(frames[1]) for frames in sent]
-    assert [(r.seq, r.kind) for r in replies] == [(5, MessageKind.ERROR), (6, MessageKind.ERROR), (7, MessageKind.LATENT)]
+    assert [(r.seq, r.kind) for r in replies] == [(5, MessageKind.ERROR), (6, MessageKind.ERROR), (7, MessageKind.STATE)]
     assert unpack_state(replies[2]).actions_applied == 1
     assert peer.stats.superseded == 2
     peer._context.term()
@@ -185,7 +185,7 @@ class SlowPeer:
                 if self.late_seq is None:
                     self.late_seq = request.seq
                     time.sleep(self.delay_s)
-            reply = Message(MessageKind.LATENT, request.seq, time.monotonic(), pack_state(self.robot.read_state()))
+            reply = Message(MessageKind.STATE, request.seq, time.monotonic(), pack_state(self.robot.read_state()))
             self.socket.send_multipart([identity, reply.encode()])
 
     def close(self) -> None:

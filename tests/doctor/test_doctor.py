@@ -288,3 +288,13 @@ def test_a_library_answering_unexpectedly_is_one_line_not_a_traceback(jetson: An
     assert cuda.startswith("FAIL") and "has no attribute" in cuda
     realsense = line_of(lines, "realsense")
     assert realsense.startswith("WARN") and "the check itself failed (AttributeError" in realsense
+
+
+def test_profile_reports_the_conditions_the_doctor_reads(jetson: Any) -> None:
+    from rdvla.runtime.doctor.jetson import measurement_conditions
+
+    assert measurement_conditions(jetson) == {
+        "l4t_release": "R36.4.3", "power_mode": "MAXN",
+        "clocks": ["CPU cluster 0 2202 MHz", "CPU cluster 1 2202 MHz", "CPU cluster 2 2202 MHz", "GPU 1300 MHz"]}  # whole MHz
+    del jetson.files["/etc/nv_tegra_release"]
+    assert measurement_conditions(jetson) is None

@@ -96,3 +96,36 @@ def test_a_command_without_a_signal_keeps_its_own_outcome(monkeypatch: pytest.Mo
 
 def _fails_without_a_signal(args: argparse.Namespace) -> int:
     raise ValueError("bad input")
+
+
+def test_a_signal_between_the_manifest_and_its_digest_waits_for_both(bundle_copy: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl+C after the manifest's rename but before its digest's would leave a bundle no command opens."""
+    from dataclasses import replace
+
+    from rdvla.runtime import outputs
+    from rdvla.runtime.manifest import read_manifest
+
+    manifest = read_manifest(bundle_copy)
+    real_replace = outputs.os.replace
+
+    def replace_then_interrupt(source: str, target: str) -> None:
+        real_replace(source, target)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(outputs.os, "replace", replace_then_interrupt)
+    with interrupts.remembered():
+        with pytest.raises(KeyboardInterrupt):
+            replace(manifest, created="2026-12-01T00:00:00+00:00").save(bundle_copy)
+        assert interrupts.received()
+    assert not interrupts.received()  # forgotten with the command: a later library call publishes as usual
+    assert read_manifest(bundle_copy).created == "2026-12-01T00:00:00+00:00"  # digest and manifest agree
+    assert not [p for p in bundle_copy.iterdir() if p.name.startswith(".rdvla-")]
+
+
+def test_held_hands_a_signal_to_python_s_own_handler_outside_the_cli() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.held():
+            signal.raise_signal(signal.SIGINT)
+            finished = True
+    assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
