@@ -137,6 +137,9 @@ def test_stale_engines_after_reexport(bundle_dir: Path, kit: types.SimpleNamespa
     manifest.files["decode.onnx"] = "f" * 64  # the graph was exported again after the build
     with pytest.raises(BundleError, match="engine of decode was built from another version of decode.onnx"):
         check_engine_sources(section, manifest, "fp16", bundle_dir)
+    del manifest.files["decode.onnx"]  # a later calibration replaced the graph the engine came from
+    with pytest.raises(BundleError, match="engine of decode was built from decode.onnx, which the bundle no longer holds"):
+        check_engine_sources(section, manifest, "fp16", bundle_dir)
 
 
 def engine_view(spec: object, resolved_outputs: bool = True) -> list[TensorSpec]:

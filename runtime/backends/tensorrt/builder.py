@@ -323,7 +323,7 @@ class _EngineBuilder:
             sha256=digest,
             bytes=int(size),
             source=source.file,
-            source_sha256=self.bundle.manifest.files.get(source.file),
+            source_sha256=self.bundle.manifest.files[source.file],  # listed: the bundle opened
             quantized=source.quantized,
             strongly_typed=source.strongly_typed,
             flags=plan.recorded_flags,

@@ -196,12 +196,17 @@ def check_engine_compat(section: Mapping[str, Any], env: EngineEnvironment, prec
 
 
 def check_engine_sources(section: Mapping[str, Any], manifest: Manifest, precision: str, root: Path) -> None:
-    """Refuse engines built from graph files the bundle no longer holds (a re-export left them stale)."""
+    """Refuse engines built from graph files the bundle no longer holds: a re-export changed the graph, or a
+    new `rdvla calibrate` replaced the calibrated graph the engine was built from (and removed its file)."""
     files = manifest.files
     for graph, record in section["graphs"].items():
         source, digest = record.get("source"), record.get("source_sha256")
-        # A robot-side bundle may drop the ONNX graphs to save space; only a listed source can be stale.
-        if source in files and digest is not None and files[source] != digest:
+        if source not in files:
+            raise BundleError(
+                f"{root}: the {precision} engine of {graph} was built from {source}, which the bundle no longer holds "
+                f"(replaced by a later calibration): {rebuild_hint(root, precision)}"
+            )
+        if files[source] != digest:
             raise BundleError(
                 f"{root}: the {precision} engine of {graph} was built from another version of {source} "
                 f"(stale after a re-export): {rebuild_hint(root, precision)}"

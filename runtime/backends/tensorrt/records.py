@@ -28,7 +28,7 @@ class EngineRecord:
     sha256: str
     bytes: int
     source: str
-    source_sha256: Optional[str]
+    source_sha256: str
     quantized: bool
     strongly_typed: bool
     flags: tuple[str, ...]
