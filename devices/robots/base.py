@@ -137,6 +137,12 @@ def limit_action(
     return out
 
 
+@dataclass(frozen=True)
+class EpisodeStatus:
+    done: bool = False
+    success: Optional[bool] = None
+
+
 class Robot(ABC):
     """A robot arm with a gripper, commanded by end-effector deltas."""
 
@@ -166,6 +172,10 @@ class Robot(ABC):
     @abstractmethod
     def stop(self) -> RobotState:
         """Halt; actions are refused afterwards until the robot is reset."""
+
+    def episode_status(self) -> EpisodeStatus:
+        """Whether a simulated task is over; a real arm never finishes an episode."""
+        return EpisodeStatus()
 
     def __enter__(self: RT) -> RT:
         self.connect()

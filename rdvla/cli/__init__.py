@@ -22,6 +22,7 @@ from rdvla.cli import (
     checkpoint,
     demo,
     doctor,
+    eval,
     export,
     predict,
     preprocess,
@@ -37,7 +38,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 # that cannot be quantised (a missing quantizer), named by module: one of them can only have been raised once its
 # module is loaded, and `rdvla --help` need not load them (the quantizer's needs onnx, which the robot lacks).
 USER_ERRORS_BY_MODULE = (("rdvla.devices.cameras.base", "CameraError"), ("rdvla.devices.robots.base", "RobotError"),
-                         ("rdvla.runtime.control.loop", "StartError"), ("rdvla.calibration.quantize", "QuantizationError"))
+                         ("rdvla.runtime.control.loop", "StartError"), ("rdvla.calibration.quantize", "QuantizationError"),
+                         ("rdvla.devices.libero.suites", "LiberoUnavailableError"), ("rdvla.devices.libero.gl", "GLUnavailableError"))
 
 # The shell's code for a command ended by a signal it handles (128 + SIGINT).
 INTERRUPTED = 130
@@ -46,7 +48,7 @@ INTERRUPTED = 130
 WORKSTATION_LIBRARIES = frozenset({"torch", "transformers", "timm", "onnx", "onnxscript", "safetensors"})
 
 # In the order of the offline-to-robot flow; `rdvla --help` lists them so.
-COMMANDS = (checkpoint, predict, export, calibrate, doctor, build, verify, profile, preprocess, cameras, run, demo)
+COMMANDS = (checkpoint, predict, export, calibrate, eval, doctor, build, verify, profile, preprocess, cameras, run, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

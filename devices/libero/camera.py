@@ -1,0 +1,76 @@
+"""The LIBERO simulator as a camera kind: one of the scene's two cameras, as the policy sees it.
+
+A frame is the scene's current render; its number is the scene's control step, and its time the
+camera clock at the read (a stepped simulator has no other time), so a new frame exists after each
+step and never before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from rdvla.devices.cameras.base import (
+    Camera,
+    CameraConnection,
+    CameraDisconnectedError,
+    CameraStatus,
+    CameraTimeoutError,
+    Clock,
+    Frame,
+)
+from rdvla.devices.libero.scene import LiberoScene
+from rdvla.devices.libero.suites import ROLES
+
+
+@dataclass(frozen=True)
+class LiberoCameraConfig:
+    """A setup file's `type: libero` camera: which of the scene's cameras (`role`)."""
+
+    role: str
+    SETUP_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"a LIBERO camera's role is one of {', '.join(ROLES)}, got {self.role!r}")
+
+
+class LiberoCamera(Camera):
+    def __init__(self, scene: LiberoScene, role: str, clock: Clock = time.monotonic) -> None:
+        LiberoCameraConfig(role)
+        super().__init__(f"libero:{role}", role, clock)
+        self.scene = scene
+        self._index = ROLES.index(role)
+        self._connection = CameraConnection.DISCONNECTED
+        self._frames = 0
+        self._last_step: Optional[int] = None
+
+    @property
+    def connection(self) -> CameraConnection:
+        return self._connection
+
+    def status(self) -> CameraStatus:
+        return CameraStatus(self._connection, self._frames, 0, None)
+
+    def connect(self) -> None:
+        self._connection = CameraConnection.STREAMING
+
+    def disconnect(self) -> None:
+        self._connection = CameraConnection.DISCONNECTED
+
+    def _frame(self) -> Frame:
+        if self._connection is not CameraConnection.STREAMING:
+            raise CameraDisconnectedError(f"camera {self.name} is not connected")
+        now = self.clock()
+        self._frames += 1
+        self._last_step = self.scene.steps
+        return Frame(self.scene.images()[self._index], None, 0.0, 1e3 * now, "system_time", self.scene.steps, now, self.name)
+
+    def read(self, timeout_s: float) -> Frame:
+        if self._last_step == self.scene.steps:
+            raise CameraTimeoutError(f"camera {self.name}: no new frame before the simulator steps")
+        return self._frame()
+
+    def read_latest(self, max_age_s: float) -> Frame:
+        return self._frame()

@@ -1,0 +1,90 @@
+"""The LIBERO simulator as a robot kind: each action is one control step of the scene's Panda arm.
+
+Actions arrive in policy units ([-1, 1] per dimension, the operational-space controller's input range;
+gripper -1 open / +1 close) and go to the simulator as they are: the controller itself maps 1.0 to
+0.05 m and 0.5 rad (`ACTION_SCALE`), which is what the safety filter's limits are stated in. A hold
+steps the scene with no motion (a simulator's world does not pause for a late policy). The episode is
+done when the task succeeds or the suite's step limit is reached.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rdvla.devices.libero.scene import LiberoScene
+from rdvla.devices.robots.base import (
+    EpisodeStatus,
+    Robot,
+    RobotConnectionError,
+    RobotLimits,
+    RobotState,
+    RobotStatus,
+    RobotStoppedError,
+    check_action,
+)
+
+ACTION_SCALE = (0.05, 0.5)  # robosuite OSC_POSE output_max: metres and radians per unit of action
+CONTROL_RATE_HZ = 20.0  # LIBERO's control_freq
+_REACH = math.sqrt(3.0)  # the controller clips each axis to [-1, 1]: the largest step is the cube's diagonal
+# The controller's own range, so the safety filter never alters an action the simulator would accept.
+LIBERO_LIMITS = RobotLimits(
+    workspace_min=(-2.0, -2.0, 0.0),
+    workspace_max=(2.0, 2.0, 3.0),
+    max_translation_m=ACTION_SCALE[0] * _REACH,
+    max_rotation_rad=ACTION_SCALE[1] * _REACH,
+    max_linear_speed_mps=ACTION_SCALE[0] * _REACH * CONTROL_RATE_HZ,
+    max_angular_speed_radps=ACTION_SCALE[1] * _REACH * CONTROL_RATE_HZ,
+    gripper_open_m=0.04,
+    max_gripper_speed_mps=1.0,
+)
+
+
+class LiberoRobot(Robot):
+    def __init__(self, scene: LiberoScene) -> None:
+        super().__init__(LIBERO_LIMITS, ACTION_SCALE)
+        self.scene = scene
+        self._connected = False
+        self._status = RobotStatus.READY
+        self._applied = 0
+        self._gripper = -1.0  # the settle steps leave it open
+
+    def connect(self) -> None:
+        self._connected = True
+
+    def close(self) -> None:
+        self._connected = False
+
+    def _state(self) -> RobotState:
+        if not self._connected:
+            raise RobotConnectionError("the LIBERO robot is not connected (call connect())")
+        return RobotState(self.scene.proprio(), self._status, float(self.scene.steps), self._applied)
+
+    def read_state(self) -> RobotState:
+        return self._state()
+
+    def send_action(self, action: np.ndarray) -> RobotState:
+        if self._status == RobotStatus.STOPPED:
+            raise RobotStoppedError("the LIBERO robot is stopped; reset the scene before sending actions")
+        values = np.clip(check_action(action), -1.0, 1.0)
+        self._state()
+        self.scene.step(values)
+        self._gripper = float(values[6])
+        self._applied += 1
+        self._status = RobotStatus.READY
+        return self._state()
+
+    def hold(self) -> RobotState:
+        if self._status != RobotStatus.STOPPED and not self.scene.done:
+            self._state()
+            self.scene.step(np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self._gripper]))
+            self._status = RobotStatus.HOLDING
+        return self._state()
+
+    def stop(self) -> RobotState:
+        self._status = RobotStatus.STOPPED
+        return self._state()
+
+    def episode_status(self) -> EpisodeStatus:
+        return EpisodeStatus(done=self.scene.done, success=self.scene.success)

@@ -1,0 +1,36 @@
+"""A scripted expert standing in for the policy (`rdvla eval expert`): it answers each query from the
+scene's true state, in the policy's conventions, so it runs through the loop like any policy."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from rdvla.devices.libero.experts import PickAndPlaceExpert
+from rdvla.devices.libero.scene import LiberoScene
+from rdvla.runtime.policy import PolicyResult
+
+CHUNK = 8
+
+
+class ExpertPolicy:
+    def __init__(self, scene: LiberoScene) -> None:
+        PickAndPlaceExpert(scene.task.suite.name, scene.task.index)  # refuses a task without an expert, before any episode
+        self.scene = scene
+        self._expert: Optional[PickAndPlaceExpert] = None
+        self._episode = -1
+
+    def act(self, instruction: str, proprio: Any, images: Any = None, **_: Any) -> PolicyResult:
+        if self._episode != self.scene.episodes:
+            self._expert = PickAndPlaceExpert(self.scene.task.suite.name, self.scene.task.index)
+            self._episode = self.scene.episodes
+        assert self._expert is not None
+        action = self._expert.act(self.scene.observation())
+        chunk = np.tile(action, (CHUNK, 1))
+        # The loop's LIBERO gripper step expects the policy's convention (1 open, 0 closed) and inverts it.
+        chunk[:, 6] = (1.0 - action[6]) / 2.0
+        return PolicyResult(chunk, chunk, 0, stopped_by="expert", timings_ms={"total": 0.0})
+
+    def close(self) -> None:
+        """Nothing to release."""
