@@ -84,6 +84,15 @@ class RobotLimits:
 
 
 @dataclass(frozen=True)
+class EpisodeStatus:
+    """Where a robot that simulates a task stands: done once the task succeeded or its step limit was
+    reached; ``success`` says which (None while unknown, and for robots without episodes)."""
+
+    done: bool = False
+    success: Optional[bool] = None
+
+
+@dataclass(frozen=True)
 class RobotState:
     proprio: np.ndarray  # (8,) float64
     status: RobotStatus
@@ -166,6 +175,11 @@ class Robot(ABC):
     @abstractmethod
     def stop(self) -> RobotState:
         """Halt; actions are refused afterwards until the robot is reset."""
+
+    def episode_status(self) -> EpisodeStatus:
+        """Asked by the control loop after each cycle's command; a done episode ends the run. A real
+        arm never finishes; a robot that simulates a task (LIBERO) overrides this."""
+        return EpisodeStatus()
 
     def __enter__(self: RT) -> RT:
         self.connect()
