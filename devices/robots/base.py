@@ -84,6 +84,15 @@ class RobotLimits:
 
 
 @dataclass(frozen=True)
+class EpisodeStatus:
+    """Where a robot that simulates a task stands: done once the task succeeded or its step limit was
+    reached; ``success`` says which (None while unknown, and for robots without episodes)."""
+
+    done: bool = False
+    success: Optional[bool] = None
+
+
+@dataclass(frozen=True)
 class RobotState:
     proprio: np.ndarray  # (8,) float64
     status: RobotStatus
@@ -174,7 +183,8 @@ class Robot(ABC):
         """Halt; actions are refused afterwards until the robot is reset."""
 
     def episode_status(self) -> EpisodeStatus:
-        """Whether a simulated task is over; a real arm never finishes an episode."""
+        """Asked by the control loop after each cycle's command; a done episode ends the run. A real
+        arm never finishes; a robot that simulates a task (LIBERO) overrides this."""
         return EpisodeStatus()
 
     def __enter__(self: RT) -> RT:

@@ -38,7 +38,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 # that cannot be quantised (a missing quantizer), named by module: one of them can only have been raised once its
 # module is loaded, and `rdvla --help` need not load them (the quantizer's needs onnx, which the robot lacks).
 USER_ERRORS_BY_MODULE = (("rdvla.devices.cameras.base", "CameraError"), ("rdvla.devices.robots.base", "RobotError"),
-                         ("rdvla.runtime.control.loop", "StartError"), ("rdvla.calibration.quantize", "QuantizationError"),
+                         ("rdvla.runtime.control.broker", "StartError"), ("rdvla.calibration.quantize", "QuantizationError"),
                          ("rdvla.devices.libero.suites", "LiberoUnavailableError"), ("rdvla.devices.libero.gl", "GLUnavailableError"))
 
 # The shell's code for a command ended by a signal it handles (128 + SIGINT).

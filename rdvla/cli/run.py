@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
-    from rdvla.runtime.control.loop import LoopConfig
+    from rdvla.runtime.control.config import LoopConfig
     from rdvla.runtime.control.safety import SafetyConfig
     from rdvla.runtime.halting import parse_halting
     from rdvla.runtime.horizon import parse_horizon
@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     from rdvla.devices.config import build_cameras, load_setup
     from rdvla.runtime.control import episode
     from rdvla.cli.run_display import StatusLine, format_summary
-    from rdvla.runtime.control.loop import ControlLoop, load_on, single_worker, stop_on_signals
+    from rdvla.runtime.control.broker import load_on, single_worker
+    from rdvla.runtime.control.loop import ControlLoop, stop_on_signals
     from rdvla.runtime.control.step_log import StepLog
     from rdvla.runtime.control.subscriber import Subscriber
     from rdvla.runtime.outputs import check_apart, check_new_file

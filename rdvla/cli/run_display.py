@@ -49,7 +49,8 @@ def format_summary(s: RunSummary) -> list[str]:
     """The summary record as a few lines of text."""
     iterations = s.iterations
     lines = [
-        f"stopped: {s.stop_reason}{' (fault: the robot was halted)' if s.stopped_on_fault else ''}",
+        f"stopped: {s.stop_reason}{' (fault: the robot was halted)' if s.stopped_on_fault else ''}"
+        + ("" if s.success is None else f"; task {'succeeded' if s.success else 'not achieved'}"),
         f"steps {s.steps} in {s.duration_s:.1f} s: {s.achieved_rate_hz or 0:.2f} Hz (target {s.target_rate_hz:g}); "
         f"{'executed' if s.execute else 'dry run'} {s.acted}, held {s.holds}, limited by safety {s.limited}",
         f"overruns {s.overruns} (missed slots {s.missed_slots}, worst {s.max_overrun_ms:.1f} ms)",

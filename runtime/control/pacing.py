@@ -1,8 +1,10 @@
 """Pacing of the control loop: sleeping to a deadline on an injectable clock, and a cycle timer that
 keeps a fixed grid of slots, times the sections of each cycle and accounts for overruns.
 
-Time is whatever ``clock`` returns (seconds) and passes only through ``sleep``; a test passes a
-``FakeClock`` and its ``advance`` as the pair, and the timer behaves exactly as on the robot.
+Time is whatever ``clock`` returns (seconds) and passes only through ``sleep``. On the robot the pair
+is ``time.monotonic`` and ``time.sleep``; a simulator that advances one control step per action, and
+a test, pass a `SteppedClock`'s ``now`` and ``sleep`` instead: time then moves only when the loop
+sleeps, a cycle takes no time however long the policy computes, and nothing waits in real time.
 
 The grid: cycle ``n`` is due at ``start + n * period``. A cycle that is still working when the next
 slot begins has overrun; the slots it ran into are skipped (missed), never crammed in later, so the
@@ -40,6 +42,23 @@ def sleep_until(deadline: float, clock: Clock, sleep: Sleep) -> None:
             sleep(remaining - COARSE_MARGIN_S)
         else:  # never a sleep shorter than the clock can tell apart: it would not move a fake clock
             sleep(min(remaining, FINE_SLEEP_S))
+
+
+class SteppedClock:
+    """Simulated seconds for a loop that must not wait in real time: ``sleep`` advances ``now`` at once.
+
+    ``ControlLoop(..., clock=stepped.now, sleep=stepped.sleep)`` runs every cycle on its slot of the
+    grid, back to back: a simulated episode runs as fast as the policy computes.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self._now += max(0.0, seconds)
 
 
 @dataclass(frozen=True)

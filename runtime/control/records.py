@@ -14,7 +14,10 @@ object per line, in this order:
   `queue` (actions left for later slots), `inflight`, `proposed` (the queued action for this slot,
   policy units), `executed` (after the safety filter), `limits` (the limits that changed it),
   `decision`, `faults` and `sections_ms` (observe, infer, act, send).
-* `RunSummary` (`"type": "summary"`): rate achieved, latencies, overruns, queue, iterations, faults;
+* `RunSummary` (`"type": "summary"`): why the run stopped (`stop_reason`: one of the `STOP_*`
+  reasons below, a fault's reason, a signal, "interrupted" or "error: ..."), rate achieved,
+  latencies, overruns, queue, iterations, faults, and `success` (whether a robot that simulates a
+  task succeeded; null for a robot without episodes, and in logs written before the field);
   `rdvla run` prints it.
 
 To rebuild the policy inputs of a query, take the step whose `slot` equals the query's `obs_slot`
@@ -33,7 +36,13 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from rdvla.runtime.control.pacing import Stats
-from rdvla.runtime.control.safety import Fault
+from rdvla.runtime.control.faults import Fault
+
+
+STOP_STEPS = "steps"  # the configured number of cycles ran
+STOP_RECORDING_ENDED = "recording ended"  # a replayed recording has no more frames
+STOP_EPISODE_DONE = "episode_done"  # the robot's episode finished (task succeeded or step limit reached)
+STOP_REQUESTED = "stop requested"  # request_stop() without a reason
 
 
 class Decision(str, enum.Enum):
@@ -224,6 +233,7 @@ class RunSummary:
     frame_age_ms: Stats
     faults: dict[str, int]
     robot_travel_m: Optional[float]
+    success: Optional[bool] = None  # the robot's episode: succeeded or not; None without episodes
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "summary"}
@@ -240,7 +250,8 @@ class RunSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "RunSummary":
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "success"}
+        values["success"] = data.get("success")  # absent from logs written before episodes
         for name in ("step_ms", "query_latency_ms", "queue", "frame_age_ms"):
             values[name] = Stats.from_json(data[name])
         for name in ("sections_ms", "query_stages_ms"):

@@ -72,7 +72,8 @@ class RunStats(Subscriber):
         )
 
     def summary(self, timer: TimerSummary, faults: Mapping[str, int], *, duration_s: float, rate_hz: float,
-                stop_reason: str, faulted: bool, execute: bool, robot_travel_m: Optional[float]) -> RunSummary:
+                stop_reason: str, faulted: bool, execute: bool, robot_travel_m: Optional[float],
+                success: Optional[bool] = None) -> RunSummary:
         """The end-of-run record: rate achieved, latencies, overruns, queue, iterations, faults."""
         return RunSummary(
             stop_reason=stop_reason,
@@ -100,4 +101,5 @@ class RunStats(Subscriber):
             frame_age_ms=self.frame_age.summary(),
             faults=dict(sorted(faults.items())),
             robot_travel_m=None if robot_travel_m is None else round(robot_travel_m, 4),
+            success=success,
         )

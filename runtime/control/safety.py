@@ -1,4 +1,4 @@
-"""What stands between the policy and the arm: the action filter and the fault rules.
+"""What stands between the policy and the arm: the action filter.
 
 ``SafetyFilter`` turns a proposed action (policy units) into one that respects the robot's limits:
 non-finite actions are rejected; translation and rotation are shortened along their own direction
@@ -7,44 +7,18 @@ acceleration limit (after a hold the arm is at rest, so motion ramps up again); 
 is kept inside the workspace; the gripper command is clipped to [-1, 1]. The robot applies its own
 limits as well: this filter is the loop's own line, and it says which limits it met.
 
-``FaultMonitor`` turns the faults of each step into the loop's reaction:
-
-| fault | reaction |
-|---|---|
-| stale_observation, skewed_observation, camera_error | hold; stop after ``max_consecutive_faults`` in a row |
-| inference_error, nonfinite_action, overrun, starved | hold; stop after ``max_consecutive_faults`` in a row |
-| camera_disconnected | hold while the camera reconnects; stop after ``max_reconnect_s`` |
-| robot_timeout, robot_error | stop at once |
+The faults of a cycle and the loop's reaction to them: `runtime.control.faults`.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
 from rdvla.devices.robots.base import RobotLimits, clip_norm
-
-
-class Fault(str, enum.Enum):
-    STALE_OBSERVATION = "stale_observation"
-    SKEWED_OBSERVATION = "skewed_observation"
-    CAMERA_ERROR = "camera_error"
-    CAMERA_DISCONNECTED = "camera_disconnected"
-    INFERENCE_ERROR = "inference_error"
-    NONFINITE_ACTION = "nonfinite_action"
-    OVERRUN = "overrun"
-    STARVED = "starved"
-    ROBOT_TIMEOUT = "robot_timeout"
-    ROBOT_ERROR = "robot_error"
-
-
-STOP_AT_ONCE = frozenset({Fault.ROBOT_TIMEOUT, Fault.ROBOT_ERROR})
-# A camera that is reconnecting is expected to be away for a while: it has its own time limit.
-COUNTED = frozenset(Fault) - STOP_AT_ONCE - {Fault.CAMERA_DISCONNECTED}
 
 
 @dataclass(frozen=True)
@@ -84,6 +58,16 @@ class SafetyFilter:
         self.max_rotation_change = config.max_angular_accel_radps2 * period_s**2
         self._previous = np.zeros(6)  # last commanded motion in metres and radians
 
+    def settings(self) -> dict[str, Any]:
+        """The limits in force, as a run's start record states them."""
+        c = self.config
+        return {
+            "max_translation_m": self.max_translation, "max_rotation_rad": self.max_rotation,
+            "max_linear_accel_mps2": c.max_linear_accel_mps2, "max_angular_accel_radps2": c.max_angular_accel_radps2,
+            "max_consecutive_faults": c.max_consecutive_faults, "max_reconnect_s": c.max_reconnect_s,
+            "workspace_min": list(self.limits.workspace_min), "workspace_max": list(self.limits.workspace_max),
+        }
+
     def at_rest(self) -> None:
         """The arm was held: the next motion starts from zero velocity."""
         self._previous = np.zeros(6)
@@ -122,33 +106,3 @@ class SafetyFilter:
             step = clip_norm(step, max_step)
             hit.append(step_name)
         return step
-
-
-@dataclass
-class FaultMonitor:
-    """Counts faults (in total, and in a row per kind) and says when the loop must stop."""
-
-    config: SafetyConfig
-    totals: dict[str, int] = field(default_factory=dict)
-    in_a_row: dict[Fault, int] = field(default_factory=dict)
-    disconnected_since: Optional[float] = None
-
-    def update(self, faults: set[Fault], now: float) -> Optional[str]:
-        """Record one step's faults; returns why the loop must stop, or None."""
-        for fault in faults:
-            self.totals[fault.value] = self.totals.get(fault.value, 0) + 1
-        for fault in COUNTED:
-            self.in_a_row[fault] = self.in_a_row.get(fault, 0) + 1 if fault in faults else 0
-        if Fault.CAMERA_DISCONNECTED in faults:
-            if self.disconnected_since is None:
-                self.disconnected_since = now
-        else:
-            self.disconnected_since = None
-        for fault in sorted(faults & STOP_AT_ONCE):
-            return fault.value
-        for fault, count in sorted(self.in_a_row.items()):
-            if count >= self.config.max_consecutive_faults:
-                return f"{fault.value} in {count} consecutive steps"
-        if self.disconnected_since is not None and now - self.disconnected_since >= self.config.max_reconnect_s:
-            return f"camera disconnected for {now - self.disconnected_since:.1f} s"
-        return None

@@ -24,7 +24,8 @@ from rdvla.devices.testing import FakeClock
 from rdvla.runtime.control.records import LogRecord, StepRecord
 from rdvla.runtime.control.step_log import StepLog, read_log
 from rdvla.runtime.control.subscriber import Subscriber
-from rdvla.runtime.control.loop import ControlLoop, LoopConfig
+from rdvla.runtime.control.config import LoopConfig
+from rdvla.runtime.control.loop import ControlLoop
 from rdvla.runtime.horizon import FixedHorizon
 from rdvla.runtime.policy import PolicyResult
 

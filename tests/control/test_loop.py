@@ -7,17 +7,23 @@ import logging
 import os
 import signal
 import sys
+import time
+from typing import Any, Optional
 
 import pytest
 
 from rdvla.devices.cameras.base import CameraDisconnectedError, CameraEndedError, StaleFrameError
 from rdvla.devices.cameras.multi import SkewError
-from rdvla.devices.robots.base import RobotConnectionError, RobotStatus, RobotTimeoutError
-from rdvla.runtime.control.loop import ControlLoop, StartError, stop_on_signals
-from rdvla.runtime.control.records import RunSummary, StartRecord, StepRecord
+from rdvla.devices.robots.base import EpisodeStatus, RobotConnectionError, RobotStatus, RobotTimeoutError
+from rdvla.devices.testing import FakeClock
+from rdvla.runtime.control.broker import StartError
+from rdvla.runtime.control.loop import ControlLoop, stop_on_signals
+from rdvla.runtime.control.pacing import SteppedClock
+from rdvla.runtime.control.records import STOP_EPISODE_DONE, RunSummary, StartRecord, StepRecord
 from rdvla.runtime.control.subscriber import Subscriber
+from rdvla.runtime.policy import PolicyResult
 
-from .conftest import PERIOD, DeferredExecutor, Rig, decode
+from .conftest import PERIOD, DeferredExecutor, Rig, ScriptedRobot, chunk_for, decode
 
 
 def kinds(step: StepRecord) -> list[str]:
@@ -239,7 +245,7 @@ def test_a_second_signal_interrupts_at_once_and_halts_the_robot(rig: Rig) -> Non
 
 
 def test_ten_thousand_steps_in_constant_memory_with_exact_overrun_accounting(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="rdvla.runtime.control.loop")  # captured warnings would be memory the test keeps
+    caplog.set_level(logging.ERROR, logger="rdvla.runtime.control.faults")  # captured warnings would be memory the test keeps
     rig.robot.slow_reads = {read: 0.15 for read in range(51, 10_001, 100)}  # steps 50, 150, ...: 100 overruns
     blocks: dict[int, int] = {}
 
@@ -272,3 +278,61 @@ def test_a_failing_first_query_refuses_to_start_and_still_closes_the_log(rig: Ri
 def test_sync_mode_refuses_an_executor(rig: Rig) -> None:
     with pytest.raises(ValueError, match="asynchronous"):
         ControlLoop(rig.cameras, rig.policy, rig.robot, rig.config(), executor=DeferredExecutor(rig.clock, 0.1))
+
+
+class EpisodeRobot(ScriptedRobot):
+    """A robot that simulates a task: its episode is done after ``limit`` commands, succeeded or not."""
+
+    def __init__(self, clock: FakeClock, limit: int, success: bool) -> None:
+        super().__init__(clock)
+        self.limit, self.success = limit, success
+
+    def episode_status(self) -> EpisodeStatus:
+        done = self.sends + self.holds >= self.limit
+        return EpisodeStatus(done=done, success=self.success if done else None)
+
+
+@pytest.mark.parametrize("success", [True, False])
+def test_a_done_episode_ends_the_run_with_its_success(rig: Rig, success: bool) -> None:
+    rig.robot = EpisodeRobot(rig.clock, limit=7, success=success)
+    summary = rig.loop(max_steps=None).run()
+    assert (summary.stop_reason, summary.success, summary.steps) == (STOP_EPISODE_DONE, success, 7)
+    assert not summary.stopped_on_fault and summary_of(rig).success is success  # the step log carries it
+
+
+def test_a_robot_without_episodes_reports_no_success_and_old_logs_still_read(rig: Rig) -> None:
+    summary = rig.loop().run()
+    assert summary.success is None and summary.stop_reason == "steps"
+    old = summary.to_json()
+    del old["success"]  # a log written before episodes
+    assert RunSummary.from_json(old) == summary
+
+
+class InstantPolicy:
+    """Chunks that cost no simulated time (the policy's own compute never moves a stepped clock)."""
+
+    def __init__(self) -> None:
+        self.seeds: list[Optional[int]] = []
+
+    def act(self, instruction: str, proprio: Any, images: Any = None, pixel_values: Any = None, halting: Any = None,
+            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None) -> PolicyResult:
+        self.seeds.append(seed)
+        actions = chunk_for(len(self.seeds) - 1)
+        return PolicyResult(actions, actions, 2, timings_ms={"total": 1.0, "iterations": 1.0}, stopped_by="fixed")
+
+
+def test_a_stepped_clock_runs_episodes_back_to_back_without_waiting(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_wall_clock(seconds: float) -> None:
+        raise AssertionError(f"the loop waited {seconds} s in real time")
+
+    monkeypatch.setattr(time, "sleep", no_wall_clock)
+    policy = InstantPolicy()
+    summaries = []
+    for episode in range(2):  # a new loop per episode around the same policy
+        stepped = SteppedClock(start=100.0 * episode)
+        robot = EpisodeRobot(rig.clock, limit=12, success=True)
+        loop = ControlLoop(rig.cameras, policy, robot, rig.config(max_steps=None), clock=stepped.now, sleep=stepped.sleep)
+        summaries.append(loop.run())
+        assert stepped.now() == pytest.approx(100.0 * episode + 11 * PERIOD)  # slot 11 of the grid, no more
+    assert [(s.stop_reason, s.steps, s.overruns, s.faults) for s in summaries] == [(STOP_EPISODE_DONE, 12, 0, {})] * 2
+    assert policy.seeds == [0, 1, 2] * 2  # each episode queries from its own seed 0 on

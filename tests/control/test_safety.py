@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rdvla.devices.robots.base import RobotLimits
-from rdvla.runtime.control.safety import Fault, FaultMonitor, SafetyConfig, SafetyFilter
+from rdvla.runtime.control.faults import Fault, FaultMonitor
+from rdvla.runtime.control.safety import SafetyConfig, SafetyFilter
 
 PERIOD = 0.1
 LIMITS = RobotLimits(workspace_min=(-0.5, -0.5, 0.0), workspace_max=(0.5, 0.5, 0.8), max_translation_m=0.02,
