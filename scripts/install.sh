@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project into it (idempotent).
 #   scripts/install.sh            runtime + export side (what the demo needs)
-#   scripts/install.sh --dev      ... plus test and type-check tools
+#   scripts/install.sh --dev      ... plus test and type-check tools and the LIBERO simulator (rdvla eval)
 # System packages, via apt-get when missing: libusb (pyrealsense2 loads it at import); a C++ compiler,
 # CMake, the Python headers and libjpeg-turbo's headers (the native extension, built by pip from
 # CMakeLists.txt: Debian names the package libjpeg62-turbo-dev, Ubuntu and JetPack libjpeg-turbo8-dev).
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="export,robot,realsense"
-[[ "${1:-}" == "--dev" ]] && extras="export,robot,realsense,dev"
+[[ "${1:-}" == "--dev" ]] && extras="export,robot,realsense,libero,dev"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
@@ -28,6 +28,12 @@ python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(
 if [[ ! -e /usr/include/jpeglib.h ]]; then
   # shellcheck disable=SC1091  # the system's own file
   if [[ $(. /etc/os-release && echo "$ID") == ubuntu ]]; then missing+=(libjpeg-turbo8-dev); else missing+=(libjpeg62-turbo-dev); fi
+fi
+if [[ "$extras" == *libero* ]]; then
+  # The simulator renders off-screen through Mesa's EGL (llvmpipe where there is no GPU): devices/libero/gl.py.
+  ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || missing+=(libegl1)
+  ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa.so.0' || missing+=(libegl-mesa0)
+  compgen -G '/usr/lib/*/dri/swrast_dri.so' >/dev/null || missing+=(libgl1-mesa-dri)
 fi
 if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 

@@ -26,9 +26,11 @@ HOVER_M = 0.12  # above the object before descending, and above the target when 
 class Grasp:
     offset: tuple[float, float, float]  # grasp point relative to the object's position, metres
     place_height_m: float  # end-effector height above the target when the object is released
+    release_shift: tuple[float, float] = (0.0, 0.0)  # where to release, relative to the target, to land on it
 
 
-BOWL = Grasp((0.0, 0.045, 0.02), 0.055)
+# Opening the fingers on a bowl's rim pushes the bowl 3-4 cm along the fingers' axis (+y): release short of it.
+BOWL = Grasp((0.0, 0.045, 0.02), 0.05, (0.0, -0.03))
 CAN = Grasp((0.0, 0.0, 0.005), 0.12)  # soup and sauce cans lie on their side: grasped across the middle
 FLAT_PACKAGE = Grasp((0.0, 0.0, 0.01), 0.10)  # butter, cream cheese
 
@@ -77,7 +79,8 @@ class PickAndPlaceExpert:
         phase = self.PHASES[self.phase]
         grasp = np.asarray(obs[f"{self.object}_pos"]) + np.asarray(self.grasp.offset)
         # The object hangs from the grasp point: put its centre, not the fingers, over the target.
-        target = np.asarray(obs[f"{self.target}_pos"]) + [self.grasp.offset[0], self.grasp.offset[1], 0.0]
+        shift = np.asarray(self.grasp.release_shift)
+        target = np.asarray(obs[f"{self.target}_pos"]) + [*(np.asarray(self.grasp.offset[:2]) + shift), 0.0]
         above_target = target + [0.0, 0.0, HOVER_M + self.grasp.place_height_m]
         if phase == "approach":
             return grasp + [0.0, 0.0, HOVER_M], -1.0

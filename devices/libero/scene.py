@@ -48,7 +48,8 @@ class SceneState:
 
 
 class LiberoScene:
-    def __init__(self, task: Task, render: str = "default") -> None:
+    def __init__(self, task: Task, render: str = "default", max_steps: Optional[int] = None) -> None:
+        """`max_steps` ends episodes earlier than the suite's limit (quick checks, never a benchmark)."""
         if render not in RENDER_MODES:
             raise ValueError(f"unknown render mode {render!r}; choose {' or '.join(RENDER_MODES)}")
         import_libero()
@@ -57,6 +58,7 @@ class LiberoScene:
 
         self.task = task
         self.render_mode = render
+        self.max_steps = task.suite.max_steps if max_steps is None else max_steps
         options = dict(bddl_file_name=task.bddl_file, camera_heights=IMAGE_SIZE, camera_widths=IMAGE_SIZE)
         with quiet():
             if render == "default":
@@ -71,10 +73,6 @@ class LiberoScene:
         self.gripper_closed = False
         self.init: Optional[InitState] = None
         self.episodes = 0  # resets so far: whoever keeps per-episode state (an expert) notices a new episode
-
-    @property
-    def max_steps(self) -> int:
-        return self.task.suite.max_steps
 
     @property
     def done(self) -> bool:

@@ -146,12 +146,6 @@ def limit_action(
     return out
 
 
-@dataclass(frozen=True)
-class EpisodeStatus:
-    done: bool = False
-    success: Optional[bool] = None
-
-
 class Robot(ABC):
     """A robot arm with a gripper, commanded by end-effector deltas."""
 

@@ -77,6 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="episodes run in N processes, each with its own simulator and policy at batch 1 (default 1)")
     p.add_argument("--video", type=int, default=0, metavar="K", help="write the first K episodes as GIFs under DIR/videos/")
+    p.add_argument("--record", type=Path, metavar="DEMOS",
+                   help="also write each episode in the project's episode format under DEMOS/<suite>_task<k>_<init>/ "
+                   "(images as the policy sees them, proprio, executed actions): demonstrations to train on, data for "
+                   "`rdvla calibrate`")
+    p.add_argument("--max-steps", type=positive_int, metavar="N",
+                   help="end episodes after N control steps instead of the suite's limit (a quick check; recorded in "
+                   "the settings)")
     p.add_argument("--overwrite", action="store_true", help="discard DIR's episodes when the settings changed")
     p.set_defaults(run=run)
 
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         inits = [InitState("fixed", i) for i in indices]
     settings = {"source": str(Path(args.source).resolve()) if kind != "expert" else "expert", "kind": kind,
                 "suite": args.suite, "render": args.render, "halting": str(halting) if kind != "expert" else None,
-                "horizon": repr(horizon), **options}
+                "horizon": repr(horizon), "max_steps": args.max_steps or chosen.max_steps, **options}
     results.check_settings(args.out, settings, overwrite=args.overwrite)
     done = {r.key for r in results.read_episodes(args.out)}
     planned = [runner.EpisodeSpec(args.suite, task, init) for task in tasks for init in inits]
@@ -185,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(len(missing))
     factory = functools.partial(make_policy, kind, args.source, options)
     runner.run(missing, args.render, EpisodeSettings(halting if kind != "expert" else None, horizon), factory, args.out,
-               args.workers, lambda result: (results.append_episode(args.out, result), progress.update(result)))
+               args.workers, lambda result: (results.append_episode(args.out, result), progress.update(result)), args.record,
+               args.max_steps)
     progress.finish()
     finished = [r for r in results.read_episodes(args.out) if r.key in {s.key for s in planned}]
     summary = results.summarize(finished, settings)

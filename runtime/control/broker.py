@@ -153,13 +153,15 @@ class ChunkBroker:
             submitted = self._submit(slot, inputs)
         return SlotAction(action, arrived, submitted)
 
-    def deadline_s(self, slots_ahead: int) -> float:
+    def deadline_s(self, slots_ahead: int) -> Optional[float]:
         """The query's deadline: the end of the slot ``slots_ahead`` from this one, less a reserve.
 
         A chunk is only collected at a slot boundary, so a deadline the query's fixed part
         (preprocessing, VLM+Prelude) cannot meet anyway would cut the recurrent iterations for
         nothing: the deadline then moves to the first boundary the fixed part can meet.
         """
+        if not self.config.deadlines:
+            return None
         if self.config.deadline_s is not None:
             return self.config.deadline_s
         period = self.timer.period_s

@@ -25,6 +25,7 @@ class LoopConfig:
     horizon: AnyHorizon = field(default_factory=lambda: FixedHorizon(5))
     halting: Optional[HaltingRule] = None  # None: the bundle's default
     deadline_s: Optional[float] = None  # query deadline; None: derived from the period
+    deadlines: bool = True  # False: no query is cut short (a stepped simulator waits for the policy)
     execute: bool = False  # False: a dry run, nothing is sent to the robot
     max_steps: Optional[int] = None
     gripper: str = "libero"  # libero: binarise and invert the gripper dimension (spec 3.6); raw: as predicted

@@ -56,10 +56,12 @@ def write_episode_header(directory: Path, info: Mapping[str, Any]) -> None:
         temporary.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
 
 
-def finish_episode(directory: Path, summary: RunSummary) -> None:
+def finish_episode(directory: Path, summary: RunSummary, outcome: Mapping[str, Any] = {}) -> None:
+    """Add the run's summary (and what the caller learned of the episode, `outcome`) to its header."""
     path = directory / EPISODE_FILE
     header = json.loads(path.read_text(encoding="utf-8"))
     header["summary"] = summary.to_json()
+    header.update(outcome)
     with atomic_write(path) as temporary:  # a header cut short would lose the episode's description
         temporary.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -19,11 +20,14 @@ from rdvla.devices.libero.camera import LiberoCamera
 from rdvla.devices.libero.robot import CONTROL_RATE_HZ, LiberoRobot
 from rdvla.devices.libero.scene import InitState, LiberoScene
 from rdvla.devices.libero.suites import ROLES
-from rdvla.runtime.control.loop import ControlLoop, LoopConfig, PolicyLike
+from rdvla.runtime.control.broker import PolicyLike
+from rdvla.runtime.control.config import LoopConfig
+from rdvla.runtime.control.loop import ControlLoop
 from rdvla.runtime.control.pacing import SteppedClock
 from rdvla.runtime.control.records import QueryRecord, StartRecord, StepRecord
 from rdvla.runtime.control.safety import SafetyConfig
 from rdvla.runtime.control.subscriber import Subscriber
+from rdvla.runtime.eval.demonstrations import DemonstrationRecorder, episode_name
 from rdvla.runtime.eval.results import EpisodeResult, QueryOutcome
 from rdvla.runtime.halting import HaltingRule
 from rdvla.runtime.horizon import AnyHorizon
@@ -72,7 +76,8 @@ class _Watcher(Subscriber):
 
 
 def run_episode(scene: LiberoScene, policy: PolicyLike, init: InitState, settings: EpisodeSettings,
-                keep_frames: bool = False) -> tuple[EpisodeResult, Optional[Frames]]:
+                keep_frames: bool = False, record: Optional[Path] = None) -> tuple[EpisodeResult, Optional[Frames]]:
+    """One episode from `init`; with `record`, also written there as a demonstration (episode format)."""
     scene.reset(init)
     stepped = SteppedClock()
     cameras = MultiCamera([LiberoCamera(scene, role, stepped.now) for role in ROLES], max_age_s=math.inf, max_skew_s=math.inf)
@@ -82,8 +87,11 @@ def run_episode(scene: LiberoScene, policy: PolicyLike, init: InitState, setting
         seed=EPISODE_SEED, safety=UNLIMITED,
     )
     watcher = _Watcher(scene, keep_frames)
+    subscribers: list[Subscriber] = [watcher]
+    if record is not None:
+        subscribers.append(DemonstrationRecorder(record / episode_name(scene.task.suite.name, scene.task.index, str(init)), scene))
     loop = ControlLoop(cameras, policy, LiberoRobot(scene), config, clock=stepped.now, sleep=stepped.sleep,
-                       subscribers=[watcher])
+                       subscribers=subscribers)
     summary = loop.run()
     if summary.stop_reason not in ("episode_done", "steps"):
         raise RuntimeError(f"{scene.task.suite.name} task {scene.task.index} {init}: the control loop stopped: {summary.stop_reason}")

@@ -43,6 +43,8 @@ class Job:
     settings: EpisodeSettings
     factory: PolicyFactory
     out: Path
+    max_steps: Optional[int] = None  # the suite's limit unless given
+    record: Optional[Path] = None  # demonstrations: each episode also written there in the episode format
 
 
 def _episodes(job: Job) -> Iterator[EpisodeResult]:
@@ -53,10 +55,10 @@ def _episodes(job: Job) -> Iterator[EpisodeResult]:
             if scene is None or (scene.task.suite.name, scene.task.index) != (spec.suite, spec.task):
                 if scene is not None:
                     scene.close()
-                scene = LiberoScene(load_task(spec.suite, spec.task), job.render)
+                scene = LiberoScene(load_task(spec.suite, spec.task), job.render, job.max_steps)
                 policy = job.factory(scene)
             assert policy is not None
-            result, frames = run_episode(scene, policy, spec.init, job.settings, keep_frames=spec.video)
+            result, frames = run_episode(scene, policy, spec.init, job.settings, keep_frames=spec.video, record=job.record)
             if frames is not None:
                 write_video(job.out, result, frames)
             yield result
@@ -83,17 +85,18 @@ def split(episodes: Sequence[EpisodeSpec], workers: int) -> list[tuple[EpisodeSp
 
 
 def run(episodes: Sequence[EpisodeSpec], render: str, settings: EpisodeSettings, factory: PolicyFactory, out: Path,
-        workers: int, on_result: Callable[[EpisodeResult], None]) -> None:
+        workers: int, on_result: Callable[[EpisodeResult], None], record: Optional[Path] = None,
+        max_steps: Optional[int] = None) -> None:
     """Run `episodes`, calling `on_result` in this process as each one ends (in the order they end)."""
     if not episodes:
         return
     if workers == 1:
-        for result in _episodes(Job(tuple(episodes), render, settings, factory, out)):
+        for result in _episodes(Job(tuple(episodes), render, settings, factory, out, max_steps, record)):
             on_result(result)
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no GL context or thread inherited
     results: "multiprocessing.Queue[object]" = context.Queue()
-    processes = [context.Process(target=_worker, args=(Job(share, render, settings, factory, out), results), daemon=True)
+    processes = [context.Process(target=_worker, args=(Job(share, render, settings, factory, out, max_steps, record), results), daemon=True)
                  for share in split(episodes, workers)]
     for process in processes:
         process.start()
