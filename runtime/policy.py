@@ -22,7 +22,7 @@ from rdvla.runtime.backends import load_backend
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
-from rdvla.runtime.halting import AdjacentMSE, HaltingRule
+from rdvla.runtime.halting import AdjacentMSE, HaltingRule, finite_delta, run_iterations
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.preprocess.native import resolve_implementation
@@ -152,7 +152,7 @@ class Policy:
         self.backend.reset_latent(latent)
         self.backend.synchronize()
         t3 = self.clock()
-        result = self._iterate(halting, None if deadline_s is None else t0 + deadline_s)
+        result = self._recur(halting, None if deadline_s is None else t0 + deadline_s)
         t4 = self.clock()
         normalized = self.backend.actions()
         result.normalized_actions = normalized
@@ -165,17 +165,18 @@ class Policy:
         result.timings_ms = {k: 1e3 * v for k, v in times.items()}
         return result
 
-    def _iterate(self, halting: HaltingRule, deadline: Optional[float]) -> PolicyResult:
+    def _recur(self, halting: HaltingRule, deadline: Optional[float]) -> PolicyResult:
+        """The recurrent iterations on the backend, stopped by `run_iterations` (and the deadline)."""
         backend = self.backend
         result = PolicyResult(np.empty(0), np.empty(0), 0)
         clock = self.clock
         adaptive = halting.needs_decode
-        last = 0.0
-        for k in range(1, halting.max_iterations + 1):
+        last = 0.0  # the duration of the latest iteration: the next one is assumed to take as long
+
+        def iterate(k: int) -> Optional[float]:
+            nonlocal last
             start = clock()
-            if deadline is not None and k > 1 and start + last > deadline:
-                result.stopped_by = "deadline"
-                break
+            delta = None
             if not adaptive:
                 backend.step()
             else:
@@ -185,18 +186,15 @@ class Policy:
                 result.mse.append(mse)
                 result.cosine.append(cosine)
                 result.deltas.append(halting.delta(mse, cosine))
+                delta = finite_delta(result.deltas[-1])
             last = clock() - start
             result.iteration_ms.append(1e3 * last)
-            result.iterations = k
-            if adaptive:
-                delta = None if np.isnan(result.deltas[-1]) else result.deltas[-1]
-                if halting.should_stop(k, delta):
-                    met = delta is not None and k >= halting.min_iterations and halting.converged(delta)
-                    result.stopped_by = "converged" if met else "max_iterations"
-                    break
+            return delta
+
+        stop = run_iterations(halting, iterate, None if deadline is None else lambda: clock() + last > deadline)
+        result.iterations, result.stopped_by = stop.iterations, stop.stopped_by
         if not adaptive:
             backend.decode()
-            result.stopped_by = result.stopped_by or "fixed"
         device_times = getattr(backend, "iteration_times_ms", None)
         if device_times is not None:
             result.iteration_ms = list(device_times())

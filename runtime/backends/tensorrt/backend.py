@@ -312,7 +312,7 @@ class TensorRTBackend(Backend):
 
     # -- per iteration: no allocation, no synchronisation, no check the per-query calls made -------
 
-    def _iterate(self, graph: str, direction: Direction) -> None:
+    def _run_iteration(self, graph: str, direction: Direction) -> None:
         if self._iterations == 0:
             self._cuda.record(self._events[0], self._stream)
         self._runners[graph][direction]()
@@ -321,10 +321,10 @@ class TensorRTBackend(Backend):
             self._cuda.record(self._events[self._iterations], self._stream)
 
     def step(self) -> None:
-        self._iterate(names.CORE_STEP, self._schedule.step())
+        self._run_iteration(names.CORE_STEP, self._schedule.step())
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
-        self._iterate(names.CORE_STEP_DECODE, self._schedule.step_decode())
+        self._run_iteration(names.CORE_STEP_DECODE, self._schedule.step_decode())
         if not read:
             return None
         cuda, scalars = self._cuda, self._pinned["scalars"]
