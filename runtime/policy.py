@@ -23,7 +23,7 @@ from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule, finite_delta, run_iterations
-from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
+from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.preprocess.native import resolve_implementation
 from rdvla.runtime.prompt import PromptTokenizer
@@ -64,7 +64,7 @@ class NonFiniteActions(ValueError):
 @dataclass
 class PolicyResult:
     normalized_actions: np.ndarray  # (8, 7)
-    actions: np.ndarray  # (8, 7) un-normalised, no gripper post-processing
+    actions: np.ndarray  # (8, 7) un-normalised, gripper post-processed as asked (`act(gripper=...)`): robot-ready
     iterations: int
     mse: list[float] = field(default_factory=list)  # per iteration; NaN where undefined
     cosine: list[float] = field(default_factory=list)
@@ -116,8 +116,13 @@ class Policy:
         init_latent: Optional[np.ndarray] = None,
         seed: Optional[int] = None,
         deadline_s: Optional[float] = None,
+        gripper: str = "raw",
     ) -> PolicyResult:
         """One query. Give camera `images` (uint8 HxWx3, camera order) or ready `pixel_values`.
+
+        The chunk comes back robot-ready: un-normalised, and its gripper dimension post-processed as
+        `gripper` says (`normalization.robot_ready`: libero binarises and inverts; raw, the default,
+        keeps the prediction, which is what the golden cases and `rdvla predict` compare).
 
         `deadline_s` bounds the whole query (from this call): the loop stops before an iteration
         that would not finish in time (judged by the last iteration's duration) and returns the
@@ -141,14 +146,17 @@ class Policy:
                 raise ValueError(f"the policy takes {self.bundle.dims.num_images} images; got {len(images)}")
             # Written straight into the backend's input staging buffer (TensorRT: page-locked memory).
             staging = self.backend.pixel_values_buffer(self._pixel_values_shape)
-            pixel_values = to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing, out=staging)
+            to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing, out=staging)
         proprio_n = normalize_proprio(np.asarray(proprio, np.float64), self.bundle.norm_stats)[None]
         t1 = self.clock()
         input_ids = self.tokenizer(instruction)
         self.bundle.check_prompt(input_ids)
         t2 = self.clock()
         latent = self.initial_latent(seed) if init_latent is None else np.asarray(init_latent, np.float32)
-        self.backend.run_context(pixel_values, input_ids, proprio_n)
+        if pixel_values is None:
+            self.backend.run_staged_context(input_ids, proprio_n)
+        else:
+            self.backend.run_context(pixel_values, input_ids, proprio_n)
         self.backend.reset_latent(latent)
         self.backend.synchronize()
         t3 = self.clock()
@@ -156,7 +164,7 @@ class Policy:
         t4 = self.clock()
         normalized = self.backend.actions()
         result.normalized_actions = normalized
-        result.actions = unnormalize_actions(normalized, self.bundle.norm_stats)
+        result.actions = robot_ready(unnormalize_actions(normalized, self.bundle.norm_stats), gripper)
         if not np.isfinite(result.actions).all():
             raise NonFiniteActions(f"the policy produced non-finite actions (NaN or inf) after {result.iterations} iterations: "
                                    f"the bundle's weights or statistics are broken (`rdvla verify {self.bundle.root}`)")

@@ -275,7 +275,6 @@ class TorchBackend(Backend):
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
         torch = self._torch
-        self.bundle.check_prompt(input_ids)
         for name, array, buffer in ((names.PIXEL_VALUES, pixel_values, self._pixels), (names.PROPRIO, proprio, self._proprio)):
             if tuple(array.shape) != tuple(buffer.shape):
                 raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(buffer.shape)}")
