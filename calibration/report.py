@@ -4,10 +4,11 @@
   error is that graph's own, not inherited);
 * per iteration index 1..32: the decoded actions of whole queries (VLM+Prelude and the core at the
   lower precision, from the same S0) against the FP32 trace: how the error grows with depth;
-* iteration drift: where adaptive halting (the bundle's default rule) stops at each precision, as a
-  histogram and as the per-query difference from FP32, also at thresholds 10x looser to 100x tighter;
-* the halting statistic (MSE of consecutive actions) by iteration index: the level where a lower
-  precision's statistic stops falling is the tightest threshold that still halts before the cap;
+* iteration drift: where adaptive halting (the bundle's default rule, or the rule given) stops at
+  each precision, as a histogram and as the per-query difference from FP32, also with its delta
+  bound 10x looser to 100x tighter;
+* the halting rule's delta (MSE, or 1 - cosine, of consecutive actions) by iteration index: the level
+  where a lower precision's delta stops falling is the tightest bound that still halts before the cap;
 * the bundle's golden cases through `runtime.verify` with the precision's gate.
 
 Gates live in `runtime.gates`; `rdvla verify` prints the stored report's summary (`summary_lines`).
@@ -18,9 +19,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import Manifest
 from rdvla.runtime.gates import calibration_gate_for, gate_for
 from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
-from rdvla.runtime.halting import HaltingRule
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, HaltingRule, stop_on_trace
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.verify import gate_failures, verify_actions, worst
 
@@ -76,42 +77,66 @@ def _run_all(path: Path, feeds: Iterable[dict[str, np.ndarray]], options: Any) -
     return {name: np.stack([r[i] for r in runs]) for i, name in enumerate(outputs)}
 
 
-def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndarray, np.ndarray]:
-    """(actions (Q, 32, 8, 7), mse (Q, 32)) of every calibration query run at `precision` for 32 iterations."""
+def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(actions (Q, 32, 8, 7), mse (Q, 32), cosine (Q, 32)) of every calibration query run at `precision`
+    for 32 iterations; the statistics compare each decode with the one before (NaN at k = 1)."""
     backend = OnnxRuntimeBackend(bundle, precision)
-    actions, mse = [], []
+    actions, mse, cosine = [], [], []
     try:
         for q, feed in enumerate(data.samples(names.VLM_PRELUDE)):
             backend.run_context(feed[names.PIXEL_VALUES], feed[names.INPUT_IDS], feed[names.PROPRIO])
             backend.reset_latent(data.queries["init_latent"][q])
-            a, m = [], []
+            a, m, c = [], [], []
             for k in range(1, TRACE_DEPTH + 1):
                 stats = backend.step_decode(read=True)
                 assert stats is not None
                 a.append(backend.actions())
                 m.append(stats[0] if k > 1 else np.nan)
+                c.append(stats[1] if k > 1 else np.nan)
             actions.append(np.stack(a))
             mse.append(np.asarray(m, np.float32))
+            cosine.append(np.asarray(c, np.float32))
     finally:
         backend.close()
-    return np.stack(actions), np.stack(mse)
+    return np.stack(actions), np.stack(mse), np.stack(cosine)
 
 
-def stop_iterations(mse: np.ndarray, halting: HaltingRule) -> list[int]:
-    """Where `halting` stops on each (32,) MSE trace, as the runtime loop would."""
-    stops = []
-    for row in mse:
-        for k in range(1, halting.max_iterations + 1):
-            stat = None if k == 1 else float(row[k - 1])
-            if halting.should_stop(k, stat):
-                stops.append(k)
-                break
-    return stops
+@dataclass(frozen=True)
+class Traces:
+    """The halting statistics of every calibration query, per iteration index: (Q, 32) each, NaN at k = 1."""
+
+    mse: np.ndarray
+    cosine: np.ndarray
+
+    def stops(self, halting: HaltingRule) -> list[int]:
+        """Where `halting` stops each query, as a live query would (`runtime.halting.stop_on_trace`)."""
+        return [stop_on_trace(halting, m, c).iterations for m, c in zip(self.mse, self.cosine)]
+
+    def delta_medians(self, halting: HaltingRule) -> list[Optional[float]]:
+        """Median over queries of the rule's delta at each iteration index; None at k = 1. Where it
+        levels off is the tightest bound that can still stop."""
+        deltas = np.array([[halting.delta(float(m), float(c)) for m, c in zip(mr[1:], cr[1:])]
+                           for mr, cr in zip(self.mse, self.cosine)], np.float64)
+        return [None, *np.median(deltas, axis=0).tolist()]
 
 
-# Multiples of the bundle's MSE threshold at which the drift is also reported: users tune the
-# threshold at run time, and a tighter one stops later, where lower-precision errors have compounded.
+def reference_traces(data: CalibrationSet) -> Traces:
+    return Traces(data.queries["trace_mse"], data.queries["trace_cosine"])
+
+
+AdaptiveRule = Union[AdjacentMSE, CosineSimilarity]
+
+# Multiples of the rule's delta bound (the MSE threshold, or 1 - the cosine threshold) at which the
+# drift is also reported: users tune the threshold at run time, and a tighter one stops later, where
+# lower-precision errors have compounded.
 THRESHOLD_SWEEP = (10.0, 1.0, 0.1, 0.01)
+
+
+def with_bound_scaled(halting: AdaptiveRule, factor: float) -> AdaptiveRule:
+    """The rule with its delta bound multiplied by `factor`."""
+    if isinstance(halting, CosineSimilarity):
+        return replace(halting, threshold=1.0 - (1.0 - halting.threshold) * factor)
+    return replace(halting, threshold=halting.threshold * factor)
 
 
 def stop_drift(stops: list[int], reference: list[int]) -> dict[str, Any]:
@@ -122,22 +147,19 @@ def stop_drift(stops: list[int], reference: list[int]) -> dict[str, Any]:
             "agreement": float(np.mean([d == 0 for d in drift]))}
 
 
-def threshold_sweep(bundle: Bundle, mse: np.ndarray, reference_mse: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Drift of the stopping iteration at each threshold of THRESHOLD_SWEEP (the default rule otherwise)."""
-    base = bundle.halting_defaults.adaptive()
+def threshold_sweep(halting: AdaptiveRule, traces: Traces, reference: Traces) -> dict[str, dict[str, Any]]:
+    """Drift of the stopping iteration at each delta bound of THRESHOLD_SWEEP (the rule otherwise unchanged),
+    keyed by the threshold; a bound the rule cannot take (a cosine threshold outside (-1, 1)) is left out."""
     out = {}
     for factor in THRESHOLD_SWEEP:
-        halting = replace(base, threshold=base.threshold * factor)
-        reference = stop_iterations(reference_mse, halting)
-        row = stop_drift(stop_iterations(mse, halting), reference)
-        out[f"{halting.threshold:g}"] = {**row, "fp32_histogram": _histogram(reference), "fp32_median_stop": float(np.median(reference))}
+        try:
+            swept = with_bound_scaled(halting, factor)
+        except ValueError:
+            continue
+        fp32 = reference.stops(swept)
+        row = stop_drift(traces.stops(swept), fp32)
+        out[f"{swept.threshold:g}"] = {**row, "fp32_histogram": _histogram(fp32), "fp32_median_stop": float(np.median(fp32))}
     return out
-
-
-def delta_medians(mse: np.ndarray) -> list[Optional[float]]:
-    """Median over queries of the halting statistic (MSE of consecutive actions) at each iteration
-    index; None at k = 1. Where it levels off is the tightest threshold that can still stop."""
-    return [None, *np.median(mse[:, 1:].astype(np.float64), axis=0).tolist()]
 
 
 def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[float]]:
@@ -148,16 +170,16 @@ def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[f
 
 
 def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, golden: list[GoldenCase],
-                      reference_stops: list[int]) -> dict[str, Any]:
+                      halting: AdaptiveRule) -> dict[str, Any]:
     """Everything the report says about one lower precision, with its gates applied."""
-    halting = bundle.halting_defaults.adaptive()
-    actions, mse = trace(bundle, precision, data)
+    actions, mse, cosine = trace(bundle, precision, data)
+    traces, reference = Traces(mse, cosine), reference_traces(data)
     section: dict[str, Any] = {
         "graphs": graph_errors(bundle, precision, data),
         "per_iteration": depth_errors(actions, data.queries["trace_actions"]),
-        "iterations": stop_drift(stop_iterations(mse, halting), reference_stops),
-        "iterations_by_threshold": threshold_sweep(bundle, mse, data.queries["trace_mse"]),
-        "median_deltas": delta_medians(mse),
+        "iterations": stop_drift(traces.stops(halting), reference.stops(halting)),
+        "iterations_by_threshold": threshold_sweep(halting, traces, reference),
+        "median_deltas": traces.delta_medians(halting),
     }
     gate = calibration_gate_for(precision)
     failures = []
@@ -192,23 +214,25 @@ def _histogram(stops: list[int]) -> dict[str, int]:
 
 
 def accuracy_report(bundle: Bundle, data: CalibrationSet, precisions: list[str], golden: list[GoldenCase],
-                    extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    halting = bundle.halting_defaults.adaptive()
-    reference_stops = stop_iterations(data.queries["trace_mse"], halting)
+                    extra: Optional[dict[str, Any]] = None, halting: Optional[AdaptiveRule] = None) -> dict[str, Any]:
+    """The report of `precisions` against FP32; iteration drift under `halting` (default: the bundle's rule)."""
+    halting = halting or bundle.halting_defaults.adaptive()
+    reference = reference_traces(data)
+    reference_stops = reference.stops(halting)
     report: dict[str, Any] = {
         "reference": data.meta["reference"],
         "queries": len(reference_stops),
         "golden_cases": len(golden),
-        "halting": {"rule": "mse", "threshold": halting.threshold, "min_iterations": halting.min_iterations,
-                    "max_iterations": halting.max_iterations},
+        "halting": {"rule": "cosine" if isinstance(halting, CosineSimilarity) else "mse", "threshold": halting.threshold,
+                    "min_iterations": halting.min_iterations, "max_iterations": halting.max_iterations},
         "fp32": {"iterations": {"histogram": _histogram(reference_stops), "stops": reference_stops},
-                 "median_deltas": delta_medians(data.queries["trace_mse"])},
+                 "median_deltas": reference.delta_medians(halting)},
         "orin_floor": weight_floors(bundle, int(np.median(data.meta["prompt_lengths"]))),
         **(extra or {}),
     }
     for precision in precisions:
         log.info("accuracy report: %s (%d queries, %d golden cases)", precision, len(reference_stops), len(golden))
-        report[precision] = precision_section(bundle, precision, data, golden, reference_stops)
+        report[precision] = precision_section(bundle, precision, data, golden, halting)
     report["passed"] = all(report[p]["passed"] for p in precisions)
     return report
 
@@ -260,14 +284,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"accuracy report (run {report.get('run', '?')}): {report['queries']} calibration queries, "
         f"{report['golden_cases']} golden cases; reference: {report['reference']}",
-        f"  adaptive halting mse < {h['threshold']:g} (min {h['min_iterations']}, max {h['max_iterations']}): "
+        f"  adaptive halting {h['rule']} {'>' if h['rule'] == 'cosine' else '<'} {h['threshold']:g} "
+        f"(min {h['min_iterations']}, max {h['max_iterations']}): "
         f"FP32 stops at {report['fp32']['iterations']['histogram']}",
     ]
     depths = [k for k in SHOWN_DEPTHS if k > 1]
     for precision in ("fp32", "fp16", "int8"):
         medians = report.get(precision, {}).get("median_deltas")
         if medians:
-            lines.append(f"  {precision} consecutive-action MSE, median over queries, by iteration: "
+            delta = "1 - cosine" if h["rule"] == "cosine" else "MSE"
+            lines.append(f"  {precision} consecutive-action {delta}, median over queries, by iteration: "
                          + ", ".join(f"{k}: {medians[k - 1]:.1e}" for k in depths if k <= len(medians)))
     floors = report.get("orin_floor", {})
     if floors:
@@ -303,7 +329,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"max {it['max_abs_drift']}, same stop in {it['agreement']:.0%} of queries")
         sweep = section.get("iterations_by_threshold", {})
         if sweep:
-            lines.append("    drift by MSE threshold (mean |dk|, FP32 median stop): " + ", ".join(
+            lines.append(f"    drift by {'cosine' if h['rule'] == 'cosine' else 'MSE'} threshold (mean |dk|, FP32 median stop): " + ", ".join(
                 f"{t}: {row['mean_abs_drift']:.2f} (k={row['fp32_median_stop']:g})"
                 for t, row in sweep.items()))
         if "golden" in section:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdvla.runtime.halting import FixedDepth, HaltingRule
+from rdvla.runtime.halting import HaltingRule, finite_delta, run_iterations
 
 log = logging.getLogger(__name__)
 
@@ -315,24 +315,24 @@ class RecurrentDepthModel(nn.Module):
         returned actions are the decode of the final latent, which equals the last per-iteration
         decode (the upstream loop's extra final decode recomputes the same value).
         """
-        decode_each = trace or not isinstance(halting, FixedDepth)
+        decode_each = trace or halting.needs_decode
         out = HeadOutput(actions=torch.empty(0), iterations=0)
         prev: torch.Tensor | None = None
-        for k in range(1, halting.max_iterations + 1):
+
+        def iterate(k: int) -> Optional[float]:
+            nonlocal latent, prev
             latent = self.iterate(latent, ctx)
-            out.iterations = k
             if not decode_each:
-                if halting.should_stop(k, None):
-                    break
-                continue
+                return None
             actions = self.decode(latent, ctx)
             mse, cos = adjacent_statistics(actions, prev)
             out.mse.append(mse)
             out.cosine.append(cos)
             out.per_iteration_actions.append(actions)
             prev = actions
-            if halting.should_stop(k, halting.delta(mse, cos)):
-                break
+            return finite_delta(halting.delta(mse, cos))
+
+        out.iterations = run_iterations(halting, iterate).iterations
         out.actions = out.per_iteration_actions[-1] if decode_each else self.decode(latent, ctx)
         return out
 

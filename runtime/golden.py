@@ -14,7 +14,7 @@ import numpy as np
 
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError, ModelDims
-from rdvla.runtime.halting import HaltingRule
+from rdvla.runtime.halting import HaltingRule, stop_on_trace
 
 TRACE_DEPTH = 32
 
@@ -36,11 +36,8 @@ class GoldenCase:
 
     def reference(self, halting: HaltingRule) -> tuple[np.ndarray, int]:
         """The reference answer for `halting`, read off the 32-iteration trace."""
-        for k in range(1, halting.max_iterations + 1):
-            stat = None if k == 1 else halting.delta(float(self.trace_mse[k - 1]), float(self.trace_cosine[k - 1]))
-            if halting.should_stop(k, stat if halting.needs_decode else None):
-                return self.trace_actions[k - 1], k
-        raise AssertionError("halting never stopped")
+        stop = stop_on_trace(halting, self.trace_mse, self.trace_cosine)
+        return self.trace_actions[stop.iterations - 1], stop.iterations
 
     def save(self, path: Path) -> None:
         arrays = {name: getattr(self, name) for name in _FIELDS}

@@ -1,17 +1,40 @@
-"""When the recurrent loop stops (spec 3.1-3.3), shared by the reference and every backend.
+"""When the recurrent loop stops (spec 3.1-3.3): the halting rules and the one stop rule that applies them.
 
 A rule sees the iteration index k (1-based) and the delta of iteration k: how much the decoded
 actions changed from iteration k-1, as the rule measures it (None at k = 1, or when the loop did
-not decode), in normalised action space.
+not decode or read it), in normalised action space. `run_iterations` is the only loop that asks a
+rule: the policy, the PyTorch reference head, the golden cases and calibration's report all stop
+through it (the last two on a recorded trace, `stop_on_trace`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 MAX_SUPPORTED_ITERATIONS = 256
+# Why a query's iterations stopped (`Stop.stopped_by`, `PolicyResult.stopped_by`, the step log's queries).
+FIXED, CONVERGED, MAX_ITERATIONS, DEADLINE = "fixed", "converged", "max_iterations", "deadline"
+
+
+@runtime_checkable
+class HaltingRule(Protocol):
+    """What `run_iterations` asks of a halting rule; every rule implements it."""
+
+    @property
+    def max_iterations(self) -> int:
+        """No query runs more iterations than this."""
+
+    @property
+    def needs_decode(self) -> bool:
+        """Whether the rule reads a delta each iteration (so each iteration must decode)."""
+
+    def delta(self, mse: float, cosine: float) -> float:
+        """The rule's delta from the two statistics of consecutive decodes."""
+
+    def stopped_by(self, k: int, delta: Optional[float]) -> Optional[str]:
+        """Why the loop stops after iteration k (FIXED, CONVERGED, MAX_ITERATIONS), or None to go on."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +57,8 @@ class FixedDepth:
     def delta(self, mse: float, cosine: float) -> float:
         return mse
 
-    def should_stop(self, k: int, delta: Optional[float]) -> bool:
-        return k >= self.iterations
+    def stopped_by(self, k: int, delta: Optional[float]) -> Optional[str]:
+        return FIXED if k >= self.iterations else None
 
 
 @dataclass(frozen=True)
@@ -61,10 +84,8 @@ class AdjacentMSE:
     def converged(self, delta: float) -> bool:
         return delta < self.threshold
 
-    def should_stop(self, k: int, delta: Optional[float]) -> bool:
-        if k >= self.max_iterations:
-            return True
-        return k >= self.min_iterations and delta is not None and self.converged(delta)
+    def stopped_by(self, k: int, delta: Optional[float]) -> Optional[str]:
+        return _adaptive_stop(self, k, delta)
 
 
 @dataclass(frozen=True)
@@ -91,13 +112,54 @@ class CosineSimilarity:
         # 1 - cos < 1 - threshold, written on the recorded delta so every backend agrees exactly.
         return delta < 1.0 - self.threshold
 
-    def should_stop(self, k: int, delta: Optional[float]) -> bool:
-        if k >= self.max_iterations:
-            return True
-        return k >= self.min_iterations and delta is not None and self.converged(delta)
+    def stopped_by(self, k: int, delta: Optional[float]) -> Optional[str]:
+        return _adaptive_stop(self, k, delta)
 
 
-HaltingRule = Union[FixedDepth, AdjacentMSE, CosineSimilarity]
+def _adaptive_stop(rule: "AdjacentMSE | CosineSimilarity", k: int, delta: Optional[float]) -> Optional[str]:
+    if k >= rule.min_iterations and delta is not None and rule.converged(delta):
+        return CONVERGED
+    return MAX_ITERATIONS if k >= rule.max_iterations else None
+
+
+@dataclass(frozen=True)
+class Stop:
+    iterations: int  # iterations run
+    stopped_by: str  # FIXED, CONVERGED, MAX_ITERATIONS or DEADLINE
+
+
+def run_iterations(halting: HaltingRule, iterate: Callable[[int], Optional[float]],
+                   out_of_time: Optional[Callable[[], bool]] = None) -> Stop:
+    """The one stop rule: run iterations k = 1, 2, ... until `halting` stops them.
+
+    `iterate(k)` runs iteration k and returns its delta (None where there is none: k = 1, no
+    decode, a statistic not read back, NaN). `out_of_time()` is asked before every iteration after
+    the first (at least one always runs); True stops with DEADLINE after the iterations done.
+    """
+    for k in range(1, halting.max_iterations + 1):
+        if k > 1 and out_of_time is not None and out_of_time():
+            return Stop(k - 1, DEADLINE)
+        stopped_by = halting.stopped_by(k, iterate(k))
+        if stopped_by is not None:
+            return Stop(k, stopped_by)
+    raise AssertionError(f"{halting!r} did not stop at its max_iterations")
+
+
+def stop_on_trace(halting: HaltingRule, mse: Sequence[float], cosine: Sequence[float]) -> Stop:
+    """Where `halting` stops a query whose per-iteration statistics were recorded (`mse[k - 1]`,
+    `cosine[k - 1]` against the decode before; NaN at k = 1), as a live query would."""
+
+    def recorded(k: int) -> Optional[float]:
+        if k == 1 or not halting.needs_decode:
+            return None
+        return finite_delta(halting.delta(float(mse[k - 1]), float(cosine[k - 1])))
+
+    return run_iterations(halting, recorded)
+
+
+def finite_delta(delta: float) -> Optional[float]:
+    """A measured delta as `run_iterations` takes it: None where it is NaN (k = 1, not read back)."""
+    return None if math.isnan(delta) else delta
 
 
 def parse_halting(
@@ -105,7 +167,7 @@ def parse_halting(
     iterations: Optional[int] = None,
     min_iterations: Optional[int] = None,
     max_iterations: Optional[int] = None,
-) -> HaltingRule:
+) -> "FixedDepth | AdjacentMSE | CosineSimilarity":
     """Build a rule from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`
     (`--min-iterations`, `--max-iterations`); a ValueError names the option at fault."""
     if spec is not None and iterations is not None:

@@ -89,6 +89,17 @@ def action_scale(stats: NormStats) -> np.ndarray:
     return np.where(stats.action_mask, 0.5 * (stats.action_q99 - stats.action_q01 + RANGE_EPS), 1.0)
 
 
+GRIPPERS = ("libero", "raw")  # how the gripper dimension reaches the robot (`robot_ready`)
+
+
+def robot_ready(actions: np.ndarray, gripper: str) -> np.ndarray:
+    """Un-normalised actions as the robot takes them: `libero` post-processes the gripper dimension
+    (`libero_gripper`, spec 3.6), `raw` passes it on as predicted."""
+    if gripper not in GRIPPERS:
+        raise ValueError(f"unknown gripper post-processing {gripper!r}; choose libero or raw")
+    return libero_gripper(actions) if gripper == "libero" else actions
+
+
 def libero_gripper(actions: np.ndarray) -> np.ndarray:
     """LIBERO post-processing of the last dim: binarise g -> sign(2g - 1) (0.5 -> 0), then invert."""
     out = np.array(actions, dtype=np.float32, copy=True)

@@ -22,8 +22,8 @@ from rdvla.runtime.backends import load_backend
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
-from rdvla.runtime.halting import AdjacentMSE, HaltingRule
-from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
+from rdvla.runtime.halting import AdjacentMSE, HaltingRule, finite_delta, run_iterations
+from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.preprocess.native import resolve_implementation
 from rdvla.runtime.prompt import PromptTokenizer
@@ -64,7 +64,7 @@ class NonFiniteActions(ValueError):
 @dataclass
 class PolicyResult:
     normalized_actions: np.ndarray  # (8, 7)
-    actions: np.ndarray  # (8, 7) un-normalised, no gripper post-processing
+    actions: np.ndarray  # (8, 7) un-normalised, gripper post-processed as asked (`act(gripper=...)`): robot-ready
     iterations: int
     mse: list[float] = field(default_factory=list)  # per iteration; NaN where undefined
     cosine: list[float] = field(default_factory=list)
@@ -116,8 +116,13 @@ class Policy:
         init_latent: Optional[np.ndarray] = None,
         seed: Optional[int] = None,
         deadline_s: Optional[float] = None,
+        gripper: str = "raw",
     ) -> PolicyResult:
         """One query. Give camera `images` (uint8 HxWx3, camera order) or ready `pixel_values`.
+
+        The chunk comes back robot-ready: un-normalised, and its gripper dimension post-processed as
+        `gripper` says (`normalization.robot_ready`: libero binarises and inverts; raw, the default,
+        keeps the prediction, which is what the golden cases and `rdvla predict` compare).
 
         `deadline_s` bounds the whole query (from this call): the loop stops before an iteration
         that would not finish in time (judged by the last iteration's duration) and returns the
@@ -141,22 +146,25 @@ class Policy:
                 raise ValueError(f"the policy takes {self.bundle.dims.num_images} images; got {len(images)}")
             # Written straight into the backend's input staging buffer (TensorRT: page-locked memory).
             staging = self.backend.pixel_values_buffer(self._pixel_values_shape)
-            pixel_values = to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing, out=staging)
+            to_pixel_values(images, config=self.bundle.preprocess, implementation=self.preprocessing, out=staging)
         proprio_n = normalize_proprio(np.asarray(proprio, np.float64), self.bundle.norm_stats)[None]
         t1 = self.clock()
         input_ids = self.tokenizer(instruction)
         self.bundle.check_prompt(input_ids)
         t2 = self.clock()
         latent = self.initial_latent(seed) if init_latent is None else np.asarray(init_latent, np.float32)
-        self.backend.run_context(pixel_values, input_ids, proprio_n)
+        if pixel_values is None:
+            self.backend.run_staged_context(input_ids, proprio_n)
+        else:
+            self.backend.run_context(pixel_values, input_ids, proprio_n)
         self.backend.reset_latent(latent)
         self.backend.synchronize()
         t3 = self.clock()
-        result = self._iterate(halting, None if deadline_s is None else t0 + deadline_s)
+        result = self._recur(halting, None if deadline_s is None else t0 + deadline_s)
         t4 = self.clock()
         normalized = self.backend.actions()
         result.normalized_actions = normalized
-        result.actions = unnormalize_actions(normalized, self.bundle.norm_stats)
+        result.actions = robot_ready(unnormalize_actions(normalized, self.bundle.norm_stats), gripper)
         if not np.isfinite(result.actions).all():
             raise NonFiniteActions(f"the policy produced non-finite actions (NaN or inf) after {result.iterations} iterations: "
                                    f"the bundle's weights or statistics are broken (`rdvla verify {self.bundle.root}`)")
@@ -165,17 +173,18 @@ class Policy:
         result.timings_ms = {k: 1e3 * v for k, v in times.items()}
         return result
 
-    def _iterate(self, halting: HaltingRule, deadline: Optional[float]) -> PolicyResult:
+    def _recur(self, halting: HaltingRule, deadline: Optional[float]) -> PolicyResult:
+        """The recurrent iterations on the backend, stopped by `run_iterations` (and the deadline)."""
         backend = self.backend
         result = PolicyResult(np.empty(0), np.empty(0), 0)
         clock = self.clock
         adaptive = halting.needs_decode
-        last = 0.0
-        for k in range(1, halting.max_iterations + 1):
+        last = 0.0  # the duration of the latest iteration: the next one is assumed to take as long
+
+        def iterate(k: int) -> Optional[float]:
+            nonlocal last
             start = clock()
-            if deadline is not None and k > 1 and start + last > deadline:
-                result.stopped_by = "deadline"
-                break
+            delta = None
             if not adaptive:
                 backend.step()
             else:
@@ -185,18 +194,15 @@ class Policy:
                 result.mse.append(mse)
                 result.cosine.append(cosine)
                 result.deltas.append(halting.delta(mse, cosine))
+                delta = finite_delta(result.deltas[-1])
             last = clock() - start
             result.iteration_ms.append(1e3 * last)
-            result.iterations = k
-            if adaptive:
-                delta = None if np.isnan(result.deltas[-1]) else result.deltas[-1]
-                if halting.should_stop(k, delta):
-                    met = delta is not None and k >= halting.min_iterations and halting.converged(delta)
-                    result.stopped_by = "converged" if met else "max_iterations"
-                    break
+            return delta
+
+        stop = run_iterations(halting, iterate, None if deadline is None else lambda: clock() + last > deadline)
+        result.iterations, result.stopped_by = stop.iterations, stop.stopped_by
         if not adaptive:
             backend.decode()
-            result.stopped_by = result.stopped_by or "fixed"
         device_times = getattr(backend, "iteration_times_ms", None)
         if device_times is not None:
             result.iteration_ms = list(device_times())

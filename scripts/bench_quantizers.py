@@ -28,7 +28,7 @@ from typing import Any
 from rdvla.calibration.data import CalibrationSet
 from rdvla.calibration.methods import METHODS
 from rdvla.calibration.quantize import quantize_graph
-from rdvla.calibration.report import (depth_errors, graph_errors, stop_drift, stop_iterations,
+from rdvla.calibration.report import (Traces, depth_errors, graph_errors, reference_traces, stop_drift,
                                       threshold_sweep, trace, with_manifest)
 from rdvla.runtime import bundle as names
 from rdvla.runtime.bundle import Bundle
@@ -62,8 +62,10 @@ def measure(bundle: Bundle, data: CalibrationSet, graphs: list[str], quantizer: 
         section[graph] = {**bundle.graph(graph).to_json(), "file": str(target)}
     seconds = time.perf_counter() - start
     staged = with_manifest(bundle, replace(bundle.manifest, calibrated={**bundle.manifest.calibrated, "int8": section}))
-    reference_stops = stop_iterations(data.queries["trace_mse"], bundle.halting_defaults.adaptive())
-    actions, mse = trace(staged, "int8", data)
+    halting = bundle.halting_defaults.adaptive()
+    reference = reference_traces(data)
+    actions, mse, cosine = trace(staged, "int8", data)
+    traces = Traces(mse, cosine)
     per_k = depth_errors(actions, data.queries["trace_actions"])
     return {
         "quantize_s": round(seconds, 1),
@@ -71,9 +73,9 @@ def measure(bundle: Bundle, data: CalibrationSet, graphs: list[str], quantizer: 
         "actions_max_abs_worst": max(per_k["max_abs"]),
         "actions_mean_abs_mean": sum(per_k["mean_abs"]) / len(per_k["mean_abs"]),
         "per_iteration": per_k,
-        "iterations": stop_drift(stop_iterations(mse, bundle.halting_defaults.adaptive()), reference_stops),
+        "iterations": stop_drift(traces.stops(halting), reference.stops(halting)),
         "iterations_by_threshold": {t: {"mean_abs_drift": r["mean_abs_drift"], "agreement": r["agreement"]}
-                                    for t, r in threshold_sweep(bundle, mse, data.queries["trace_mse"]).items()},
+                                    for t, r in threshold_sweep(halting, traces, reference).items()},
     }
 
 

@@ -3,10 +3,12 @@
 State (proprio, as RD-VLA was trained on LIBERO): end-effector position (3, metres), orientation as
 axis-angle (3, radians), the two finger positions (2, metres; +q and -q for an opening of 2q).
 
-Action: delta position (3), delta rotation as axis-angle (3), gripper command (1) in [-1, 1] with
--1 = open and +1 = close (the LIBERO convention after RD-VLA's gripper post-processing). The
-first six are multiplied by ``action_scale`` (policy units -> metres, radians) before the limits
-apply: e.g. (0.05, 0.5) for a policy trained on LIBERO's operational-space controller.
+Action (`Robot.send_action`): delta position (3, metres), delta rotation as axis-angle (3, radians),
+gripper command (1) in [-1, 1] with -1 = open and +1 = close (the LIBERO convention after RD-VLA's
+gripper post-processing). ``action_scale`` says what one policy unit is on this robot (policy units
+-> metres, radians: e.g. (0.05, 0.5) for a policy trained on LIBERO's operational-space
+controller); the control loop's safety filter applies it, once, and a robot only ever sees
+metres and radians.
 """
 
 from __future__ import annotations
@@ -126,10 +128,8 @@ def clip_norm(vector: np.ndarray, limit: float) -> np.ndarray:
     return vector if norm <= limit else vector * (limit / norm)
 
 
-def limit_action(
-    action: np.ndarray, limits: RobotLimits, scale: tuple[float, float], dt_s: Optional[float] = None
-) -> np.ndarray:
-    """Scaled to metres/radians and clipped: per-action step limits, and speed limits when dt is known.
+def limit_action(action: np.ndarray, limits: RobotLimits, dt_s: Optional[float] = None) -> np.ndarray:
+    """An action in metres/radians clipped: per-action step limits, and speed limits when dt is known.
 
     Translation and rotation are shortened along their own direction, never clipped per axis, so a
     limited motion still goes where the policy pointed.
@@ -140,8 +140,8 @@ def limit_action(
         translation_limit = min(translation_limit, limits.max_linear_speed_mps * dt_s)
         rotation_limit = min(rotation_limit, limits.max_angular_speed_radps * dt_s)
     out = np.empty(ACTION_DIM)
-    out[:3] = clip_norm(values[:3] * scale[0], translation_limit)
-    out[3:6] = clip_norm(values[3:6] * scale[1], rotation_limit)
+    out[:3] = clip_norm(values[:3], translation_limit)
+    out[3:6] = clip_norm(values[3:6], rotation_limit)
     out[6] = min(1.0, max(-1.0, values[6]))
     return out
 
@@ -166,7 +166,7 @@ class Robot(ABC):
 
     @abstractmethod
     def send_action(self, action: np.ndarray) -> RobotState:
-        """Apply one 7-d action (within limits) and return the state after it."""
+        """Apply one 7-d action (metres, radians, gripper; within limits) and return the state after it."""
 
     @abstractmethod
     def hold(self) -> RobotState:

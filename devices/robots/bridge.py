@@ -255,7 +255,7 @@ class BridgeRobot(Robot):
         return self._state_request(MessageKind.GET_STATE)
 
     def send_action(self, action: np.ndarray) -> RobotState:
-        step = limit_action(action, self.limits, self.action_scale)
+        step = limit_action(action, self.limits)
         if self.link_state == LinkState.DOWN:
             raise RobotConnectionError(
                 f"link to the controller at {self.address} is down (silent for more than {self.peer_timeout_s:g} s); action not sent"

@@ -82,7 +82,7 @@ class SimRobot(Robot):
             raise RobotStoppedError("the robot is stopped; reset it before sending actions")
         now = self.clock()
         dt = None if self._last_action_time is None else max(0.0, now - self._last_action_time)
-        step = limit_action(action, self.limits, self.action_scale, dt)
+        step = limit_action(action, self.limits, dt)
         self._position = np.clip(self._position + step[:3], self.limits.workspace_min, self.limits.workspace_max)
         self._rotation = axis_angle_to_matrix(step[3:6]) @ self._rotation  # deltas are in the base frame
         target = (1.0 - step[6]) / 2.0 * self.limits.gripper_open_m

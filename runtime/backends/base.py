@@ -23,7 +23,9 @@ class Backend(ABC):
 
     @abstractmethod
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
-        """Run VLM+Prelude on (1,12,224,224) f32, (1,P) i64, (1,8) f32 normalised proprio."""
+        """Run VLM+Prelude on (1,12,224,224) f32, (1,P) i64, (1,8) f32 normalised proprio.
+
+        The prompt length P lies in the bundle's range: the caller checks it (`Policy.act`, once per query)."""
 
     @abstractmethod
     def reset_latent(self, init_latent: np.ndarray) -> None:
@@ -54,11 +56,17 @@ class Backend(ABC):
 
     def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 host array of `shape` that preprocessing may write the next query's pixel_values
-        into, for `run_context` to read without a copy where it can (TensorRT: its page-locked
-        staging buffer). Allocated once; valid until the next `run_context`."""
+        into, then hand over with `run_staged_context` (TensorRT: its page-locked staging buffer, so
+        nothing is copied on the host). Allocated once; valid until the next query's context."""
         if self._staging is None or self._staging.shape != shape:
             self._staging = np.empty(shape, np.float32)
         return self._staging
+
+    def run_staged_context(self, input_ids: np.ndarray, proprio: np.ndarray) -> None:
+        """`run_context` on the pixel_values written into `pixel_values_buffer`."""
+        if self._staging is None:
+            raise RuntimeError("no pixel_values staged: write them into pixel_values_buffer() first")
+        self.run_context(self._staging, input_ids, proprio)
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op for host backends)."""

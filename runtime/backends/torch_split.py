@@ -275,7 +275,6 @@ class TorchBackend(Backend):
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
         torch = self._torch
-        self.bundle.check_prompt(input_ids)
         for name, array, buffer in ((names.PIXEL_VALUES, pixel_values, self._pixels), (names.PROPRIO, proprio, self._proprio)):
             if tuple(array.shape) != tuple(buffer.shape):
                 raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(buffer.shape)}")
@@ -303,7 +302,7 @@ class TorchBackend(Backend):
 
     # -- per iteration: no allocation, no synchronisation ----------------------------------------
 
-    def _iterate(self, run: Runner) -> None:
+    def _run_iteration(self, run: Runner) -> None:
         k = self._iterations
         self._iterations = k + 1
         if k >= MAX_SUPPORTED_ITERATIONS:
@@ -319,11 +318,11 @@ class TorchBackend(Backend):
 
     def step(self) -> None:
         with self._on_stream():
-            self._iterate(self._runners[names.CORE_STEP][self._schedule.step()])
+            self._run_iteration(self._runners[names.CORE_STEP][self._schedule.step()])
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
         with self._on_stream():
-            self._iterate(self._runners[names.CORE_STEP_DECODE][self._schedule.step_decode()])
+            self._run_iteration(self._runners[names.CORE_STEP_DECODE][self._schedule.step_decode()])
             if read and self._cuda:
                 self._host_scalars.copy_(self._scalars, non_blocking=True)
                 self._scalars_ready.record(self._stream)

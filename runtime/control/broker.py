@@ -2,7 +2,8 @@
 
 The broker owns everything between an observation and a queued action: query ids, the in-flight
 query of the asynchronous mode, each query's deadline and the running estimate of its fixed cost,
-and a chunk's arrival (gripper post-processing, the horizon, the push into the action queue).
+and a chunk's arrival (the horizon, the push into the action queue). The policy hands over
+robot-ready chunks: un-normalised, the gripper post-processed as `LoopConfig.gripper` says.
 
 * Synchronous mode: when no action is queued for the slot, the broker queries the policy inside
   the cycle, with the end of the period as its deadline.
@@ -34,7 +35,6 @@ from rdvla.runtime.control.faults import Fault, FaultLog, one_line
 from rdvla.runtime.control.pacing import CycleTimer
 from rdvla.runtime.control.records import QueryRecord, floats, matrix
 from rdvla.runtime.halting import HaltingRule
-from rdvla.runtime.normalization import libero_gripper
 from rdvla.runtime.policy import PolicyResult
 
 # Kept free at the end of a period for the safety filter, the robot command and the log line.
@@ -48,7 +48,7 @@ class PolicyLike(Protocol):
     def act(self, instruction: str, proprio: Sequence[float] | np.ndarray, images: Optional[Sequence[np.ndarray]] = None,
             pixel_values: Optional[np.ndarray] = None, halting: Optional[HaltingRule] = None,
             init_latent: Optional[np.ndarray] = None, seed: Optional[int] = None,
-            deadline_s: Optional[float] = None) -> PolicyResult: ...
+            deadline_s: Optional[float] = None, gripper: str = "raw") -> PolicyResult: ...
 
 
 class StartError(RuntimeError):
@@ -188,7 +188,7 @@ class ChunkBroker:
 
     def _infer(self, inputs: QueryInputs, deadline_s: Optional[float], query_id: int) -> PolicyResult:
         return self.policy.act(self.config.instruction, inputs.proprio, images=inputs.images, halting=self.config.halting,
-                               seed=self.config.seed + query_id, deadline_s=deadline_s)
+                               seed=self.config.seed + query_id, deadline_s=deadline_s, gripper=self.config.gripper)
 
     def _query_now(self, slot: int, inputs: QueryInputs) -> Optional[QueryRecord]:
         query_id = self._take_query_id()
@@ -233,9 +233,7 @@ class ChunkBroker:
                 deadline_s: Optional[float]) -> QueryRecord:
         """Queue a finished query's chunk and return the query's log entry; RejectedChunk keeps it out."""
         latency_ms = (self.clock() - submitted) * 1e3
-        actions = np.asarray(result.actions, np.float64)
-        if self.config.gripper == "libero":
-            actions = libero_gripper(actions).astype(np.float64)
+        actions = np.asarray(result.actions, np.float64)  # robot-ready: the policy post-processed it
         if not np.all(np.isfinite(actions)):
             raise RejectedChunk(f"query {query_id} returned non-finite actions; chunk rejected")
         fixed = (result.timings_ms.get("total", 0.0) - result.timings_ms.get("iterations", 0.0)) / 1e3

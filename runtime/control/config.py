@@ -10,9 +10,9 @@ from rdvla.runtime.control.action_queue import BLENDS
 from rdvla.runtime.control.safety import SafetyConfig
 from rdvla.runtime.halting import HaltingRule
 from rdvla.runtime.horizon import AnyHorizon, FixedHorizon
+from rdvla.runtime.normalization import GRIPPERS
 
 MODES = ("sync", "async")
-GRIPPERS = ("libero", "raw")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ object per line, in this order:
   `skew_ms`, `proprio` (8 values read from the robot), `instruction`, `query` (a chunk that arrived
   in this cycle, else null), `submitted` (id of a query started from this cycle's observation),
   `queue` (actions left for later slots), `inflight`, `proposed` (the queued action for this slot,
-  policy units), `executed` (after the safety filter), `limits` (the limits that changed it),
+  policy units), `executed` (after the safety filter: metres, radians and the gripper command, as
+  the robot takes it), `limits` (the limits that changed it),
   `decision`, `faults` and `sections_ms` (observe, infer, act, send).
 * `RunSummary` (`"type": "summary"`): why the run stopped (`stop_reason`: one of the `STOP_*`
   reasons below, a fault's reason, a signal, "interrupted" or "error: ..."), rate achieved,

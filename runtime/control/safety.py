@@ -1,6 +1,8 @@
 """What stands between the policy and the arm: the action filter.
 
-``SafetyFilter`` turns a proposed action (policy units) into one that respects the robot's limits:
+``SafetyFilter`` turns a proposed action (policy units) into one that respects the robot's limits,
+in metres and radians: the one place where ``action_scale`` converts policy units (the robot takes
+the filtered action as it is):
 non-finite actions are rejected; translation and rotation are shortened along their own direction
 to the per-action step and speed limits; their change from the previous command is bounded by an
 acceleration limit (after a hold the arm is at rest, so motion ramps up again); the target position
@@ -39,7 +41,7 @@ class SafetyConfig:
 
 @dataclass(frozen=True)
 class Filtered:
-    action: Optional[np.ndarray]  # (7,) policy units, ready for Robot.send_action; None when rejected
+    action: Optional[np.ndarray]  # (7,) metres, radians, gripper: ready for Robot.send_action; None when rejected
     limits: tuple[str, ...] = ()  # the limits that changed the action
     rejected: Optional[str] = None  # why nothing may be sent
 
@@ -92,8 +94,7 @@ class SafetyFilter:
         if gripper != values[6]:
             hit.append("gripper")
         self._previous = np.concatenate([translation, rotation])
-        action = np.concatenate([translation / self.scale[0], rotation / self.scale[1], [gripper]])
-        return Filtered(action, tuple(hit))
+        return Filtered(np.concatenate([translation, rotation, [gripper]]), tuple(hit))
 
     @staticmethod
     def _limit(step: np.ndarray, previous: np.ndarray, max_step: float, max_change: float,

@@ -27,6 +27,7 @@ from rdvla.runtime.control.subscriber import Subscriber
 from rdvla.runtime.control.config import LoopConfig
 from rdvla.runtime.control.loop import ControlLoop
 from rdvla.runtime.horizon import FixedHorizon
+from rdvla.runtime.normalization import robot_ready
 from rdvla.runtime.policy import PolicyResult
 
 RATE_HZ = 10.0
@@ -87,17 +88,19 @@ class FakePolicy:
         self.nonfinite: set[int] = set()
 
     def act(self, instruction: str, proprio: Any, images: Any = None, pixel_values: Any = None, halting: Any = None,
-            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None) -> PolicyResult:
+            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None,
+            gripper: str = "raw") -> PolicyResult:
         index = self.count
         self.count += 1
-        self.calls.append({"instruction": instruction, "seed": seed, "deadline_s": deadline_s, "images": len(images)})
+        self.calls.append({"instruction": instruction, "seed": seed, "deadline_s": deadline_s, "images": len(images),
+                           "gripper": gripper})
         self.clock.advance(self.latency_s)
         if index in self.errors:
             raise RuntimeError(f"engine failure in query {index}")
         actions = chunk_for(index)
         if index in self.nonfinite:
             actions[3, 2] = np.nan
-        return PolicyResult(actions, actions, 4, deltas=[float("nan"), 1e-2, 1e-3, 1e-4],
+        return PolicyResult(actions, robot_ready(actions, gripper), 4, deltas=[float("nan"), 1e-2, 1e-3, 1e-4],
                             timings_ms={"vlm_prelude": 1e3 * self.latency_s, "total": 1e3 * self.latency_s},
                             stopped_by="converged")
 

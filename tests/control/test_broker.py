@@ -43,7 +43,8 @@ def test_a_chunk_arrives_post_processed_and_fills_the_slots_its_horizon_allows()
     first = bench.broker.action_for(0, INPUTS)
     assert first.arrived is not None and first.submitted is None
     assert (first.arrived.id, first.arrived.obs_slot, first.arrived.horizon, first.arrived.queued) == (0, 0, 3, 3)
-    assert [row[6] for row in first.arrived.actions] == [-1.0] * 8  # LIBERO: 0.9 binarised and inverted
+    assert [row[6] for row in first.arrived.actions] == [-1.0] * 8  # the policy's LIBERO post-processing
+    assert bench.policy.calls[0]["gripper"] == "libero"
     assert first.action is not None and decode(list(first.action)) == (0, 0)
     assert bench.broker.queued_after(0) == 2
     taken = []
@@ -56,9 +57,11 @@ def test_a_chunk_arrives_post_processed_and_fills_the_slots_its_horizon_allows()
     assert bench.faults.current == [] and bench.policy.count == 2
 
 
-def test_raw_gripper_leaves_the_chunk_as_predicted() -> None:
-    arrived = Bench(gripper="raw").broker.action_for(0, INPUTS).arrived
+def test_the_broker_asks_the_policy_for_the_configured_gripper() -> None:
+    bench = Bench(gripper="raw")
+    arrived = bench.broker.action_for(0, INPUTS).arrived
     assert arrived is not None and [row[6] for row in arrived.actions] == [0.9] * 8
+    assert bench.policy.calls[0]["gripper"] == "raw"
 
 
 def test_the_deadline_moves_past_the_fixed_cost_of_a_query() -> None:

@@ -315,7 +315,8 @@ class InstantPolicy:
         self.seeds: list[Optional[int]] = []
 
     def act(self, instruction: str, proprio: Any, images: Any = None, pixel_values: Any = None, halting: Any = None,
-            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None) -> PolicyResult:
+            init_latent: Any = None, seed: Optional[int] = None, deadline_s: Optional[float] = None,
+            gripper: str = "raw") -> PolicyResult:
         self.seeds.append(seed)
         actions = chunk_for(len(self.seeds) - 1)
         return PolicyResult(actions, actions, 2, timings_ms={"total": 1.0, "iterations": 1.0}, stopped_by="fixed")
@@ -336,3 +337,14 @@ def test_a_stepped_clock_runs_episodes_back_to_back_without_waiting(rig: Rig, mo
         assert stepped.now() == pytest.approx(100.0 * episode + 11 * PERIOD)  # slot 11 of the grid, no more
     assert [(s.stop_reason, s.steps, s.overruns, s.faults) for s in summaries] == [(STOP_EPISODE_DONE, 12, 0, {})] * 2
     assert policy.seeds == [0, 1, 2] * 2  # each episode queries from its own seed 0 on
+
+
+def test_the_robot_moves_by_the_filtered_action_in_metres(rig: Rig) -> None:
+    rig.robot.action_scale = (0.5, 0.5)  # one policy unit is half a metre: converted once, by the safety filter
+    rig.loop(max_steps=4).run()
+    steps = rig.steps()
+    for before, after in zip(steps, steps[1:]):
+        assert before.executed[:6] == pytest.approx([0.5 * v for v in before.proposed[:6]])
+        moved = [a - b for a, b in zip(after.proprio[:3], before.proprio[:3])]
+        assert moved == pytest.approx(before.executed[:3], abs=1e-6)
+    assert any(step.executed[1] > 0 for step in steps)  # the check saw motion

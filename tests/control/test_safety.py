@@ -27,13 +27,13 @@ def test_non_finite_actions_are_rejected(bad: float) -> None:
     assert filtered.action is None and "non-finite" in (filtered.rejected or "")
 
 
-def test_steps_are_shortened_along_their_direction() -> None:
+def test_steps_are_shortened_along_their_direction_in_metres_and_radians() -> None:
     filtered = make_filter().apply(np.array([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0]), ORIGIN)  # 7 cm and 0.5 rad asked
     assert filtered.action is not None
-    translation = filtered.action[:3] * 0.05
+    translation = filtered.action[:3]
     assert np.linalg.norm(translation) == pytest.approx(0.02)
     assert translation[0] == pytest.approx(translation[1])  # same direction
-    assert np.linalg.norm(filtered.action[3:6] * 0.5) == pytest.approx(0.15)
+    assert np.linalg.norm(filtered.action[3:6]) == pytest.approx(0.15)
     assert set(filtered.limits) == {"translation", "rotation"}
 
 
@@ -47,17 +47,17 @@ def test_speed_limits_apply_per_period() -> None:
 def test_acceleration_limit_ramps_motion_up_from_rest_and_after_a_hold() -> None:
     f = make_filter(linear_accel=1.0)  # 1 m/s^2 at 10 Hz: the step may change by 1 cm per cycle
     wanted = np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])  # 2 cm per step
-    steps = [f.apply(wanted, ORIGIN).action[0] * 0.05 for _ in range(3)]
+    steps = [f.apply(wanted, ORIGIN).action[0] for _ in range(3)]
     assert steps == pytest.approx([0.01, 0.02, 0.02])
     f.at_rest()
     first = f.apply(wanted, ORIGIN)
-    assert first.action[0] * 0.05 == pytest.approx(0.01) and "linear_accel" in first.limits
+    assert first.action[0] == pytest.approx(0.01) and "linear_accel" in first.limits
 
 
 def test_target_is_kept_inside_the_workspace() -> None:
     near_wall = np.array([0.49, 0.0, 0.4])
     filtered = make_filter().apply(np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), near_wall)
-    assert filtered.action[0] * 0.05 == pytest.approx(0.01)
+    assert filtered.action[0] == pytest.approx(0.01)
     assert "workspace" in filtered.limits
 
 
@@ -66,7 +66,7 @@ def test_gripper_command_is_clipped_and_a_clean_action_passes_unchanged() -> Non
     assert f.apply(np.array([0, 0, 0, 0, 0, 0, 3.0]), ORIGIN).action[6] == 1.0
     clean = np.array([0.1, -0.1, 0.05, 0.01, 0.0, -0.02, -1.0])
     filtered = make_filter().apply(clean, ORIGIN)
-    np.testing.assert_allclose(filtered.action, clean)
+    np.testing.assert_allclose(filtered.action, clean * [0.05, 0.05, 0.05, 0.5, 0.5, 0.5, 1.0])  # metres, radians
     assert filtered.limits == ()
 
 

@@ -116,7 +116,7 @@ def test_bridge_reads_and_commands_the_peer_robot(peer: PeerThread) -> None:
     with bridge(peer.endpoint, action_scale=(0.01, 0.1)) as robot:
         start = robot.read_state()
         np.testing.assert_allclose(start.proprio, peer.peer.robot.read_state().proprio)
-        moved = robot.send_action(np.array([1.0, 0, 0, 0, 0, 0, -1.0]))  # 1 policy unit = 1 cm here
+        moved = robot.send_action(np.array([0.01, 0, 0, 0, 0, 0, -1.0]))  # metres: the scale is the loop's to apply
         assert moved.position[0] == pytest.approx(start.position[0] + 0.01)
         assert moved.actions_applied == 1
         assert robot.hold().status == RobotStatus.HOLDING

@@ -63,9 +63,9 @@ def test_translation_is_step_and_speed_limited_along_its_direction(fake_clock: F
     np.testing.assert_allclose(same_instant.position, second.position)
 
 
-def test_action_scale_converts_policy_units(fake_clock: FakeClock) -> None:
-    sim = robot(fake_clock, action_scale=(0.01, 0.1))
-    state = sim.send_action(action(1.0, 0.0, 0.0))
+def test_actions_are_metres_whatever_the_action_scale(fake_clock: FakeClock) -> None:
+    sim = robot(fake_clock, action_scale=(0.01, 0.1))  # the loop's safety filter converts policy units, not the robot
+    state = sim.send_action(action(0.01, 0.0, 0.0))
     assert state.position[0] == pytest.approx(0.51)
 
 
@@ -140,7 +140,7 @@ def test_same_clock_same_trajectory() -> None:
 
 
 def test_limit_action_keeps_direction_and_clips_gripper() -> None:
-    limited = limit_action(action(0.3, 0.4, 0.0, 0.0, 0.0, 2.0, 5.0), LIMITS, (1.0, 1.0), dt_s=None)
+    limited = limit_action(action(0.3, 0.4, 0.0, 0.0, 0.0, 2.0, 5.0), LIMITS, dt_s=None)
     np.testing.assert_allclose(limited, [0.03, 0.04, 0.0, 0.0, 0.0, 0.5, 1.0])
 
 

@@ -198,3 +198,12 @@ def test_camera_images_are_preprocessed_into_the_backends_staging_buffer(tiny_bu
     finally:
         policy.close()
     assert seen[0] is seen[1] is policy.backend.pixel_values_buffer((1, 12, 224, 224))  # one buffer, no per-query array
+
+
+def test_the_chunk_comes_back_robot_ready_with_the_gripper_post_processed_as_asked(bundle) -> None:
+    raw = act(scripted(bundle, DECAY)[0], halting=FixedDepth(3)).actions
+    libero = act(scripted(bundle, DECAY)[0], halting=FixedDepth(3), gripper="libero").actions
+    np.testing.assert_allclose(libero[:, :6], raw[:, :6], rtol=1e-6)  # un-normalised alike
+    assert np.array_equal(libero[:, 6], -np.sign(2.0 * raw[:, 6].astype(np.float32) - 1.0))  # binarised, inverted
+    with pytest.raises(ValueError, match="gripper"):
+        act(scripted(bundle, DECAY)[0], halting=FixedDepth(3), gripper="soft")

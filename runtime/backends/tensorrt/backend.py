@@ -257,10 +257,17 @@ class TensorRTBackend(Backend):
         return self._cuda
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
+        self._run_context({names.PIXEL_VALUES: pixel_values, names.INPUT_IDS: input_ids, names.PROPRIO: proprio})
+
+    def run_staged_context(self, input_ids: np.ndarray, proprio: np.ndarray) -> None:
+        """pixel_values were written into their pinned staging buffer (`pixel_values_buffer`): no host copy."""
+        self._run_context({names.INPUT_IDS: input_ids, names.PROPRIO: proprio})
+
+    def _run_context(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Stage the given host inputs (an input left out is already in its staging buffer), copy them
+        to the device and enqueue VLM+Prelude."""
         cuda = self._live()
-        self.bundle.check_prompt(input_ids)
-        prompt = int(input_ids.shape[-1])
-        arrays = {names.PIXEL_VALUES: pixel_values, names.INPUT_IDS: input_ids, names.PROPRIO: proprio}
+        prompt = int(arrays[names.INPUT_IDS].shape[-1])
         dims = {d: prompt for d in self.plan.dynamic}
         spec = self.bundle.graph(names.VLM_PRELUDE)
         execution_context = self._execution_contexts[names.VLM_PRELUDE]
@@ -268,12 +275,12 @@ class TensorRTBackend(Backend):
         cuda.wait(self._sync["staged"])
         for tensor in spec.inputs:
             shape = tuple(int(d) for d in tensor.resolve(dims).shape)
-            array = np.asarray(arrays[tensor.name])
-            if array.shape != shape:
-                raise ValueError(f"{tensor.name} has shape {array.shape}, expected {shape}")
             staging = self._pinned[tensor.name]
             view = staging.array.reshape(-1)[: int(np.prod(shape, dtype=np.int64))]
-            if not np.shares_memory(view, array):  # pixel_values written in place by preprocessing: no copy
+            if tensor.name in arrays:
+                array = np.asarray(arrays[tensor.name])
+                if array.shape != shape:
+                    raise ValueError(f"{tensor.name} has shape {array.shape}, expected {shape}")
                 np.copyto(view.reshape(shape), array, casting="same_kind")
             cuda.copy_to_device(self._host_inputs[tensor.name], staging, view.nbytes, self._stream)
             if self._input_shapes.get(tensor.name) != shape:
@@ -312,7 +319,7 @@ class TensorRTBackend(Backend):
 
     # -- per iteration: no allocation, no synchronisation, no check the per-query calls made -------
 
-    def _iterate(self, graph: str, direction: Direction) -> None:
+    def _run_iteration(self, graph: str, direction: Direction) -> None:
         if self._iterations == 0:
             self._cuda.record(self._events[0], self._stream)
         self._runners[graph][direction]()
@@ -321,10 +328,10 @@ class TensorRTBackend(Backend):
             self._cuda.record(self._events[self._iterations], self._stream)
 
     def step(self) -> None:
-        self._iterate(names.CORE_STEP, self._schedule.step())
+        self._run_iteration(names.CORE_STEP, self._schedule.step())
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
-        self._iterate(names.CORE_STEP_DECODE, self._schedule.step_decode())
+        self._run_iteration(names.CORE_STEP_DECODE, self._schedule.step_decode())
         if not read:
             return None
         cuda, scalars = self._cuda, self._pinned["scalars"]
