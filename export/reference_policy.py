@@ -12,7 +12,7 @@ import torch
 
 from rdvla.export.checkpoint import load_checkpoint
 from rdvla.runtime.halting import FixedDepth, HaltingRule
-from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
+from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions
 from rdvla.runtime.policy import PolicyResult
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.prompt import PromptTokenizer
@@ -35,7 +35,7 @@ class ReferencePolicy:
     def act(self, instruction: str, proprio: Sequence[float] | np.ndarray, images: Optional[Sequence[np.ndarray]] = None,
             pixel_values: Optional[np.ndarray] = None, halting: Optional[HaltingRule] = None,
             init_latent: Optional[np.ndarray] = None, seed: Optional[int] = None,
-            deadline_s: Optional[float] = None) -> PolicyResult:
+            deadline_s: Optional[float] = None, gripper: str = "raw") -> PolicyResult:
         """One query; `deadline_s` is not honoured (the reference is the accuracy yardstick, never cut short)."""
         halting = halting or DEFAULT_HALTING
         start = time.perf_counter()
@@ -64,7 +64,8 @@ class ReferencePolicy:
             last = deltas[-1] if deltas else float("nan")
             stopped_by = "converged" if out.iterations < halting.max_iterations or halting.converged(last) else "max_iterations"
         total_ms = 1e3 * (time.perf_counter() - start)
-        return PolicyResult(normalized, unnormalize_actions(normalized, self.stats), out.iterations, list(out.mse),
+        actions = robot_ready(unnormalize_actions(normalized, self.stats), gripper)
+        return PolicyResult(normalized, actions, out.iterations, list(out.mse),
                             list(out.cosine), deltas, {"total": total_ms}, stopped_by=stopped_by)
 
     def close(self) -> None:

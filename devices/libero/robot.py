@@ -1,8 +1,8 @@
 """The LIBERO simulator as a robot kind: each action is one control step of the scene's Panda arm.
 
-Actions arrive in policy units ([-1, 1] per dimension, the operational-space controller's input range;
-gripper -1 open / +1 close) and go to the simulator as they are: the controller itself maps 1.0 to
-0.05 m and 0.5 rad (`ACTION_SCALE`), which is what the safety filter's limits are stated in. A hold
+Actions arrive in metres and radians (the safety filter converted the policy's units with
+`ACTION_SCALE`) and go to the simulator in its controller's units: the operational-space controller
+maps an input of 1.0 to 0.05 m and 0.5 rad and clips each axis to [-1, 1]; gripper -1 open / +1 close. A hold
 steps the scene with no motion (a simulator's world does not pause for a late policy). The episode is
 done when the task succeeds or the suite's step limit is reached.
 """
@@ -67,7 +67,10 @@ class LiberoRobot(Robot):
     def send_action(self, action: np.ndarray) -> RobotState:
         if self._status == RobotStatus.STOPPED:
             raise RobotStoppedError("the LIBERO robot is stopped; reset the scene before sending actions")
-        values = np.clip(check_action(action), -1.0, 1.0)
+        values = check_action(action).copy()
+        values[:3] /= ACTION_SCALE[0]
+        values[3:6] /= ACTION_SCALE[1]
+        values = np.clip(values, -1.0, 1.0)
         self._state()
         self.scene.step(values)
         self._gripper = float(values[6])

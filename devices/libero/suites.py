@@ -69,12 +69,16 @@ def import_libero() -> Any:
     """The `libero.libero` package with robosuite patched by it (robosuite 1.4 with mujoco 3 needs LIBERO's
     environments imported first), after a GL backend is chosen: both must happen before mujoco loads."""
     choose_gl_backend()
+    # robosuite warns at import that it has no private macro file (it needs none here): not the user's concern.
+    logging.disable(logging.WARNING)
     try:
         libero = importlib.import_module("libero.libero")
         importlib.import_module("libero.libero.envs")
         importlib.import_module("libero.libero.benchmark")
     except ImportError as error:
         raise LiberoUnavailableError(f"the LIBERO simulator is not installed ({error.name or error}); {INSTALL_HINT}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     return libero
 
 

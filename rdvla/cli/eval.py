@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sys
 import textwrap
 import time
@@ -155,13 +156,16 @@ def _check_source(kind: str, source: str, args: argparse.Namespace, dataset: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from rdvla.devices.libero.experts import PickAndPlaceExpert
     from rdvla.devices.libero.scene import InitState
-    from rdvla.devices.libero.suites import suite, task_count
+    from rdvla.devices.libero.suites import load_task, suite, task_count
     from rdvla.runtime.eval import report, results, runner
     from rdvla.runtime.eval.episode import EpisodeSettings
     from rdvla.runtime.halting import parse_halting
     from rdvla.runtime.horizon import parse_horizon
 
+    if not args.verbose:  # one progress line per episode says what the loop's own start and stop lines would
+        logging.getLogger("rdvla.runtime.control").setLevel(logging.WARNING)
     if args.video < 0:
         raise ValueError(f"--video {args.video}: give a number of episodes >= 0")
     chosen = suite(args.suite)
@@ -173,10 +177,17 @@ def run(args: argparse.Namespace) -> int:
     tasks = args.tasks if args.tasks is not None else list(range(tasks_in_suite))
     if tasks[-1] >= tasks_in_suite:
         raise ValueError(f"--tasks: {args.suite} has tasks 0..{tasks_in_suite - 1}, not {tasks[-1]}")
+    if kind == "expert":
+        for task in tasks:
+            PickAndPlaceExpert(args.suite, task)  # a task without an expert is refused before any scene is built
     if args.random_inits is not None:
         inits = [InitState("random", seed) for seed in args.random_inits]
     else:
         indices = args.init_states if args.init_states is not None else list(range(args.episodes_per_task or 50))
+        for task in tasks:
+            states = len(load_task(args.suite, task).init_states)
+            if indices[-1] >= states:
+                raise ValueError(f"{args.suite} task {task} has initial states 0..{states - 1}, not {indices[-1]}")
         inits = [InitState("fixed", i) for i in indices]
     settings = {"source": str(Path(args.source).resolve()) if kind != "expert" else "expert", "kind": kind,
                 "suite": args.suite, "render": args.render, "halting": str(halting) if kind != "expert" else None,

@@ -4,8 +4,9 @@ scripted expert's runs become demonstrations to train on and recorded data for `
     <episode>/episode.json     the header: instruction, cameras, and a `libero` block (suite, task, initial
                                state, render mode, success)
     <episode>/steps.jsonl      the step log: per control step the frame number of each camera, the proprio
-                               and the executed action (policy units, gripper -1 open / +1 close: the raw
-                               convention the authors' LIBERO datasets store)
+                               and the `proposed` action (the controller's units, gripper -1 open / +1 close:
+                               the raw convention the authors' LIBERO datasets store; `executed` is the same
+                               action in metres and radians after the safety filter)
     <episode>/<role>.npz       key `frames`, uint8 (steps + 1, 256, 256, 3): the camera's images as the policy
                                receives them (rotated 180 degrees), indexed by frame number (the scene's step)
 """

