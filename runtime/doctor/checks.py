@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Generic, Optional, TypeVar
 
-from rdvla.devices.cameras.base import RealSenseUnavailableError
+from rdvla.devices.cameras.realsense.sdk import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.devices.cameras.realsense.config import NO_CAMERA_ADVICE
 from rdvla.devices.cameras.realsense.sdk import one_line

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rdvla.runtime import bundle as names
-from rdvla.runtime.backends import load_backend
+from rdvla.runtime.backends.registry import load_backend
 from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
 from rdvla.runtime.backends.tensorrt.buffers import check_engine_io, check_resolved_outputs, numpy_dtype_name
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime

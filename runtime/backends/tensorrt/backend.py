@@ -27,6 +27,7 @@ import numpy as np
 from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
+from rdvla.runtime.backends.registry import register
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.backends.tensorrt.buffers import (
     SCALAR_FLOATS,
@@ -50,8 +51,9 @@ from rdvla.runtime.backends.tensorrt.environment import (
     verify_engine_files,
 )
 from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
+from rdvla.runtime.backends.tensorrt.records import layer_precision_lines
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import BundleError, TensorSpec
+from rdvla.runtime.manifest import BundleError, Manifest, TensorSpec
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:
@@ -82,6 +84,10 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    default_precision = "fp16"
+    summary = "Jetson, after `rdvla build`"
+    options = ("cuda_graphs",)
+    iteration_times = True
 
     def __init__(self, bundle: Bundle, precision: str = "fp16", cuda_graphs: bool = True) -> None:
         self.bundle = bundle
@@ -371,6 +377,10 @@ class TensorRTBackend(Backend):
         cuda.wait(self._events[count])
         return [cuda.elapsed_ms(self._events[k], self._events[k + 1]) for k in range(count)]
 
+    @classmethod
+    def layer_precisions(cls, manifest: Manifest, precision: str) -> list[str]:
+        return layer_precision_lines(manifest, precision)
+
     def execution_modes(self) -> dict[str, str]:
         """How each core graph runs: CUDA graph replay, or execute_async_v3 and why."""
         return dict(self._modes)
@@ -411,3 +421,6 @@ def _release_all(release: Callable[[Any], None], items: list[Any]) -> None:
         except Exception as exc:  # closing must not stop half-way and leak the rest
             log.warning("releasing a CUDA resource failed: %s", exc)
     items.clear()
+
+
+register(TensorRTBackend)

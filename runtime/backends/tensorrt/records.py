@@ -121,6 +121,12 @@ def _graph_order(graph: str) -> tuple[int, str]:
     return (names.GRAPHS.index(graph) if graph in names.GRAPHS else len(names.GRAPHS), graph)
 
 
+def layer_precision_lines(manifest: Manifest, precision: str) -> list[str]:
+    """Per engine of `precision`, what TensorRT made of the precision plan (Myelin may override layer precisions)."""
+    section = manifest.engines.get(precision) or {}
+    return [f"engine {graph}: {describe_layers(record)}" for graph, record in section.get("graphs", {}).items()]
+
+
 def describe_layers(record: Mapping[str, Any]) -> str:
     """One engine's layers per precision as TensorRT built them, and how many the build pinned to FP32."""
     chosen = record.get("layer_precisions")
