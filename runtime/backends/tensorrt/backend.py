@@ -149,7 +149,7 @@ class TensorRTBackend(Backend):
         cuda = self._cuda = require_cuda()
         env = query_environment(trt_version, cuda)
         section = engine_section(bundle.manifest, precision, bundle.root)
-        check_engine_compat(section, env, precision, bundle.root)
+        check_engine_compat(section.environment, env, precision, bundle.root)
         check_engine_sources(section, bundle.manifest, precision, bundle.root)
         self.plan = plan_buffers(bundle)
         paths = verify_engine_files(bundle, section, precision)
