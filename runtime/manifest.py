@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -200,6 +200,129 @@ class HaltingDefaults:
 
 
 @dataclass(frozen=True)
+class EngineEnvironment:
+    """What a TensorRT engine is tied to, as recorded in `manifest["engines"][precision]` at build time."""
+
+    tensorrt_version: str
+    cuda_version: str  # of the driver, e.g. "12.6"
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    sm_count: int
+    l4t_release: Optional[str] = None
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        major, minor = self.compute_capability.split(".")
+        return int(major), int(minor)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> "EngineEnvironment":
+        """The environment fields of an engines section's JSON."""
+        try:
+            return cls(
+                str(section["tensorrt_version"]),
+                str(section["cuda_version"]),
+                str(section["gpu_name"]),
+                str(section["compute_capability"]),
+                int(section["sm_count"]),
+                section.get("l4t_release"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"malformed engines section in {MANIFEST} ({type(exc).__name__}: {exc})") from None
+
+    def same_target(self, other: "EngineEnvironment") -> bool:
+        """Whether an engine built in one environment deserialises and runs as tuned in the other."""
+        return (self.tensorrt_version, self.compute_capability, self.gpu_name, self.sm_count) == (
+            other.tensorrt_version,
+            other.compute_capability,
+            other.gpu_name,
+            other.sm_count,
+        )
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """One built engine, as `manifest["engines"][precision]["graphs"][graph]` records it."""
+
+    graph: str
+    file: str  # bundle-relative .plan path
+    sha256: str
+    bytes: int
+    source: str  # the graph file it was built from
+    source_sha256: Optional[str]
+    quantized: bool
+    strongly_typed: bool
+    flags: tuple[str, ...]
+    pinned_fp32_layers: int  # layers the build constrained to FP32 (requests, see layer_precisions)
+    build_seconds: float
+    io: tuple[TensorSpec, ...]
+    profile: Optional[Mapping[str, Sequence[Sequence[int]]]] = None  # input -> [min, opt, max]
+    layer_precisions: Optional[Mapping[str, int]] = None  # precision -> layers, as the engine inspector reports them
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "file": self.file,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "quantized": self.quantized,
+            "strongly_typed": self.strongly_typed,
+            "flags": list(self.flags),
+            "pinned_fp32_layers": self.pinned_fp32_layers,
+            "build_seconds": round(self.build_seconds, 1),
+            "io": [t.to_json() for t in self.io],
+        }
+        if self.profile:
+            data["profile"] = {k: [list(s) for s in v] for k, v in self.profile.items()}
+        if self.layer_precisions is not None:
+            data["layer_precisions"] = dict(self.layer_precisions)
+        return data
+
+    @classmethod
+    def from_json(cls, graph: str, data: dict[str, Any]) -> "EngineRecord":
+        if "file" not in data:
+            raise ValueError(f"the engine of {graph} names no file")
+        return cls(
+            graph=graph, file=bundle_path(data["file"]), sha256=str(data["sha256"]), bytes=int(data["bytes"]),
+            source=str(data["source"]), source_sha256=data["source_sha256"], quantized=bool(data["quantized"]),
+            strongly_typed=bool(data["strongly_typed"]), flags=tuple(data["flags"]),
+            pinned_fp32_layers=int(data["pinned_fp32_layers"]), build_seconds=float(data["build_seconds"]),
+            io=tuple(TensorSpec.from_json(t) for t in data["io"]), profile=data.get("profile"),
+            layer_precisions=data.get("layer_precisions"),
+        )
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """`rdvla build`'s record of one precision: the target the engines are tied to, and each engine."""
+
+    environment: EngineEnvironment
+    built_at: str
+    builder: dict[str, Any]  # the build's settings
+    log: str  # bundle-relative build.log
+    graphs: dict[str, EngineRecord]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.environment.to_json(), "built_at": self.built_at, "builder": self.builder, "log": self.log,
+                "graphs": {graph: record.to_json() for graph, record in self.graphs.items()}}
+
+    @classmethod
+    def from_json(cls, precision: str, data: dict[str, Any]) -> "EngineSection":
+        graphs = data.get("graphs") or {}
+        if not isinstance(graphs, dict):
+            raise ValueError(f"{precision}.graphs holds {json_kind(graphs)}, expected an object")
+        return cls(
+            environment=EngineEnvironment.from_section(data), built_at=str(data["built_at"]), builder=dict(data["builder"]),
+            log=bundle_path(data["log"]),
+            graphs={graph: EngineRecord.from_json(graph, record) for graph, record in _entries(graphs, f"{precision} engine").items()},
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     created: str
     tools: dict[str, str]  # versions of what made the bundle
@@ -215,7 +338,7 @@ class Manifest:
     files: dict[str, str]  # every file of the bundle but the manifest and its digest -> SHA-256
     calibrated: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # precision -> graph -> entry
     calibration: dict[str, Any] = field(default_factory=dict)  # `rdvla calibrate`'s record: data, report, ...
-    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> `rdvla build`'s section
+    engines: dict[str, EngineSection] = field(default_factory=dict)  # precision -> `rdvla build`'s section
 
     @classmethod
     def from_json(cls, data: Any) -> "Manifest":
@@ -293,7 +416,7 @@ class Manifest:
                 data[key] = self.calibrated[precision]
         if self.calibration:
             data["calibration"] = self.calibration
-        data["engines"] = self.engines
+        data["engines"] = {precision: section.to_json() for precision, section in self.engines.items()}
         data["files"] = dict(sorted(self.files.items()))
         return data
 
@@ -305,7 +428,7 @@ class Manifest:
         for entries in self.calibrated.values():
             named |= {str(entry["file"]) for entry in entries.values()}
         for section in self.engines.values():
-            named |= {str(record["file"]) for record in (section.get("graphs") or {}).values()}
+            named |= {record.file for record in section.graphs.values()}
         return named
 
     def save(self, root: Path) -> None:
@@ -365,16 +488,8 @@ def _calibration_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _engine_sections(sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    for precision, section in _entries(sections, "precision").items():
-        graphs = section.get("graphs") or {}
-        if not isinstance(graphs, dict):
-            raise ValueError(f"{precision}.graphs holds {json_kind(graphs)}, expected an object")
-        for graph, record in _entries(graphs, f"{precision} engine").items():
-            if "file" not in record:
-                raise ValueError(f"the {precision} engine of {graph} names no file")
-            bundle_path(record["file"])
-    return sections
+def _engine_sections(sections: dict[str, Any]) -> dict[str, EngineSection]:
+    return {precision: EngineSection.from_json(precision, section) for precision, section in _entries(sections, "precision").items()}
 
 
 def read_manifest(root: Path) -> Manifest:

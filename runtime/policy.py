@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from rdvla.runtime.backends import load_backend
+from rdvla.runtime.backends.registry import backend_kind, load_backend
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
 from rdvla.runtime.manifest import TOKENIZER_FILE
@@ -96,10 +96,11 @@ class Policy:
         self.default_halting: HaltingRule = bundle.halting_defaults.adaptive()
 
     @classmethod
-    def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: str = "fp32", check_every: int = 1,
+    def load(cls, bundle: str | Path, backend: str = "onnxruntime", precision: Optional[str] = None, check_every: int = 1,
              preprocessing: Optional[str] = None, **options: object) -> "Policy":
         opened = Bundle.open(Path(bundle))
         preprocessing = resolve_implementation(preprocessing)  # refused before the backend loads its engines
+        precision = precision or backend_kind(backend).default_precision
         return cls(opened, load_backend(opened, backend, precision, **options), check_every, precision=precision,
                    preprocessing=preprocessing)
 
@@ -203,9 +204,8 @@ class Policy:
         result.iterations, result.stopped_by = stop.iterations, stop.stopped_by
         if not adaptive:
             backend.decode()
-        device_times = getattr(backend, "iteration_times_ms", None)
-        if device_times is not None:
-            result.iteration_ms = list(device_times())
+        if backend.iteration_times:
+            result.iteration_ms = backend.iteration_times_ms()
         return result
 
     def close(self) -> None:

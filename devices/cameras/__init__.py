@@ -14,13 +14,19 @@ from rdvla.devices.cameras.base import (
     CameraStatus,
     CameraTimeoutError,
     Frame,
-    RealSenseUnavailableError,
     RecordingError,
     StaleFrameError,
     UnsupportedProfileError,
 )
 from rdvla.devices.cameras.multi import MultiCamera, Observation, SkewError
-from rdvla.devices.cameras.realsense import CameraInfo, RealSenseCamera, RealSenseCameraConfig, find_cameras, open_realsense
+from rdvla.devices.cameras.realsense import (
+    CameraInfo,
+    RealSenseCamera,
+    RealSenseCameraConfig,
+    RealSenseUnavailableError,
+    find_cameras,
+    open_realsense,
+)
 from rdvla.devices.cameras.realsense.recording import RecordingInfo, describe_recording
 
 __all__ = [

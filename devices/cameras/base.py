@@ -38,10 +38,6 @@ class CameraError(RuntimeError):
     """Base class of every camera failure; the message is meant for the user, on one line."""
 
 
-class RealSenseUnavailableError(CameraError):
-    """pyrealsense2 is missing or cannot be imported."""
-
-
 class CameraNotFoundError(CameraError):
     """No connected camera has the requested serial number."""
 

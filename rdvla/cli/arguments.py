@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from rdvla.runtime.backends import BACKENDS
+from rdvla.runtime.backends.registry import backend_kind, backend_names
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 from rdvla.runtime.preprocess.native import IMPLEMENTATIONS
 
@@ -80,9 +80,11 @@ DEFAULT_BACKEND = "onnxruntime"
 
 def add_backend_options(p: argparse._ActionsContainer) -> None:
     """How `open_policy` runs a bundle: backend, precision, the torch backend's checkpoint, image preprocessing."""
-    p.add_argument("--backend", choices=BACKENDS,
-                   help=f"{DEFAULT_BACKEND} (CPU stand-in, default), tensorrt (Jetson, after `rdvla build`) or torch (GPU workstation)")
-    p.add_argument("--precision", help="fp32, fp16 or int8 (default: fp16 for tensorrt, fp32 otherwise)")
+    kinds = [backend_kind(name) for name in backend_names()]
+    p.add_argument("--backend", choices=[kind.name for kind in kinds],
+                   help=", ".join(f"{kind.name} ({kind.summary})" for kind in kinds))
+    p.add_argument("--precision", help="fp32, fp16 or int8 (default: the backend's: " +
+                   ", ".join(f"{kind.default_precision} for {kind.name}" for kind in kinds) + ")")
     p.add_argument("--checkpoint", type=Path, help="torch backend: the source checkpoint (default: the path the manifest records)")
     add_preprocessing_option(p)
 
@@ -92,9 +94,11 @@ def open_policy(bundle: Path, args: argparse.Namespace) -> tuple[Any, str]:
     from rdvla.runtime.policy import Policy
 
     backend = args.backend or DEFAULT_BACKEND
-    precision = args.precision or ("fp16" if backend == "tensorrt" else "fp32")
-    if args.checkpoint and backend != "torch":
-        raise ValueError("--checkpoint applies to the torch backend only")
+    kind = backend_kind(backend)
+    precision = args.precision or kind.default_precision
+    if args.checkpoint and "checkpoint" not in kind.options:
+        takers = [name for name in backend_names() if "checkpoint" in backend_kind(name).options]
+        raise ValueError(f"--checkpoint applies to the {' and '.join(takers)} backend only")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     policy = Policy.load(bundle, backend=backend, precision=precision, preprocessing=args.preprocessing, **options)
     return policy, precision

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 import textwrap
 import time
@@ -128,7 +127,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
     """The cameras in policy order: the setup's, or recordings standing in for them."""
     from rdvla.devices.cameras.base import ROLE_ORDER
-    from rdvla.devices.cameras.realsense import RealSenseCameraConfig
+    from rdvla.devices.cameras.registry import kind_playing
 
     if not args.recording:
         configs = list(setup.cameras)
@@ -147,27 +146,27 @@ def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[An
         files = files * count
     if len(files) != count:
         raise ValueError(f"give --recording once for all cameras or {count} times (one per camera), not {len(args.recording)}")
-    return [RealSenseCameraConfig(recording=str(f), role=role, real_time=args.playback == "real-time") for f, role in zip(files, roles)]
+    return [kind_playing(f).replay(f, role, args.playback == "real-time") for f, role in zip(files, roles)]
 
 
 def _record_cameras(directory: Path, configs: list[Any], overwrite: bool) -> tuple[list[Any], list[dict[str, str]], Any]:
     """Claim the episode directory; live cameras record into it, recordings being replayed are copied there.
     Returns the camera configs, their description, and the episode's step log."""
-    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.registry import kind_of
     from rdvla.runtime.control.episode import copy_recordings, open_episode, replay_copies
 
     replayed = [(c.role, Path(c.recording)) for c in configs if c.recording is not None]
-    extension = recording_extension(sdk_version())
-    live = [f"{c.role}{extension}" for c in configs if c.recording is None]
-    step_log = open_episode(directory, [*replay_copies(replayed).values(), *live], [source for _, source in replayed],
-                            overwrite=overwrite)
+    # Each live camera records into DIR/<role><suffix>, the suffix its kind records now.
+    targets = {c.role: directory / f"{c.role}{kind_of(c).recording_suffix()}" for c in configs if c.recording is None}
+    step_log = open_episode(directory, [*replay_copies(replayed).values(), *(t.name for t in targets.values())],
+                            [source for _, source in replayed], overwrite=overwrite)
     described = copy_recordings(directory, replayed)
     out = []
     for config in configs:
         if config.recording is None:
-            target = directory / f"{config.role}{extension}"
-            config = dataclasses.replace(config, record_to=str(target))
-            described.append({"role": config.role, "recording": target.name, "source": f"live camera {config.serial}"})
+            kind = kind_of(config)
+            described.append({"role": config.role, "recording": targets[config.role].name, "source": kind.describe(config)})
+            config = kind.record_into(config, targets[config.role])
         out.append(config)
     return out, described, step_log
 

@@ -42,12 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if report is not None:
         print("\n".join(str(line) for line in report["summary"]))
     print(f"bundle {args.bundle}: {len(cases)} golden cases on {policy.backend.name} {precision} in {time.perf_counter() - start:.1f} s")
-    if policy.backend.name == "tensorrt":  # what TensorRT made of the precision plan (Myelin may override layer precisions)
-        from rdvla.runtime.backends.tensorrt.records import describe_layers
-
-        engines = policy.bundle.manifest.engines.get(precision) or {}
-        for graph, record in engines.get("graphs", {}).items():
-            print(f"  engine {graph}: {describe_layers(record)}")
+    for line in policy.backend.layer_precisions(policy.bundle.manifest, precision):
+        print(f"  {line}")
     print(f"gate ({precision}): actions max abs <= {gate.actions_max_abs:g}, iteration agreement >= {gate.iteration_agreement:g}")
     print(f"  {'mode':11s} {'max abs':>9s} {'max rel':>9s} {'unnorm.':>9s}  iterations (reference)")
     for mode, r in results.items():

@@ -10,16 +10,31 @@ the two halting scalars `step_decode` returns when asked to read them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rdvla.runtime.manifest import Manifest
 
 
 class Backend(ABC):
     """One bundle's graphs, loaded once, with every buffer allocated once."""
 
-    name: str = "backend"
+    name: ClassVar[str] = "backend"  # what `registry.register` files it under (--backend)
+    # Capabilities: what a backend can do beyond the interface, declared by its class and read by the
+    # commands through the registry (never found by probing an instance).
+    default_precision: ClassVar[str] = "fp32"  # what a command runs without --precision
+    summary: ClassVar[str] = ""  # a few words for --backend's help
+    options: ClassVar[tuple[str, ...]] = ()  # keyword options beyond the precision (`registry.load_backend`)
+    iteration_times: ClassVar[bool] = False  # `iteration_times_ms()` measures each iteration on the device
     _staging: Optional[np.ndarray] = None
+
+    @classmethod
+    def layer_precisions(cls, manifest: "Manifest", precision: str) -> list[str]:
+        """What the builds of `precision` made of the precision plan, a line per engine (TensorRT: the
+        layer precisions its inspector reported); none for a backend that runs the graphs as they are."""
+        return []
 
     @abstractmethod
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
@@ -67,6 +82,11 @@ class Backend(ABC):
         if self._staging is None:
             raise RuntimeError("no pixel_values staged: write them into pixel_values_buffer() first")
         self.run_context(self._staging, input_ids, proprio)
+
+    def iteration_times_ms(self) -> list[float]:
+        """Device time of each iteration since the last `reset_latent`, in milliseconds; only backends
+        declaring `iteration_times` measure it."""
+        raise NotImplementedError(f"the {self.name} backend does not time iterations on the device")
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op for host backends)."""

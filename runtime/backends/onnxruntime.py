@@ -15,6 +15,7 @@ import numpy as np
 
 from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
+from rdvla.runtime.backends.registry import register
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError
@@ -48,6 +49,8 @@ def _import_onnxruntime():  # type: ignore[no-untyped-def]
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    summary = "CPU stand-in, the default"
+    options = ("providers", "threads")
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", providers: Optional[list[str]] = None, threads: int = 0) -> None:
         if precision not in PRECISIONS:
@@ -150,3 +153,6 @@ class OnnxRuntimeBackend(Backend):
     def context(self) -> dict[str, np.ndarray]:
         """The VLM+Prelude outputs of the last query (parity checks compare them per output)."""
         return {k: v.copy() for k, v in self._context.items()}
+
+
+register(OnnxRuntimeBackend)

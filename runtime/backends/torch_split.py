@@ -35,6 +35,7 @@ import numpy as np
 from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
+from rdvla.runtime.backends.registry import register
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, BundleError, sha256_file
@@ -119,6 +120,9 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    summary = "GPU workstation"
+    options = ("checkpoint", "device", "cuda_graphs")
+    iteration_times = True
 
     def __init__(
         self,
@@ -386,3 +390,6 @@ class TorchBackend(Backend):
         for attr in ("_pairs", "_latents", "_actions", "_scalars", "_host_scalars", "_scalar_view", "_context", "_pixels", "_proprio",
                      "_input_ids", "_prelude", "_core_step", "_core_step_decode", "_decode"):
             delattr(self, attr)
+
+
+register(TorchBackend)

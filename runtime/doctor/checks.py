@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Generic, Optional, TypeVar
 
-from rdvla.devices.cameras.base import RealSenseUnavailableError
+from rdvla.devices.cameras.realsense.sdk import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.devices.cameras.realsense.config import NO_CAMERA_ADVICE
 from rdvla.devices.cameras.realsense.sdk import one_line
@@ -292,7 +292,7 @@ def check_bundle(machine: Machine) -> list[Finding]:
 def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
     try:
         section = engine_section(bundle.manifest, precision, bundle.root)
-        built = EngineEnvironment.from_section(section)
+        built = section.environment
     except BundleError as exc:
         return Finding("engines", Status.FAIL, one_line(exc))
     target = f"TensorRT {built.tensorrt_version}, {built.gpu_name} SM {built.compute_capability} with {built.sm_count} SMs"
@@ -300,16 +300,16 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
         return Finding("engines", Status.SKIP, f"{precision}: built for {target}; cannot compare with this device without "
                        "TensorRT and cuda-python (see above)")
     try:
-        check_engine_compat(section, machine.gpu.value, precision, bundle.root)
+        check_engine_compat(built, machine.gpu.value, precision, bundle.root)
         check_engine_sources(section, bundle.manifest, precision, bundle.root)
     except BundleError as exc:
         return Finding("engines", Status.FAIL, one_line(exc))
-    size = sum(int(graph.get("bytes", 0)) for graph in section["graphs"].values())
+    size = sum(record.bytes for record in section.graphs.values())
     memory = machine.memory
     if memory is not None and size > memory.available:
         return Finding("engines", Status.WARN, f"{precision}: built here, but its {_gb(size)} of engines exceed the "
                        f"{_gb(memory.available)} available: close other programs, or run a smaller precision")
-    count = len(section["graphs"])
+    count = len(section.graphs)
     return Finding("engines", Status.OK, f"{precision}: {count} engines ({_gb(size)}) built for this device ({target})")
 
 

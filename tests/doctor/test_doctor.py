@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from rdvla.devices.cameras.base import RealSenseUnavailableError
+from rdvla.devices.cameras.realsense.sdk import RealSenseUnavailableError
 from rdvla.runtime.doctor import CommandOutput, DiskUsage, Finding, Status, SystemProbe, diagnose
 
 Doctor = Callable[..., tuple[int, Any]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rdvla.runtime import bundle as names
-from rdvla.runtime.backends import load_backend
+from rdvla.runtime.backends.registry import load_backend
 from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
 from rdvla.runtime.backends.tensorrt.buffers import check_engine_io, check_resolved_outputs, numpy_dtype_name
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
@@ -58,13 +58,13 @@ def test_other_precision_only(bundle_dir: Path, kit: types.SimpleNamespace) -> N
 
 def test_partial_section(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
     manifest = kit.add_engines(bundle_dir, "fp16")
-    del manifest.engines["fp16"]["graphs"]["core_step_decode"]
+    del manifest.engines["fp16"].graphs["core_step_decode"]
     with pytest.raises(BundleError, match="lack core_step_decode"):
         engine_section(manifest, "fp16", bundle_dir)
 
 
 def test_same_target_accepted() -> None:
-    check_engine_compat(env().to_json(), env(l4t_release="R36.4.3"), "fp16", ROOT)
+    check_engine_compat(env(), env(l4t_release="R36.4.3"), "fp16", ROOT)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_same_target_accepted() -> None:
 )
 def test_other_target_refused(built: dict[str, object], expected: str) -> None:
     with pytest.raises(BundleError) as info:
-        check_engine_compat(env(**built).to_json(), env(), "fp16", ROOT)
+        check_engine_compat(env(**built), env(), "fp16", ROOT)
     message = str(info.value)
     assert expected in message
     assert "run `rdvla build /robot/bundle --precision fp16` on this device" in message
@@ -86,13 +86,13 @@ def test_other_target_refused(built: dict[str, object], expected: str) -> None:
 
 def test_cuda_difference_only_warns(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        check_engine_compat(env(cuda_version="12.2").to_json(), env(), "fp16", ROOT)
+        check_engine_compat(env(cuda_version="12.2"), env(), "fp16", ROOT)
     assert "built under CUDA 12.2" in caplog.text
 
 
 def test_malformed_section() -> None:
     with pytest.raises(BundleError, match="malformed engines section"):
-        check_engine_compat({"tensorrt_version": "10.3"}, env(), "fp16", ROOT)
+        EngineEnvironment.from_section({"tensorrt_version": "10.3"})
 
 
 def test_an_engine_the_bundle_just_hashed_is_not_hashed_again(bundle_dir: Path, kit: types.SimpleNamespace,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rdvla.runtime import bundle as names
-from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
+from rdvla.runtime.manifest import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
 from rdvla.runtime.backends.tensorrt.records import EngineRecord, describe_layers, record_engines
 from rdvla.runtime.bundle import Bundle
@@ -19,15 +20,17 @@ from rdvla.runtime.manifest import BundleError, TensorSpec, read_manifest
 def test_engines_section_and_file_hashes(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
     manifest = kit.add_engines(bundle_dir, "fp16")
     section = manifest.engines["fp16"]
-    assert {k: section[k] for k in kit.ORIN} == kit.ORIN
-    assert section["built_at"] == "2026-01-01T00:00:00+00:00" and section["builder"] == {"precision": "fp16"}
-    assert list(section["graphs"]) == list(names.GRAPHS)
-    record = section["graphs"]["core_step"]
-    assert record["file"] == "engines/fp16/core_step.plan"
-    assert record["source"] == "core_step.onnx" and record["source_sha256"] == manifest.files["core_step.onnx"]
+    assert section.environment == EngineEnvironment.from_section(kit.ORIN)
+    assert section.built_at == "2026-01-01T00:00:00+00:00" and section.builder == {"precision": "fp16"}
+    assert list(section.graphs) == list(names.GRAPHS)
+    record = section.graphs["core_step"]
+    assert record.file == "engines/fp16/core_step.plan"
+    assert record.source == "core_step.onnx" and record.source_sha256 == manifest.files["core_step.onnx"]
     for graph in names.GRAPHS:
         rel = f"engines/fp16/{graph}.plan"
-        assert manifest.files[rel] == section["graphs"][graph]["sha256"] == kit.sha((bundle_dir / rel).read_bytes())
+        assert manifest.files[rel] == section.graphs[graph].sha256 == kit.sha((bundle_dir / rel).read_bytes())
+    # Typed end to end: the manifest read back from disk holds the same records.
+    assert read_manifest(bundle_dir).engines["fp16"] == section
     assert manifest.files["engines/fp16/build.log"] == kit.sha((bundle_dir / "engines/fp16/build.log").read_bytes())
     # The bundle's own hash check now covers the engines.
     Bundle.open(bundle_dir)
@@ -65,20 +68,20 @@ def test_record_json() -> None:
 
 
 def test_layer_description_for_build_and_verify(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
-    record = kit.add_engines(bundle_dir, "fp16").engines["fp16"]["graphs"]["core_step_decode"]
+    record = kit.add_engines(bundle_dir, "fp16").engines["fp16"].graphs["core_step_decode"]
     assert describe_layers(record) == "layers as built: 40 FP16, 12 FP32 (3 pinned to FP32)"
-    assert describe_layers({"pinned_fp32_layers": 0}) == "layers as built: not recorded"
+    assert describe_layers(replace(record, layer_precisions=None, pinned_fp32_layers=0)) == "layers as built: not recorded"
 
 
 def test_partial_rebuild_keeps_the_other_graphs(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
     manifest = kit.add_engines(bundle_dir, "fp16")
     env = EngineEnvironment.from_section(kit.ORIN)
     new = record_engines(manifest, "fp16", [record("decode", "1" * 64)], env, {}, ("engines/fp16/build.log", "2" * 64), "t", partial=True)
-    graphs = new.engines["fp16"]["graphs"]
+    graphs = new.engines["fp16"].graphs
     assert list(graphs) == list(names.GRAPHS)
-    assert graphs["decode"]["sha256"] == "1" * 64 == new.files["engines/fp16/decode.plan"]
-    assert graphs["core_step"] == manifest.engines["fp16"]["graphs"]["core_step"]
-    assert manifest.engines["fp16"]["graphs"]["decode"]["sha256"] != "1" * 64  # the input is not modified
+    assert graphs["decode"].sha256 == "1" * 64 == new.files["engines/fp16/decode.plan"]
+    assert graphs["core_step"] == manifest.engines["fp16"].graphs["core_step"]
+    assert manifest.engines["fp16"].graphs["decode"].sha256 != "1" * 64  # the input is not modified
 
 
 def test_partial_rebuild_for_another_target_refused(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
@@ -93,8 +96,8 @@ def test_full_rebuild_replaces_the_section(bundle_dir: Path, kit: types.SimpleNa
     manifest = kit.add_engines(bundle_dir, "fp32")
     env = EngineEnvironment.from_section({**kit.ORIN, "tensorrt_version": "10.7.0.23"})
     new = record_engines(manifest, "fp16", [record("core_step")], env, {}, ("engines/fp16/build.log", "2" * 64), "t")
-    assert list(new.engines["fp16"]["graphs"]) == ["core_step"]
-    assert new.engines["fp16"]["tensorrt_version"] == "10.7.0.23"
+    assert list(new.engines["fp16"].graphs) == ["core_step"]
+    assert new.engines["fp16"].environment.tensorrt_version == "10.7.0.23"
     assert "engines/fp16/decode.plan" not in new.files  # no stale hash for a file the section dropped
     assert new.engines["fp32"] == manifest.engines["fp32"]
     assert "engines/fp32/decode.plan" in new.files

@@ -13,6 +13,7 @@ sdk         the one place that imports pyrealsense2
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, Optional
 
@@ -20,10 +21,13 @@ from rdvla.devices.cameras.base import Clock
 from rdvla.devices.cameras.realsense.camera import DeviceFinder, RealSenseCamera
 from rdvla.devices.cameras.realsense.config import RealSenseCameraConfig
 from rdvla.devices.cameras.realsense.profiles import CameraInfo, find_cameras
+from rdvla.devices.cameras.realsense.sdk import RECORDING_EXTENSIONS, RealSenseUnavailableError, recording_extension, sdk_version
 from rdvla.devices.cameras.realsense.stepped import SteppedPlayback
 from rdvla.devices.cameras.realsense.streaming import StreamingRealSense
+from rdvla.devices.cameras.registry import CameraType, register_camera_type
 
-__all__ = ["CameraInfo", "RealSenseCamera", "RealSenseCameraConfig", "find_cameras", "open_realsense"]
+__all__ = ["CameraInfo", "RealSenseCamera", "RealSenseCameraConfig", "RealSenseUnavailableError", "find_cameras",
+           "open_realsense"]
 
 
 def open_realsense(config: RealSenseCameraConfig, *, clock: Clock = time.monotonic, sleep: Optional[Callable[[float], object]] = None,
@@ -33,3 +37,15 @@ def open_realsense(config: RealSenseCameraConfig, *, clock: Clock = time.monoton
     if config.recording is not None and not config.real_time:
         return SteppedPlayback(config, clock=clock, device_finder=device_finder)
     return StreamingRealSense(config, clock=clock, sleep=sleep, device_finder=device_finder)
+
+
+register_camera_type(CameraType(
+    name="realsense",
+    config=RealSenseCameraConfig,
+    open=open_realsense,
+    recording_suffixes=RECORDING_EXTENSIONS,
+    recording_suffix=lambda: recording_extension(sdk_version()),
+    replay=lambda recording, role, real_time: RealSenseCameraConfig(recording=str(recording), role=role, real_time=real_time),
+    record_into=lambda config, target: dataclasses.replace(config, record_to=str(target)),
+    describe=lambda config: f"live camera {config.serial}",
+))

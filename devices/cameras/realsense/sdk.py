@@ -7,11 +7,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rdvla.devices.cameras.base import RealSenseUnavailableError, RecordingError
+from rdvla.devices.cameras.base import CameraError, RecordingError
 
 # librealsense 2.58 switched its recorder to ROS 2 sqlite files; older SDKs write ROS 1 bags.
 DB3_SINCE = (2, 58)
 RECORDING_EXTENSIONS = (".db3", ".bag")
+
+
+class RealSenseUnavailableError(CameraError):
+    """pyrealsense2 is missing or cannot be imported."""
 
 
 def import_rs() -> ModuleType:

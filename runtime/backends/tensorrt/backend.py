@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
+from rdvla.runtime.backends.registry import register
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
 from rdvla.runtime.backends.tensorrt.buffers import (
     SCALAR_FLOATS,
@@ -50,8 +52,9 @@ from rdvla.runtime.backends.tensorrt.environment import (
     verify_engine_files,
 )
 from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
+from rdvla.runtime.backends.tensorrt.records import layer_precision_lines
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import BundleError, TensorSpec
+from rdvla.runtime.manifest import BundleError, Manifest, TensorSpec
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
 
 if TYPE_CHECKING:
@@ -60,6 +63,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CORE_GRAPHS = (names.CORE_STEP, names.CORE_STEP_DECODE)
+
+
+@dataclass(frozen=True)
+class EngineTensor:
+    """One engine tensor's memory: its device buffer (the address TensorRT binds) and, where the host
+    writes or reads it, its page-locked host array (an input's staging buffer, the halting scalars'
+    readback). TensorRT's Python samples pair a tensor's host and device memory in one object too
+    (samples/python/common_runtime.py, HostDeviceMem)."""
+
+    name: str
+    shape: tuple[int, ...]
+    device: int
+    host: Optional[PinnedArray] = None
+
+    def pinned(self) -> PinnedArray:
+        if self.host is None:
+            raise RuntimeError(f"{self.name} lives on the device only")
+        return self.host
+
+
+@dataclass(frozen=True)
+class PingPongTensor:
+    """A tensor the core graphs read and write in turns (latent, actions): its two device buffers, the
+    page-locked array its first buffer is loaded from at each query (S0; zero actions), and the one
+    it is read back into."""
+
+    name: str
+    shape: tuple[int, ...]
+    device: tuple[int, int]
+    load: PinnedArray
+    readback: PinnedArray
 
 
 def capture_skip_reason(enabled: bool, io: Sequence[TensorSpec]) -> Optional[str]:
@@ -82,6 +116,10 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    default_precision = "fp16"
+    summary = "Jetson, after `rdvla build`"
+    options = ("cuda_graphs",)
+    iteration_times = True
 
     def __init__(self, bundle: Bundle, precision: str = "fp16", cuda_graphs: bool = True) -> None:
         self.bundle = bundle
@@ -93,8 +131,12 @@ class TensorRTBackend(Backend):
         self._graphs: list[CudaGraph] = []
         self._execution_contexts: dict[str, trt.IExecutionContext] = {}
         self._engines: dict[str, trt.ICudaEngine] = {}
+        # What to release at close, in allocation order (a load that fails part-way releases what it made).
         self._device_allocations: list[int] = []
-        self._pinned: dict[str, PinnedArray] = {}
+        self._pinned_allocations: list[PinnedArray] = []
+        self._inputs: dict[str, EngineTensor] = {}  # host inputs of VLM+Prelude, each with its staging buffer
+        self._context: dict[str, EngineTensor] = {}  # what VLM+Prelude writes for the core to read
+        self._pairs: dict[str, PingPongTensor] = {}
         self._events: list[Any] = []
         self._sync: dict[str, Any] = {}
         self._input_shapes: dict[str, tuple[int, ...]] = {}
@@ -107,7 +149,7 @@ class TensorRTBackend(Backend):
         cuda = self._cuda = require_cuda()
         env = query_environment(trt_version, cuda)
         section = engine_section(bundle.manifest, precision, bundle.root)
-        check_engine_compat(section, env, precision, bundle.root)
+        check_engine_compat(section.environment, env, precision, bundle.root)
         check_engine_sources(section, bundle.manifest, precision, bundle.root)
         self.plan = plan_buffers(bundle)
         paths = verify_engine_files(bundle, section, precision)
@@ -160,34 +202,37 @@ class TensorRTBackend(Backend):
         self._device_allocations.append(address)
         return address
 
-    def _pinned_array(self, cuda: CudaRuntime, key: str, spec: TensorSpec, zero: bool = False) -> None:
-        self._pinned[key] = cuda.pinned_array(tuple(int(d) for d in spec.shape), spec.dtype, zero)
+    def _pinned_array(self, cuda: CudaRuntime, spec: TensorSpec, zero: bool = False) -> PinnedArray:
+        pinned = cuda.pinned_array(tuple(int(d) for d in spec.shape), spec.dtype, zero)
+        self._pinned_allocations.append(pinned)
+        return pinned
+
+    def _tensor(self, cuda: CudaRuntime, spec: TensorSpec, staged: bool = False) -> EngineTensor:
+        host = self._pinned_array(cuda, spec) if staged else None
+        return EngineTensor(spec.name, tuple(int(d) for d in spec.shape), self._device_buffer(cuda, spec.nbytes), host)
+
+    def _pair(self, cuda: CudaRuntime, name: str, spec: TensorSpec, load_zeros: bool) -> PingPongTensor:
+        device = (self._device_buffer(cuda, spec.nbytes), self._device_buffer(cuda, spec.nbytes))
+        load = self._pinned_array(cuda, spec, zero=load_zeros)
+        return PingPongTensor(name, tuple(int(d) for d in spec.shape), device, load, self._pinned_array(cuda, spec))
 
     def _allocate(self, cuda: CudaRuntime) -> None:
         plan = self.plan
-        self._host_inputs: dict[str, int] = {}
-        for spec in plan.host_inputs:
-            self._pinned_array(cuda, spec.name, spec)
-            self._host_inputs[spec.name] = self._device_buffer(cuda, spec.nbytes)
-        self._context_buffers = {spec.name: self._device_buffer(cuda, spec.nbytes) for spec in plan.context}
-        self._buffers = {
-            LATENT_PAIR: [self._device_buffer(cuda, plan.latent.nbytes) for _ in range(2)],
-            ACTIONS_PAIR: [self._device_buffer(cuda, plan.actions.nbytes) for _ in range(2)],
-        }
-        self._scalars = self._device_buffer(cuda, 2 * SCALAR_STRIDE)
-        self._scalar_addresses = {plan.scalars[0].name: self._scalars, plan.scalars[1].name: self._scalars + SCALAR_STRIDE}
-        # The readback buffer of each pair is pinned under the pair's name (`_read`).
-        self._pinned_array(cuda, "init_latent", plan.latent)
-        self._pinned_array(cuda, LATENT_PAIR, plan.latent)
-        self._pinned_array(cuda, "zero_actions", plan.actions, zero=True)
-        self._pinned_array(cuda, ACTIONS_PAIR, plan.actions)
-        self._pinned_array(cuda, "scalars", TensorSpec("scalars", "float32", (SCALAR_FLOATS,)))
+        self._inputs = {spec.name: self._tensor(cuda, spec, staged=True) for spec in plan.host_inputs}
+        self._context = {spec.name: self._tensor(cuda, spec) for spec in plan.context}
+        # The latent pair is loaded with S0 each query, the actions pair with zeros (no previous actions).
+        self._pairs = {LATENT_PAIR: self._pair(cuda, LATENT_PAIR, plan.latent, load_zeros=False),
+                       ACTIONS_PAIR: self._pair(cuda, ACTIONS_PAIR, plan.actions, load_zeros=True)}
+        # mse and cosine, SCALAR_STRIDE bytes apart in one device block, read back with one copy.
+        scalars = TensorSpec("scalars", "float32", (SCALAR_FLOATS,))
+        self._scalars = EngineTensor("scalars", (SCALAR_FLOATS,), self._device_buffer(cuda, 2 * SCALAR_STRIDE),
+                                     self._pinned_array(cuda, scalars))
         # staged: host inputs have left their staging buffers; loaded: S0 has left its staging buffer.
         self._sync = {k: cuda.event(timing=False) for k in ("staged", "loaded", "scalars")}
         # events[0] opens the first iteration of a query, events[k] closes iteration k.
         self._events = [cuda.event() for _ in range(MAX_SUPPORTED_ITERATIONS + 1)]
         self._addresses = {
-            (graph, d): {name: self._buffers[pair][i] for name, (pair, i) in slots(graph, d).items()}
+            (graph, d): {name: self._pairs[pair].device[i] for name, (pair, i) in slots(graph, d).items()}
             for graph, directions in DIRECTIONS.items()
             for d in directions
         }
@@ -197,16 +242,14 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"TensorRT refused the address of {name} in {graph}")
 
     def _bind_static(self) -> None:
-        for name, address in self._host_inputs.items():
-            self._set_address(names.VLM_PRELUDE, name, address)
-        for name, address in self._context_buffers.items():
-            self._set_address(names.VLM_PRELUDE, name, address)
+        for tensor in (*self._inputs.values(), *self._context.values()):
+            self._set_address(names.VLM_PRELUDE, tensor.name, tensor.device)
         for graph in (*CORE_GRAPHS, names.DECODE):
-            for tensor in self.bundle.graph(graph).inputs:
-                if tensor.name in self._context_buffers:
-                    self._set_address(graph, tensor.name, self._context_buffers[tensor.name])
-        for name, address in self._scalar_addresses.items():
-            self._set_address(names.CORE_STEP_DECODE, name, address)
+            for spec in self.bundle.graph(graph).inputs:
+                if spec.name in self._context:
+                    self._set_address(graph, spec.name, self._context[spec.name].device)
+        for i, spec in enumerate(self.plan.scalars):
+            self._set_address(names.CORE_STEP_DECODE, spec.name, self._scalars.device + i * SCALAR_STRIDE)
 
     def _bind(self, graph: str, direction: Direction) -> None:
         for name, address in self._addresses[(graph, direction)].items():
@@ -275,14 +318,15 @@ class TensorRTBackend(Backend):
         cuda.wait(self._sync["staged"])
         for tensor in spec.inputs:
             shape = tuple(int(d) for d in tensor.resolve(dims).shape)
-            staging = self._pinned[tensor.name]
+            memory = self._inputs[tensor.name]
+            staging = memory.pinned()
             view = staging.array.reshape(-1)[: int(np.prod(shape, dtype=np.int64))]
             if tensor.name in arrays:
                 array = np.asarray(arrays[tensor.name])
                 if array.shape != shape:
                     raise ValueError(f"{tensor.name} has shape {array.shape}, expected {shape}")
                 np.copyto(view.reshape(shape), array, casting="same_kind")
-            cuda.copy_to_device(self._host_inputs[tensor.name], staging, view.nbytes, self._stream)
+            cuda.copy_to_device(memory.device, staging, view.nbytes, self._stream)
             if self._input_shapes.get(tensor.name) != shape:
                 if not execution_context.set_input_shape(tensor.name, shape):
                     raise BundleError(f"the {names.VLM_PRELUDE} engine rejects {tensor.name} of shape {shape}")
@@ -297,7 +341,7 @@ class TensorRTBackend(Backend):
     def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """The page-locked staging buffer of pixel_values itself, once the previous query's copy has left it."""
         cuda = self._live()
-        staging = self._pinned[names.PIXEL_VALUES].array
+        staging = self._inputs[names.PIXEL_VALUES].pinned().array
         if staging.shape != shape:
             raise ValueError(f"{names.PIXEL_VALUES} has shape {shape}, the engine takes {staging.shape}")
         cuda.wait(self._sync["staged"])
@@ -309,11 +353,11 @@ class TensorRTBackend(Backend):
         if latent.shape != self.plan.latent.shape:
             raise ValueError(f"init_latent has shape {latent.shape}, expected {self.plan.latent.shape}")
         cuda.wait(self._sync["loaded"])
-        init, zeros = self._pinned["init_latent"], self._pinned["zero_actions"]
-        np.copyto(init.array, latent, casting="same_kind")
+        latents, actions = self._pairs[LATENT_PAIR], self._pairs[ACTIONS_PAIR]
+        np.copyto(latents.load.array, latent, casting="same_kind")
         self._schedule.reset()
-        cuda.copy_to_device(self._buffers[LATENT_PAIR][0], init, init.array.nbytes, self._stream)
-        cuda.copy_to_device(self._buffers[ACTIONS_PAIR][0], zeros, zeros.array.nbytes, self._stream)
+        cuda.copy_to_device(latents.device[0], latents.load, latents.load.array.nbytes, self._stream)
+        cuda.copy_to_device(actions.device[0], actions.load, actions.load.array.nbytes, self._stream)
         cuda.record(self._sync["loaded"], self._stream)
         self._iterations = 0
 
@@ -334,8 +378,8 @@ class TensorRTBackend(Backend):
         self._run_iteration(names.CORE_STEP_DECODE, self._schedule.step_decode())
         if not read:
             return None
-        cuda, scalars = self._cuda, self._pinned["scalars"]
-        cuda.copy_to_host(scalars, self._scalars, self._stream)
+        cuda, scalars = self._cuda, self._scalars.pinned()
+        cuda.copy_to_host(scalars, self._scalars.device, self._stream)
         cuda.record(self._sync["scalars"], self._stream)
         cuda.wait(self._sync["scalars"])
         return float(scalars.array[0]), float(scalars.array[SCALAR_STRIDE // 4])
@@ -348,8 +392,9 @@ class TensorRTBackend(Backend):
 
     def _read(self, pair: str, index: int) -> np.ndarray:
         cuda = self._live()
-        host = self._pinned[pair]
-        cuda.copy_to_host(host, self._buffers[pair][index], self._stream)
+        tensor = self._pairs[pair]
+        host = tensor.readback
+        cuda.copy_to_host(host, tensor.device[index], self._stream)
         cuda.synchronize(self._stream)
         return np.array(host.array, copy=True)
 
@@ -370,6 +415,10 @@ class TensorRTBackend(Backend):
             return []
         cuda.wait(self._events[count])
         return [cuda.elapsed_ms(self._events[k], self._events[k + 1]) for k in range(count)]
+
+    @classmethod
+    def layer_precisions(cls, manifest: Manifest, precision: str) -> list[str]:
+        return layer_precision_lines(manifest, precision)
 
     def execution_modes(self) -> dict[str, str]:
         """How each core graph runs: CUDA graph replay, or execute_async_v3 and why."""
@@ -392,8 +441,9 @@ class TensorRTBackend(Backend):
             self._execution_contexts.clear()
             self._engines.clear()
             self._runtime = None
-            _release_all(cuda.free_host, list(self._pinned.values()))
-            self._pinned.clear()
+            self._inputs, self._context, self._pairs = {}, {}, {}
+            _release_all(cuda.free_host, self._pinned_allocations)
+            self._pinned_allocations = []
             _release_all(cuda.destroy_event, [*self._events, *self._sync.values()])
             self._events, self._sync = [], {}
             _release_all(cuda.free, self._device_allocations)
@@ -411,3 +461,6 @@ def _release_all(release: Callable[[Any], None], items: list[Any]) -> None:
         except Exception as exc:  # closing must not stop half-way and leak the rest
             log.warning("releasing a CUDA resource failed: %s", exc)
     items.clear()
+
+
+register(TensorRTBackend)

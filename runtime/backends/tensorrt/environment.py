@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 from rdvla.runtime import bundle as names
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.manifest import MANIFEST, BundleError, Manifest, sha256_file
+from rdvla.runtime.manifest import MANIFEST, BundleError, EngineEnvironment, EngineSection, Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -95,49 +94,6 @@ def l4t_release(path: Path = Path("/etc/nv_tegra_release")) -> Optional[str]:
         return None
 
 
-@dataclass(frozen=True)
-class EngineEnvironment:
-    """What a TensorRT engine is tied to, as recorded in `manifest["engines"][precision]` at build time."""
-
-    tensorrt_version: str
-    cuda_version: str  # of the driver, e.g. "12.6"
-    gpu_name: str
-    compute_capability: str  # "8.7"
-    sm_count: int
-    l4t_release: Optional[str] = None
-
-    @property
-    def capability(self) -> tuple[int, int]:
-        major, minor = self.compute_capability.split(".")
-        return int(major), int(minor)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> "EngineEnvironment":
-        try:
-            return cls(
-                str(section["tensorrt_version"]),
-                str(section["cuda_version"]),
-                str(section["gpu_name"]),
-                str(section["compute_capability"]),
-                int(section["sm_count"]),
-                section.get("l4t_release"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"malformed engines section in {MANIFEST} ({type(exc).__name__}: {exc})") from None
-
-    def same_target(self, other: "EngineEnvironment") -> bool:
-        """Whether an engine built in one environment deserialises and runs as tuned in the other."""
-        return (self.tensorrt_version, self.compute_capability, self.gpu_name, self.sm_count) == (
-            other.tensorrt_version,
-            other.compute_capability,
-            other.gpu_name,
-            other.sm_count,
-        )
-
-
 def query_environment(tensorrt_version: str, cuda: CudaRuntime, device: int = 0) -> EngineEnvironment:
     """This machine's GPU, CUDA driver and L4T release; TensorRTUnavailable when CUDA cannot reach the GPU."""
     try:
@@ -161,14 +117,14 @@ def rebuild_hint(root: Path, precision: str) -> str:
     return f"run `rdvla build {root} --precision {precision}` on this device"
 
 
-def engine_section(manifest: Manifest, precision: str, root: Path) -> dict[str, Any]:
+def engine_section(manifest: Manifest, precision: str, root: Path) -> EngineSection:
     """`manifest.engines[precision]`, refusing a bundle that lacks it or any graph's engine."""
     engines = manifest.engines
     if precision not in engines:
         have = f" (it has {', '.join(sorted(engines))})" if engines else ""
         raise BundleError(f"{root}: no {precision} TensorRT engines in this bundle{have}: {rebuild_hint(root, precision)}")
-    section = dict(engines[precision])
-    missing = [g for g in names.GRAPHS if g not in section.get("graphs", {})]
+    section = engines[precision]
+    missing = [g for g in names.GRAPHS if g not in section.graphs]
     if missing:
         raise BundleError(
             f"{root}: the {precision} engines lack {', '.join(missing)} (a partial build): {rebuild_hint(root, precision)}"
@@ -176,9 +132,8 @@ def engine_section(manifest: Manifest, precision: str, root: Path) -> dict[str, 
     return section
 
 
-def check_engine_compat(section: Mapping[str, Any], env: EngineEnvironment, precision: str, root: Path) -> None:
-    """Refuse engines built with another TensorRT or for another GPU than the running ones."""
-    built = EngineEnvironment.from_section(section)
+def check_engine_compat(built: EngineEnvironment, env: EngineEnvironment, precision: str, root: Path) -> None:
+    """Refuse engines built (`built`) with another TensorRT or for another GPU than the running ones (`env`)."""
     problems = []
     if built.tensorrt_version != env.tensorrt_version:
         problems.append(f"TensorRT {built.tensorrt_version} (this device runs {env.tensorrt_version})")
@@ -195,12 +150,12 @@ def check_engine_compat(section: Mapping[str, Any], env: EngineEnvironment, prec
         log.warning("%s engines were built under CUDA %s, this device runs CUDA %s", precision, built.cuda_version, env.cuda_version)
 
 
-def check_engine_sources(section: Mapping[str, Any], manifest: Manifest, precision: str, root: Path) -> None:
+def check_engine_sources(section: EngineSection, manifest: Manifest, precision: str, root: Path) -> None:
     """Refuse engines built from graph files the bundle no longer holds: a re-export changed the graph, or a
     new `rdvla calibrate` replaced the calibrated graph the engine was built from (and removed its file)."""
     files = manifest.files
-    for graph, record in section["graphs"].items():
-        source, digest = record.get("source"), record.get("source_sha256")
+    for graph, record in section.graphs.items():
+        source, digest = record.source, record.source_sha256
         if source not in files:
             raise BundleError(
                 f"{root}: the {precision} engine of {graph} was built from {source}, which the bundle no longer holds "
@@ -213,13 +168,13 @@ def check_engine_sources(section: Mapping[str, Any], manifest: Manifest, precisi
             )
 
 
-def verify_engine_files(bundle: Bundle, section: Mapping[str, Any], precision: str) -> dict[str, Path]:
+def verify_engine_files(bundle: Bundle, section: EngineSection, precision: str) -> dict[str, Path]:
     """Check every engine file against the SHA-256 recorded at build time; returns graph -> path."""
     files = bundle.manifest.files
     paths = {}
     for graph in names.GRAPHS:
-        record = section["graphs"][graph]
-        rel, digest = record["file"], record["sha256"]
+        record = section.graphs[graph]
+        rel, digest = record.file, record.sha256
         path = bundle.path(rel)
         if not path.is_file():
             raise BundleError(f"{bundle.root}: engine file {rel} is missing: {rebuild_hint(bundle.root, precision)}")

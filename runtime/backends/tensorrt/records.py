@@ -1,4 +1,5 @@
-"""What a build writes into the manifest: `manifest.engines[precision]` and the engine files' hashes.
+"""What a build writes into the manifest: `manifest.engines[precision]` (a `manifest.EngineSection`)
+and the engine files' hashes.
 
 The section records, per engine, its file and SHA-256, the graph it was built from (and that
 graph's hash, so a re-export makes it stale), the precision plan, the I/O as TensorRT reports it,
@@ -9,65 +10,23 @@ TensorRT / CUDA / GPU the engines are tied to (`environment.EngineEnvironment`).
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
 
 from rdvla.runtime import bundle as names
-from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
-from rdvla.runtime.manifest import Manifest, TensorSpec
-
-
-@dataclass(frozen=True)
-class EngineRecord:
-    """One built engine, as `manifest["engines"][precision]["graphs"][graph]` records it."""
-
-    graph: str
-    file: str  # bundle-relative .plan path
-    sha256: str
-    bytes: int
-    source: str
-    source_sha256: str
-    quantized: bool
-    strongly_typed: bool
-    flags: tuple[str, ...]
-    pinned_fp32_layers: int  # layers the build constrained to FP32 (requests, see layer_precisions)
-    build_seconds: float
-    io: tuple[TensorSpec, ...]
-    profile: Optional[Mapping[str, Sequence[Sequence[int]]]] = None  # input -> [min, opt, max]
-    layer_precisions: Optional[Mapping[str, int]] = None  # precision -> layers, as the engine inspector reports them
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "file": self.file,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "source": self.source,
-            "source_sha256": self.source_sha256,
-            "quantized": self.quantized,
-            "strongly_typed": self.strongly_typed,
-            "flags": list(self.flags),
-            "pinned_fp32_layers": self.pinned_fp32_layers,
-            "build_seconds": round(self.build_seconds, 1),
-            "io": [t.to_json() for t in self.io],
-        }
-        if self.profile:
-            data["profile"] = {k: [list(s) for s in v] for k, v in self.profile.items()}
-        if self.layer_precisions is not None:
-            data["layer_precisions"] = dict(self.layer_precisions)
-        return data
+from rdvla.runtime.manifest import EngineEnvironment, EngineRecord, EngineSection, Manifest
 
 
 def engine_dir(precision: str) -> str:
     return f"engines/{precision}"
 
 
-def check_partial_rebuild(existing: Optional[Mapping[str, Any]], env: EngineEnvironment, precision: str) -> None:
+def check_partial_rebuild(existing: Optional[EngineSection], env: EngineEnvironment, precision: str) -> None:
     """Refuse rebuilding some graphs when the others were built for another TensorRT or GPU."""
     if existing is None:
         return
-    built = EngineEnvironment.from_section(existing)
+    built = existing.environment
     if not built.same_target(env):
         raise BuildError(
             f"the existing {precision} engines were built with TensorRT {built.tensorrt_version} for GPU "
@@ -91,29 +50,24 @@ def record_engines(
     A full build replaces the section (and forgets the hashes of the files it listed); a partial one
     (`rdvla build --graphs`) updates the rebuilt graphs and keeps the others.
     """
-    engines = copy.deepcopy(manifest.engines)
+    engines = dict(manifest.engines)
     files = dict(manifest.files)
     old = engines.get(precision)
-    graphs: dict[str, Any] = {}
+    graphs: dict[str, EngineRecord] = {}
     if old is not None:
         if partial:
             check_partial_rebuild(old, env, precision)
-            graphs = dict(old.get("graphs", {}))
+            graphs = dict(old.graphs)
         else:
-            for rel in [rec.get("file") for rec in old.get("graphs", {}).values()] + [old.get("log")]:
-                files.pop(str(rel), None)
+            for rel in [record.file for record in old.graphs.values()] + [old.log]:
+                files.pop(rel, None)
     for record in records:
-        graphs[record.graph] = record.to_json()
+        graphs[record.graph] = record
         files[record.file] = record.sha256
     log_rel, log_sha = build_log
     files[log_rel] = log_sha
-    engines[precision] = {
-        **env.to_json(),
-        "built_at": built_at,
-        "builder": dict(builder),
-        "log": log_rel,
-        "graphs": {g: graphs[g] for g in sorted(graphs, key=_graph_order)},
-    }
+    engines[precision] = EngineSection(env, built_at, dict(builder), log_rel,
+                                       {g: graphs[g] for g in sorted(graphs, key=_graph_order)})
     return replace(manifest, engines=engines, files=files)
 
 
@@ -121,9 +75,15 @@ def _graph_order(graph: str) -> tuple[int, str]:
     return (names.GRAPHS.index(graph) if graph in names.GRAPHS else len(names.GRAPHS), graph)
 
 
-def describe_layers(record: Mapping[str, Any]) -> str:
+def layer_precision_lines(manifest: Manifest, precision: str) -> list[str]:
+    """Per engine of `precision`, what TensorRT made of the precision plan (Myelin may override layer precisions)."""
+    section = manifest.engines.get(precision)
+    return [] if section is None else [f"engine {graph}: {describe_layers(record)}" for graph, record in section.graphs.items()]
+
+
+def describe_layers(record: EngineRecord) -> str:
     """One engine's layers per precision as TensorRT built them, and how many the build pinned to FP32."""
-    chosen = record.get("layer_precisions")
+    chosen = record.layer_precisions
     built = ", ".join(f"{count} {precision}" for precision, count in chosen.items()) if chosen else "not recorded"
-    pinned = record.get("pinned_fp32_layers")
+    pinned = record.pinned_fp32_layers
     return f"layers as built: {built}" + (f" ({pinned} pinned to FP32)" if pinned else "")
