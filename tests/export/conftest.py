@@ -1,7 +1,7 @@
 """Synthetic demonstrations in the recorded episode format (what the LIBERO expert recorder writes).
 
-A bright square moves across the agentview image and the wrist image darkens as the gripper closes; the
-actions follow the square, so a policy that reads its images can fit them.
+`write_episode` (also as the fixture `episode_writer`): a bright square moves across the agentview image and the wrist image darkens as the gripper closes; the
+actions follow the square and the progress, so a policy that reads its inputs can fit them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Callable
+
 import numpy as np
+import pytest
 
 from rdvla.runtime.control.records import Decision, FrameRecord, StepRecord
 from rdvla.runtime.control.step_log import StepLog
@@ -42,8 +45,11 @@ def write_episode(root: Path, seed: int, steps: int = 20, size: int = 256, succe
         agent[i + 1, y : y + 32, x : x + 32] = (250, 60, 30)
         closing = frac > 0.5
         wrist[i + 1] = 90 if closing else 200
-        delta = np.concatenate([(goal - start) / steps, rng.normal(0, 0.01, 4)])
-        proprio = np.concatenate([position, [0.9], rng.normal(0, 0.05, 3), [0.01, -0.01] if closing else [0.04, -0.04]])
+        # Every action follows from what the policy sees: the direction from the square's start to its goal,
+        # and the progress, which the height (proprio) shows.
+        delta = np.concatenate([(goal - start) / steps, [0.02 * (1 - frac)], 0.05 * frac * np.array([1.0, -1.0, 0.5])])
+        proprio = np.concatenate([position, [0.9 - 0.2 * frac], [0.1, 0.2, 0.3],
+                                  [0.01, -0.01] if closing else [0.04, -0.04]])
         action = np.concatenate([delta, [1.0 if closing else -1.0]])
         records.append(step_record(i + 1, i + 1, proprio.tolist(), action.tolist()))
     # A no-op step (zero motion, gripper unchanged): the "_no_noops" datasets leave it out.
@@ -61,3 +67,8 @@ def write_episode(root: Path, seed: int, steps: int = 20, size: int = 256, succe
             "steps": len(records)}
     (root / "episode.json").write_text(json.dumps(meta, indent=2) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def episode_writer() -> Callable[..., Path]:
+    return write_episode
