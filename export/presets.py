@@ -6,8 +6,9 @@ layers so the released layer lists apply unchanged, GQA, tied embeddings) at wid
 for tests. `small` is the size a policy trains at on a 2-core CPU (scripts/train_policy.py): the
 same structure with an 8-layer LLM whose head reads it as the released head reads 24 layers,
 `5_8-8_8` (hidden-state indices 4 and 7: the Prelude reads the middle layer's output, core and
-Coda the second-to-last layer's, the last layer is unread); the LLM's attention over ~620 tokens is what a
-training step spends most time on, so its depth is what is cut. Values are non-trivial everywhere (gates, gammas, LayerScale, norms, biases,
+Coda the second-to-last layer's, the last layer is unread), and towers of patch size 28 (64 vision tokens per image, 128 task
+tokens): the LLM's attention over the ~630-token sequence is what a training step spends most
+time on, so its depth and the sequence's length are what is cut. Values are non-trivial everywhere (gates, gammas, LayerScale, norms, biases,
 statistics), so a test that drops any of them sees a different answer.
 """
 
@@ -87,8 +88,8 @@ def preset_config(preset: str, vocab_size: int) -> tuple[dict[str, Any], HeadCon
         head = HeadConfig(hidden_dim=64, num_heads=8, **RELEASED_HEAD)
     elif preset == "small":
         config["timm_model_kwargs"] = [
-            {"embed_dim": 64, "depth": 3, "num_heads": 4},
-            {"embed_dim": 64, "depth": 3, "num_heads": 4},
+            {"embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 28},
+            {"embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 28},
         ]
         head = HeadConfig(hidden_dim=64, num_heads=8, **SMALL_HEAD)
     else:

@@ -11,8 +11,11 @@ What is the authors' (shared/rdvla_spec.md):
   BOUNDS_Q99 (see `rdvla.export.demonstrations`); token embeddings are not trained (1.10).
 
 Where this deviates, and why (a 2-core CPU, tens of minutes, no pretrained weights to start from):
-- the model trains from scratch at a reduced preset's size, every weight but the token embeddings, instead of
-  LoRA (r 64) on a pretrained VLM: LoRA adapts pretrained features, and there are none here;
+- the model trains from scratch at a reduced preset's size (default `small`: towers of width 64 at patch size 28,
+  an 8-layer LLM of width 64 read by a `5_8-8_8` head; see rdvla.export.presets), every weight but the token
+  embeddings, instead of LoRA (r 64) on a pretrained VLM: LoRA adapts pretrained features, and there are none;
+- the LLM attends with PyTorch's fused attention (the reference's eager attention is the same math, and is what
+  the exported graphs compute);
 - the learning rate defaults to 1e-3 rather than 2e-4: small models trained from scratch need the larger step
   to learn within a few thousand steps;
 - the mean depth r and the TBPTT depth k are arguments (released: r = 32, k = 8): every iteration costs time
