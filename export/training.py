@@ -82,7 +82,7 @@ class TrainSettings:
     """Everything that decides a run's result; a resumed run must have the same (only `steps` may grow)."""
 
     preset: str = "small"
-    steps: int = 2500
+    steps: int = 3000
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -91,7 +91,7 @@ class TrainSettings:
     mean_recurrence: int = 12
     backprop_depth: int = 4
     seed: int = 0
-    dataset_key: str = "libero_spatial_no_noops"
+    dataset_key: str = ""  # empty: "<suite>_no_noops" of the episodes' LIBERO suite, as the authors' datasets are named
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up from 0.1 lr over `warmup_steps`, then constant."""
@@ -275,6 +275,11 @@ def open_run(out: Path, data: Sequence[Path], settings: TrainSettings, resume: b
     """Read the demonstrations, cache their frames, build the model; with `resume`, continue `out`'s saved state."""
     out.mkdir(parents=True, exist_ok=True)
     episodes = _episodes(data)
+    if not settings.dataset_key:
+        suites = sorted({str(e.suite) for e in episodes})
+        if len(suites) != 1 or suites == ["None"]:
+            raise TrainingError(f"the episodes name LIBERO suites {suites}: give the statistics' key with --dataset-key")
+        settings = replace(settings, dataset_key=f"{suites[0]}_no_noops")
     digest = fingerprint(episodes)
     samples = training_samples(episodes, settings.dataset_key)
     with atomic_write(out / STATISTICS_FILE) as path:

@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backprop-depth", type=positive, default=DEFAULTS.backprop_depth,
                    help=f"iterations with gradient, k (default {DEFAULTS.backprop_depth}; released 8)")
     p.add_argument("--dataset-key", default=DEFAULTS.dataset_key,
-                   help=f"key of dataset_statistics.json, the bundle's --unnorm-key (default {DEFAULTS.dataset_key})")
+                   help="key of dataset_statistics.json, the bundle's --unnorm-key (default: <suite>_no_noops of the "
+                   "episodes' LIBERO suite, e.g. libero_spatial_no_noops)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"random seed (default {DEFAULTS.seed})")
     p.add_argument("--save-every", type=positive, default=250, help="steps between checkpoints (default 250)")
     p.add_argument("--log-every", type=positive, default=10, help="steps between progress lines (default 10)")
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted at step {run.step}: the same command with --resume continues from the last save "
+              f"(every {args.save_every} steps)", file=sys.stderr)
+        return 130
     print(f"wrote {out / 'checkpoint'} (step {run.step}) in {(time.perf_counter() - start) / 60:.1f} min")
     return 0
 
