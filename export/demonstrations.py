@@ -3,8 +3,10 @@
 An episode is a directory holding `episode.json` (`{"format": "rdvla-episode", "version": 1, "instruction",
 "cameras": [{"role", "recording"}, ...], "libero": {"suite", "success", ...}}`), one `.npz` per camera whose
 `frames` are uint8 (N, H, W, 3) as the policy receives them (LIBERO's 180 degree rotation already applied), and
-`steps.jsonl`, the control loop's step log: each step names the frame number per camera, the 8-d proprio and the
-7-d `executed` action in the dataset's raw units (gripper -1 open / +1 close).
+`steps.jsonl`, the control loop's step log: each step names the frame number per camera, the 8-d proprio, and the
+7-d `proposed` action in the controller's units, the raw convention the authors' LIBERO datasets store (gripper
+-1 open / +1 close); `executed` is that action as the robot took it (metres, radians), and marks the steps that
+acted. This is what `rdvla eval expert` records (rdvla.runtime.eval.demonstrations).
 
 What the authors' RLDS pipeline does with such data (spec 1.9, 3.5), reproduced here:
 - the LIBERO transform maps the gripper to g' = 1 - clip(g, 0, 1) (1 open, 0 close);
@@ -101,9 +103,11 @@ def succeeded(root: Path) -> bool:
 
 
 def _usable(record: StepRecord) -> bool:
-    values = (record.proprio or []) + (record.executed or [])
-    return (record.proprio is not None and record.executed is not None and len(record.proprio) == PROPRIO_DIM
-            and len(record.executed) == ACTION_DIM and all(v is not None for v in values))
+    """A step that acted (an executed action) with its proprio and its action in dataset units (proposed)."""
+    if record.proprio is None or record.proposed is None or record.executed is None:
+        return False
+    values = record.proprio + record.proposed
+    return len(record.proprio) == PROPRIO_DIM and len(record.proposed) == ACTION_DIM and all(v is not None for v in values)
 
 
 def drop_noops(actions: np.ndarray) -> np.ndarray:
@@ -116,7 +120,7 @@ def drop_noops(actions: np.ndarray) -> np.ndarray:
 
 
 def read_episode(root: Path) -> Episode:
-    """An episode directory -> its usable steps (proprio and executed action present, no-ops dropped)."""
+    """An episode directory -> its usable steps (acted, with proprio and proposed action; no-ops dropped)."""
     root = Path(root)
     meta = _read_meta(root)
     instruction = meta.get("instruction")
@@ -139,9 +143,9 @@ def read_episode(root: Path) -> Episode:
         if any(role not in by_role for role in roles):
             raise DemonstrationError(f"{root / STEPS_FILE}: step {record.step} has no frame of camera "
                                      f"{[r for r in roles if r not in by_role]}")
-        rows.append(([by_role[role] for role in roles], record.proprio, record.executed))
+        rows.append(([by_role[role] for role in roles], record.proprio, record.proposed))
     if not rows:
-        raise DemonstrationError(f"{root / STEPS_FILE}: no step with both proprio and an executed action")
+        raise DemonstrationError(f"{root / STEPS_FILE}: no step that acted with its proprio and proposed action")
     frames = np.asarray([r[0] for r in rows], np.int64)
     proprio = np.asarray([r[1] for r in rows], np.float64)
     actions = np.asarray([r[2] for r in rows], np.float64)

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/train_policy.py --data DEMOS --out out/train_spatial0 --steps 2500
 
-DEMOS holds episode directories as the LIBERO expert recorder writes them (episode.json, one .npz of frames per
-camera, steps.jsonl), searched recursively; only successful episodes are used. The recipe is the authors' (loss,
+DEMOS holds episode directories as `rdvla eval expert` records them (episode.json, one .npz of frames per camera,
+steps.jsonl whose `proposed` actions are the targets), searched recursively; only successful episodes are used. The recipe is the authors' (loss,
 depth sampling, truncated backprop, normalisation; see the docstring of rdvla.export.training, which also lists
 where and why this run deviates from it). OUT receives:
 

@@ -20,10 +20,13 @@ from rdvla.runtime.control.step_log import StepLog
 INSTRUCTION = "pick up the black bowl between the plate and the ramekin and place it on the plate"
 
 
-def step_record(step: int, frame: int, proprio: list[float] | None, executed: list[float] | None) -> StepRecord:
+def step_record(step: int, frame: int, proprio: list[float] | None, action: list[float] | None) -> StepRecord:
+    """`action` in the controller's units is the step's `proposed`; `executed` holds it as the robot takes it
+    (here scaled, as metres and radians are), which a reader must not train on."""
     frames = [FrameRecord(role, frame, 50.0 * step, 0.0) for role in ("agentview", "wrist")]
+    executed = None if action is None else [0.05 * v for v in action[:6]] + action[6:]
     return StepRecord(step=step, slot=step, t=0.05 * step, missed_slots=0, frames=frames, skew_ms=0.0, proprio=proprio,
-                      instruction=INSTRUCTION, query=None, submitted=None, queue=0, inflight=False, proposed=executed,
+                      instruction=INSTRUCTION, query=None, submitted=None, queue=0, inflight=False, proposed=action,
                       executed=executed, limits=[], decision=Decision.ACT, faults=[], sections_ms={})
 
 

@@ -46,6 +46,9 @@ def test_reader_keeps_successful_episodes_and_drops_steps_without_action_and_noo
     assert episode.cameras == ("agentview", "wrist")
     assert episode.frame_numbers[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
     assert episode.actions.shape == (6, 7) and episode.proprio.shape == (6, 8)
+    # The actions are the proposed ones (controller units), not the executed ones (metres, radians).
+    first = json.loads((roots[0] / "steps.jsonl").read_text().splitlines()[1])
+    assert episode.actions[0].tolist() == first["proposed"] != first["executed"]
 
 
 def test_a_gripper_change_without_motion_is_not_a_noop(tmp_path: Path) -> None:
