@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdvla.runtime.control.episode import EPISODE_FILE, EPISODE_FORMAT, EPISODE_VERSION, STEPS_FILE
 from rdvla.runtime.control.records import StepRecord
 from rdvla.runtime.control.step_log import read_log
 from rdvla.runtime.normalization import RANGE_EPS
@@ -40,10 +41,6 @@ from rdvla.runtime.preprocess.pipeline import prepare_image
 
 log = logging.getLogger(__name__)
 
-EPISODE_FILE = "episode.json"
-STEPS_FILE = "steps.jsonl"
-EPISODE_FORMAT = "rdvla-episode"
-EPISODE_VERSION = 1
 ACTION_DIM = 7
 PROPRIO_DIM = 8
 CHUNK = 8
