@@ -1,9 +1,14 @@
-"""Random-weight checkpoints in the released layout: `rdvla init-checkpoint --preset tiny|full`.
+"""Random-weight checkpoints in the released layout: `rdvla init-checkpoint --preset tiny|small|full`.
 
 `full` has the released dimensions (DINOv2-L/14-reg4, SigLIP so400m, Qwen2.5-0.5B, head
 `12_24-24_24`); `tiny` keeps every structural feature (two towers, registers, LayerScale, 24 LLM
 layers so the released layer lists apply unchanged, GQA, tied embeddings) at widths small enough
-for tests. Values are non-trivial everywhere (gates, gammas, LayerScale, norms, biases,
+for tests. `small` is the size a policy trains at on a 2-core CPU (scripts/train_policy.py): the
+same structure with an 8-layer LLM whose head reads it as the released head reads 24 layers,
+`5_8-8_8` (hidden-state indices 4 and 7: the Prelude reads the middle layer's output, core and
+Coda the second-to-last layer's, the last layer is unread), and towers of patch size 28 (64 vision tokens per image, 128 task
+tokens): the LLM's attention over the ~630-token sequence is what a training step spends most
+time on, so its depth and the sequence's length are what is cut. Values are non-trivial everywhere (gates, gammas, LayerScale, norms, biases,
 statistics), so a test that drops any of them sees a different answer.
 """
 
@@ -25,10 +30,12 @@ from rdvla.runtime.preprocess import DEFAULT_CONFIG as PREPROCESS
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("tiny", "full")
+PRESETS = ("tiny", "small", "full")
 DATASET_KEY = "libero_spatial_no_noops"
 RELEASED_HEAD = dict(prelude_vlm_layers=(11,), recurrent_vlm_layers=(23, 23), coda_vlm_layers=(23,), mean_recurrence=32)
-_STEP = {"tiny": 100, "full": 40000}
+# `12_24-24_24` (indices 11, 23 of 24 layers) scaled to 8 layers: indices 4 and 7.
+SMALL_HEAD = dict(prelude_vlm_layers=(4,), recurrent_vlm_layers=(7, 7), coda_vlm_layers=(7,), mean_recurrence=32)
+_STEP = {"tiny": 100, "small": 100, "full": 40000}
 
 
 def _text_config(preset: str, vocab_size: int) -> dict[str, Any]:
@@ -40,6 +47,9 @@ def _text_config(preset: str, vocab_size: int) -> dict[str, Any]:
     )
     if preset == "full":
         return base | dict(hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
+    if preset == "small":
+        return base | dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2,
+                           num_hidden_layers=8, vocab_size=vocab_size)
     return base | dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size)
 
 
@@ -76,6 +86,12 @@ def preset_config(preset: str, vocab_size: int) -> tuple[dict[str, Any], HeadCon
             {"embed_dim": 48, "depth": 3, "num_heads": 2},
         ]
         head = HeadConfig(hidden_dim=64, num_heads=8, **RELEASED_HEAD)
+    elif preset == "small":
+        config["timm_model_kwargs"] = [
+            {"embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 28},
+            {"embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 28},
+        ]
+        head = HeadConfig(hidden_dim=64, num_heads=8, **SMALL_HEAD)
     else:
         head = HeadConfig(hidden_dim=896, num_heads=8, **RELEASED_HEAD)
     return config, head

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 IMAGE_SIZE = 224
-PATCH_SIZE = 14
-NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 256 per image
+PATCH_SIZE = 14  # the released towers': 256 patches per image
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,12 @@ class TowerConfig:
     class_token: bool
     layer_scale: bool
     map_head: bool
+    patch_size: int = PATCH_SIZE
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per image: 256 for the released towers."""
+        return (IMAGE_SIZE // self.patch_size) ** 2
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -59,7 +64,8 @@ TOWER_FAMILIES: dict[str, TowerConfig] = {
 }
 
 # The keyword overrides a reduced checkpoint may pass through `timm_model_kwargs` (spec 4.1).
-ALLOWED_OVERRIDES = ("embed_dim", "depth", "num_heads", "mlp_ratio")
+# A larger patch size gives fewer vision tokens (patch 28: 64 per image), for models trained on a CPU.
+ALLOWED_OVERRIDES = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size")
 
 
 def tower_config(timm_id: str, overrides: dict[str, Any] | None = None) -> TowerConfig:
@@ -79,18 +85,21 @@ def tower_config(timm_id: str, overrides: dict[str, Any] | None = None) -> Tower
     cfg = replace(family, **overrides)
     if cfg.embed_dim % cfg.num_heads:
         raise ValueError(f"{timm_id}: embed_dim {cfg.embed_dim} not divisible by num_heads {cfg.num_heads}")
+    if isinstance(cfg.patch_size, bool) or not isinstance(cfg.patch_size, int) or cfg.patch_size < 1 \
+            or IMAGE_SIZE % cfg.patch_size:
+        raise ValueError(f"{timm_id}: patch_size {cfg.patch_size!r} does not divide the image size {IMAGE_SIZE}")
     if cfg.depth < 2:
         raise ValueError(f"{timm_id}: depth {cfg.depth} < 2 (the second-to-last block is read)")
     return cfg
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, patch_size: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=PATCH_SIZE, stride=PATCH_SIZE)
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, 256, dim)
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, patches, dim)
 
 
 class Mlp(nn.Module):
@@ -167,9 +176,9 @@ class VisionTower(nn.Module):
         d = cfg.embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, d)) if cfg.reg_tokens else None
-        # Position embedding on the 16x16 patch grid only (DINOv2 `no_embed_class`, SigLIP has no prefix).
-        self.pos_embed = nn.Parameter(torch.zeros(1, NUM_PATCHES, d))
-        self.patch_embed = PatchEmbed(d)
+        # Position embedding on the patch grid only (DINOv2 `no_embed_class`, SigLIP has no prefix).
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, d))
+        self.patch_embed = PatchEmbed(d, cfg.patch_size)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=1e-6)
         self.attn_pool = AttentionPoolHead(cfg) if cfg.map_head else None
@@ -180,7 +189,7 @@ class VisionTower(nn.Module):
         return self.cfg.depth - 1
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 224, 224) normalised pixels -> (B, 256, embed_dim) patch tokens."""
+        """(B, 3, 224, 224) normalised pixels -> (B, num_patches, embed_dim) patch tokens."""
         x = self.patch_embed(pixels) + self.pos_embed
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         x = torch.cat(prefix + [x], dim=1)
@@ -194,6 +203,9 @@ class DinoSigLIPBackbone(nn.Module):
 
     def __init__(self, dino: TowerConfig, siglip: TowerConfig) -> None:
         super().__init__()
+        if dino.num_patches != siglip.num_patches:
+            raise ValueError(f"the towers' patch sizes differ ({dino.patch_size}, {siglip.patch_size}): their features "
+                             "are concatenated patch by patch")
         self.featurizer = VisionTower(dino)
         self.fused_featurizer = VisionTower(siglip)
 
@@ -202,7 +214,7 @@ class DinoSigLIPBackbone(nn.Module):
         return self.featurizer.cfg.embed_dim + self.fused_featurizer.cfg.embed_dim
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 6n, 224, 224) with [DINO RGB, SigLIP RGB] per image -> (B, 256n, dino+siglip)."""
+        """(B, 6n, 224, 224) with [DINO RGB, SigLIP RGB] per image -> (B, patches n, dino+siglip)."""
         per_image = []
         for image in torch.split(pixel_values, 6, dim=1):
             dino, siglip = torch.split(image, 3, dim=1)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from rdvla.export.vision import NUM_PATCHES, DinoSigLIPBackbone, TowerConfig
+from rdvla.export.vision import DinoSigLIPBackbone, TowerConfig
 
 NUM_ACTION_QUERIES = 64
 # Ids appended after the prompt: 64 placeholders (overwritten by the learned queries) and a stop id.
@@ -38,8 +38,8 @@ class VLMConfig:
 
     @property
     def num_task_tokens(self) -> int:
-        """512 for two cameras: the head's task-token count (256 per image)."""
-        return NUM_PATCHES * self.num_images
+        """512 for two cameras: the head's task-token count (256 per image at the released patch size)."""
+        return self.dino.num_patches * self.num_images
 
     @property
     def num_hidden_states(self) -> int:

@@ -15,9 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a random-weight checkpoint in the released layout",
         description="Write a random-weight RD-VLA checkpoint in the released directory layout "
         "(config.json, model.safetensors, action_head--*, proprio_projector--*, dataset_statistics.json, "
-        "tokenizer files). 'tiny' is for tests and demos; 'full' has the released dimensions (about 2.7 GB).",
+        "tokenizer files). 'tiny' is for tests and demos; 'small' is the size scripts/train_policy.py trains on a CPU; "
+        "'full' has the released dimensions (about 2.7 GB).",
     )
-    p.add_argument("--preset", choices=("tiny", "full"), required=True, help="model size")
+    p.add_argument("--preset", choices=("tiny", "small", "full"), required=True, help="model size")
     p.add_argument("--out", type=Path, required=True, help="directory to create (must be empty or absent)")
     p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.set_defaults(run=run)

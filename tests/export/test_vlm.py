@@ -97,3 +97,27 @@ def test_vision_tower_reads_second_to_last_block(vlm) -> None:
         h.remove()
     assert calls == list(range(tower.cfg.depth - 1))
     assert out.shape == (1, 256, tower.cfg.embed_dim)  # 1 class + 4 register tokens removed
+
+
+def test_a_larger_patch_size_gives_fewer_task_tokens_at_the_same_positions() -> None:
+    from rdvla.export.presets import preset_config
+    from rdvla.export.checkpoint import vlm_config_from_json
+    from rdvla.export.vision import tower_config
+    from rdvla.export.vlm import PrismaticVLM
+
+    config, _ = preset_config("small", vocab_size=128)
+    cfg = vlm_config_from_json(config)
+    assert (cfg.dino.patch_size, cfg.dino.num_patches, cfg.num_task_tokens) == (28, 64, 128)
+    torch.manual_seed(0)
+    vlm = PrismaticVLM(cfg).eval()
+    ids = torch.tensor([[5, 17, 33, 41, 9]])
+    pixels = torch.randn(1, 12, 224, 224)
+    with torch.no_grad():
+        seq = vlm.embed_sequence(pixels, ids)
+        hidden = vlm.hidden_states(pixels, ids)
+    assert seq.shape[1] == ids.shape[1] + 128 + NUM_ACTION_QUERIES + 1
+    task, action = hidden[3]
+    assert task.shape[1] == 128 and action.shape[1] == NUM_ACTION_QUERIES
+    assert torch.equal(task[:, 1:], vlm.run_llm(seq)[3][:, 1:128])
+    with pytest.raises(ValueError, match="does not divide"):
+        tower_config("vit_so400m_patch14_siglip_224", {"patch_size": 30})
