@@ -38,6 +38,7 @@ from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import sha256_file
 from rdvla.runtime.control.episode import EPISODE_FILE, read_episode
+from rdvla.runtime.eval.demonstrations import FRAMES_SUFFIX, read_frames
 from rdvla.runtime.golden import TRACE_DEPTH
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.policy import truncated_normal_latent
@@ -152,6 +153,15 @@ def _read_frames(recording: Path, wanted: Sequence[int], numbers: Optional[Seque
     from rdvla.devices.cameras.base import CameraEndedError
     from rdvla.devices.cameras.realsense import RealSenseCameraConfig, open_realsense
 
+    if recording.suffix == FRAMES_SUFFIX:  # a simulator episode (rdvla eval --record): frames indexed by frame number
+        try:
+            frames = read_frames(recording)
+        except ValueError as exc:
+            raise CalibrationDataError(str(exc)) from None
+        keys = {i: (numbers[i] if numbers is not None else i) for i in wanted}
+        if max(keys.values(), default=-1) >= len(frames):
+            raise CalibrationDataError(f"{recording}: {len(frames)} frames, fewer than the episode's steps name")
+        return {i: frames[key] for i, key in keys.items()}
     by_key = {(numbers[i] if numbers is not None else i): i for i in wanted}
     found: dict[int, np.ndarray] = {}
     camera = open_realsense(RealSenseCameraConfig(recording=str(recording), real_time=False))

@@ -26,6 +26,19 @@ from rdvla.runtime.control.subscriber import Subscriber
 from rdvla.runtime.outputs import atomic_write
 
 FRAMES_KEY = "frames"
+FRAMES_SUFFIX = ".npz"
+
+
+def read_frames(path: Path) -> np.ndarray:
+    """A camera's frames of a recorded episode, (frames, H, W, 3) uint8 indexed by frame number."""
+    try:
+        with np.load(path) as data:
+            frames = data[FRAMES_KEY]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: not a frames file of a recorded LIBERO episode ({exc})") from None
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{path}: frames are {frames.dtype} {frames.shape}, expected uint8 (N, H, W, 3)")
+    return frames
 
 
 def episode_name(suite: str, task: int, init: str) -> str:
@@ -33,7 +46,7 @@ def episode_name(suite: str, task: int, init: str) -> str:
 
 
 def recording_name(role: str) -> str:
-    return f"{role}.npz"
+    return f"{role}{FRAMES_SUFFIX}"
 
 
 class DemonstrationRecorder(Subscriber):

@@ -16,7 +16,7 @@ from rdvla.runtime.eval.results import read_episodes
 FAST = ["--suite", "libero_spatial", "--tasks", "0", "--render", "fast"]
 
 
-def test_expert_solves_spatial_task_0_through_the_loop_and_records_demonstrations(tmp_path, capsys):
+def test_expert_solves_spatial_task_0_through_the_loop_and_records_demonstrations(tmp_path, capsys) -> None:
     out, demos = tmp_path / "eval", tmp_path / "demos"
     assert main(["eval", "expert", *FAST, "--episodes-per-task", "2", "--video", "1", "--record", str(demos),
                  "--out", str(out)]) == 0
@@ -51,6 +51,26 @@ def test_expert_solves_spatial_task_0_through_the_loop_and_records_demonstration
     assert max(abs(v) for s in steps for v in s.proposed[:6]) == 1.0  # controller units, not metres
     assert [s.frames[0].frame_number for s in steps] == list(range(len(steps)))
     assert not np.array_equal(frames[0][0], frames[0][-1])  # the scene changed
+
+
+def test_a_recorded_episode_is_calibration_data(tiny_bundle, tmp_path):
+    from rdvla.calibration.data import observations, open_source
+    from rdvla.runtime.bundle import Bundle
+
+    demos = tmp_path / "demos"
+    assert main(["eval", "expert", *FAST, "--init-states", "5", "--max-steps", "8", "--record", str(demos),
+                 "--out", str(tmp_path / "eval")]) == 0
+    demo = demos / "libero_spatial_task0_fixed5"
+    source = open_source(str(demo), Bundle.open(tiny_bundle), None)
+    assert source.proprio_from == "recorded" and len(source.steps) == 8
+    seen = list(observations([source], queries=8))
+    third = np.load(demo / "third_person.npz")["frames"]
+    steps = [r for r in read_log(demo / "steps.jsonl") if isinstance(r, StepRecord)]
+    for observation in seen:
+        record = steps[observation.step]
+        np.testing.assert_array_equal(observation.images[0], third[record.frames[0].frame_number])
+        np.testing.assert_allclose(observation.proprio, record.proprio)
+        assert observation.instruction.startswith("pick up the black bowl")
 
 
 def test_an_interrupted_or_extended_eval_runs_only_missing_episodes(tmp_path, capsys):
