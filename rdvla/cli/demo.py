@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     stage(4, f"running the control loop for {steps} steps at 10 Hz: recordings as cameras, ONNX Runtime, simulated arm",
           control)
-    repeats, depths = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
+    repeats, counts = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
     stage(5, "profiling the bundle on ONNX Runtime (per-iteration and end-to-end latency, with plots)",
-          lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", depths))
+          lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", counts))
     print(f"demo finished in {time.perf_counter() - begin:.0f} s; outputs in {out}/: {', '.join(OUTPUTS)}")
     return 0
