@@ -33,13 +33,13 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import sha256_file
 from rdvla.runtime.control.episode import EPISODE_FILE, read_episode
 from rdvla.runtime.eval.demonstrations import FRAMES_SUFFIX, read_frames
-from rdvla.runtime.golden import TRACE_DEPTH
+from rdvla.runtime.golden import TRACE_ITERATIONS
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.policy import truncated_normal_latent
 from rdvla.runtime.preprocess import to_pixel_values
@@ -211,11 +211,11 @@ def observations(sources: Sequence[Source], queries: int) -> Iterator[Observatio
                               str(step["instruction"]), source.name, int(step.get("step", i)))
 
 
-def iteration_indices(query: int, per_query: int, depth: int = TRACE_DEPTH) -> list[int]:
+def iteration_indices(query: int, per_query: int, iterations: int = TRACE_ITERATIONS) -> list[int]:
     """1-based iteration indices whose core inputs query `query` contributes: `per_query` evenly spaced,
     shifted by one per query, so every `depth / per_query` queries cover 1..depth."""
-    stride = depth / per_query
-    return sorted({int(query + j * stride) % depth + 1 for j in range(per_query)})
+    stride = iterations / per_query
+    return sorted({int(query + j * stride) % iterations + 1 for j in range(per_query)})
 
 
 @dataclass
@@ -229,12 +229,12 @@ class CalibrationSet:
     def samples(self, graph: str) -> Iterator[dict[str, np.ndarray]]:
         """One feed dict per sample, at the graph's input shapes (prompts cut back to their length)."""
         arrays = self.inputs[graph]
-        lengths = self.meta.get("prompt_lengths") if graph == names.VLM_PRELUDE else None
+        lengths = self.meta.get("prompt_lengths") if graph == contract.VLM_PRELUDE else None
         count = len(next(iter(arrays.values())))
         for i in range(count):
             feed = {k: v[i] for k, v in arrays.items()}
             if lengths is not None:
-                feed[names.INPUT_IDS] = feed[names.INPUT_IDS][..., : lengths[i]]
+                feed[contract.INPUT_IDS] = feed[contract.INPUT_IDS][..., : lengths[i]]
             yield feed
 
     def count(self, graph: str) -> int:
@@ -276,18 +276,18 @@ def fingerprint(files: dict[str, str], meta: dict[str, Any]) -> str:
 
 def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_query: int, seed: int = 0,
             sources: Sequence[Source] = ()) -> CalibrationSet:
-    """Run every observation through the FP32 graphs for TRACE_DEPTH iterations and keep each graph's inputs."""
+    """Run every observation through the FP32 graphs for TRACE_ITERATIONS iterations and keep each graph's inputs."""
     if not observations_:
         raise CalibrationDataError("no observations to calibrate with")
-    if not 1 <= latents_per_query <= TRACE_DEPTH:
-        raise CalibrationDataError(f"latents per query must lie in 1..{TRACE_DEPTH}, got {latents_per_query}")
+    if not 1 <= latents_per_query <= TRACE_ITERATIONS:
+        raise CalibrationDataError(f"latents per query must lie in 1..{TRACE_ITERATIONS}, got {latents_per_query}")
     tokenizer = PromptTokenizer(bundle.path("tokenizer.json"))
     backend = OnnxRuntimeBackend(bundle, "fp32")
-    core_inputs = [t.name for t in bundle.graph(names.CORE_STEP).inputs]
-    decode_inputs = [t.name for t in bundle.graph(names.DECODE).inputs]
-    step_decode_inputs = [t.name for t in bundle.graph(names.CORE_STEP_DECODE).inputs]
-    rows: dict[str, list[dict[str, np.ndarray]]] = {g: [] for g in names.GRAPHS}
-    origin: dict[str, list[tuple[int, int]]] = {g: [] for g in names.GRAPHS}
+    core_inputs = [t.name for t in bundle.graph(contract.CORE_STEP).inputs]
+    decode_inputs = [t.name for t in bundle.graph(contract.DECODE).inputs]
+    step_decode_inputs = [t.name for t in bundle.graph(contract.CORE_STEP_DECODE).inputs]
+    rows: dict[str, list[dict[str, np.ndarray]]] = {g: [] for g in contract.GRAPHS}
+    origin: dict[str, list[tuple[int, int]]] = {g: [] for g in contract.GRAPHS}
     trace: dict[str, list[np.ndarray]] = {k: [] for k in ("init_latent", "trace_actions", "trace_mse", "trace_cosine")}
     lengths = []
     for q, obs in enumerate(observations_):
@@ -295,8 +295,8 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_qu
         ids = np.asarray(tokenizer(obs.instruction))
         bundle.check_prompt(ids)
         proprio = normalize_proprio(obs.proprio, bundle.norm_stats)[None]
-        rows[names.VLM_PRELUDE].append({names.PIXEL_VALUES: pixels, names.INPUT_IDS: ids, names.PROPRIO: proprio})
-        origin[names.VLM_PRELUDE].append((q, 0))
+        rows[contract.VLM_PRELUDE].append({contract.PIXEL_VALUES: pixels, contract.INPUT_IDS: ids, contract.PROPRIO: proprio})
+        origin[contract.VLM_PRELUDE].append((q, 0))
         lengths.append(int(ids.shape[1]))
         backend.run_context(pixels, ids, proprio)
         context = backend.context()
@@ -305,14 +305,14 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_qu
         keep = set(iteration_indices(q, latents_per_query))
         actions, mse, cosine = [], [], []
         prev = np.zeros((1, bundle.dims.chunk_len, bundle.dims.action_dim), np.float32)
-        for k in range(1, TRACE_DEPTH + 1):
+        for k in range(1, TRACE_ITERATIONS + 1):
             latent = backend.latent()
-            values = {**context, names.LATENT: latent, names.PREV_ACTIONS: prev}
+            values = {**context, contract.LATENT: latent, contract.PREV_ACTIONS: prev}
             if k in keep:
-                rows[names.CORE_STEP].append({n: values[n] for n in core_inputs})
-                rows[names.CORE_STEP_DECODE].append({n: values[n] for n in step_decode_inputs})
-                origin[names.CORE_STEP].append((q, k))
-                origin[names.CORE_STEP_DECODE].append((q, k))
+                rows[contract.CORE_STEP].append({n: values[n] for n in core_inputs})
+                rows[contract.CORE_STEP_DECODE].append({n: values[n] for n in step_decode_inputs})
+                origin[contract.CORE_STEP].append((q, k))
+                origin[contract.CORE_STEP_DECODE].append((q, k))
             stats = backend.step_decode(read=True)
             assert stats is not None
             prev = backend.actions()[None]
@@ -320,22 +320,22 @@ def capture(bundle: Bundle, observations_: Sequence[Observation], latents_per_qu
             mse.append(stats[0] if k > 1 else np.nan)
             cosine.append(stats[1] if k > 1 else np.nan)
             if k in keep:
-                rows[names.DECODE].append({n: {**context, names.LATENT: backend.latent()}[n] for n in decode_inputs})
-                origin[names.DECODE].append((q, k))
+                rows[contract.DECODE].append({n: {**context, contract.LATENT: backend.latent()}[n] for n in decode_inputs})
+                origin[contract.DECODE].append((q, k))
         trace["init_latent"].append(init)
         trace["trace_actions"].append(np.stack(actions))
         trace["trace_mse"].append(np.asarray(mse, np.float32))
         trace["trace_cosine"].append(np.asarray(cosine, np.float32))
         log.info("captured query %d/%d (%s step %d)", q + 1, len(observations_), obs.source, obs.step)
     backend.close()
-    inputs = {g: _stack(rows[g], pad_to=max(lengths) if g == names.VLM_PRELUDE else None) for g in names.GRAPHS}
+    inputs = {g: _stack(rows[g], pad_to=max(lengths) if g == contract.VLM_PRELUDE else None) for g in contract.GRAPHS}
     meta = {
-        "graphs": list(names.GRAPHS),
+        "graphs": list(contract.GRAPHS),
         "sources": [{"name": s.name, "recordings": [str(p) for p in s.recordings], "steps": len(s.steps),
                      "proprio": s.proprio_from} for s in sources],
         "queries": [{"source": o.source, "step": o.step, "instruction": o.instruction} for o in observations_],
-        "samples": {g: len(rows[g]) for g in names.GRAPHS},
-        "origin": {g: [list(p) for p in origin[g]] for g in names.GRAPHS},
+        "samples": {g: len(rows[g]) for g in contract.GRAPHS},
+        "origin": {g: [list(p) for p in origin[g]] for g in contract.GRAPHS},
         "iterations": sorted({k for q in range(len(observations_)) for k in iteration_indices(q, latents_per_query)}),
         "latents_per_query": latents_per_query,
         "prompt_lengths": lengths,
@@ -349,7 +349,7 @@ def _stack(rows: list[dict[str, np.ndarray]], pad_to: Optional[int] = None) -> d
     out = {}
     for name in rows[0]:
         values = [r[name] for r in rows]
-        if pad_to is not None and name == names.INPUT_IDS:
+        if pad_to is not None and name == contract.INPUT_IDS:
             values = [np.pad(v, ((0, 0), (0, pad_to - v.shape[1]))) for v in values]
         out[name] = np.stack(values)
     return out

@@ -32,7 +32,7 @@ from rdvla.calibration.fp16 import FP16_LIMIT, HEADROOM, make_fp16, peak_table
 from rdvla.calibration.probe import beside
 from rdvla.calibration.quantize import quantize_graph
 from rdvla.calibration.report import accuracy_report, summary_lines, with_manifest
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import sha256_file
 from rdvla.runtime.golden import load_cases
@@ -126,10 +126,10 @@ def calibrate_bundle(
     if unknown or not precisions:
         raise ValueError(f"calibration precisions are {', '.join(PRECISIONS)}; got {', '.join(precisions) or 'none'}")
     bundle = Bundle.open(root)
-    selected = list(graphs or names.GRAPHS)
-    bad = [g for g in selected if g not in names.GRAPHS]
+    selected = list(graphs or contract.GRAPHS)
+    bad = [g for g in selected if g not in contract.GRAPHS]
     if bad:
-        raise ValueError(f"--graphs names an unknown graph {', '.join(bad)}: choose from {', '.join(names.GRAPHS)}")
+        raise ValueError(f"--graphs names an unknown graph {', '.join(bad)}: choose from {', '.join(contract.GRAPHS)}")
     if queries < 1:
         raise ValueError(f"--queries must be at least 1, got {queries}")
 

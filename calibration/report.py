@@ -3,7 +3,7 @@
 * per graph: each graph's outputs on the calibration samples (exactly the FP32 inputs, so the
   error is that graph's own, not inherited);
 * per iteration index 1..32: the decoded actions of whole queries (VLM+Prelude and the core at the
-  lower precision, from the same S0) against the FP32 trace: how the error grows with depth;
+  lower precision, from the same S0) against the FP32 trace: how the error grows with the iterations;
 * iteration drift: where adaptive halting (the bundle's default rule, or the rule given) stops at
   each precision, as a histogram and as the per-query difference from FP32, also with its delta
   bound 10x looser to 100x tighter;
@@ -26,12 +26,12 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 
 from rdvla.calibration.data import CalibrationSet
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend, graph_file
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import Manifest
 from rdvla.runtime.gates import calibration_gate_for, gate_for
-from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
+from rdvla.runtime.golden import TRACE_ITERATIONS, GoldenCase
 from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, HaltingRule, stop_on_trace
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.verify import gate_failures, verify_actions, worst
@@ -57,7 +57,7 @@ def graph_errors(bundle: Bundle, precision: str, data: CalibrationSet) -> dict[s
     options = ort.SessionOptions()
     options.log_severity_level = 3
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for graph in names.GRAPHS:
+    for graph in contract.GRAPHS:
         low = graph_file(bundle, graph, precision)
         if low == bundle.graph(graph).file:
             continue
@@ -83,11 +83,11 @@ def trace(bundle: Bundle, precision: str, data: CalibrationSet) -> tuple[np.ndar
     backend = OnnxRuntimeBackend(bundle, precision)
     actions, mse, cosine = [], [], []
     try:
-        for q, feed in enumerate(data.samples(names.VLM_PRELUDE)):
-            backend.run_context(feed[names.PIXEL_VALUES], feed[names.INPUT_IDS], feed[names.PROPRIO])
+        for q, feed in enumerate(data.samples(contract.VLM_PRELUDE)):
+            backend.run_context(feed[contract.PIXEL_VALUES], feed[contract.INPUT_IDS], feed[contract.PROPRIO])
             backend.reset_latent(data.queries["init_latent"][q])
             a, m, c = [], [], []
-            for k in range(1, TRACE_DEPTH + 1):
+            for k in range(1, TRACE_ITERATIONS + 1):
                 stats = backend.step_decode(read=True)
                 assert stats is not None
                 a.append(backend.actions())
@@ -162,7 +162,7 @@ def threshold_sweep(halting: AdaptiveRule, traces: Traces, reference: Traces) ->
     return out
 
 
-def depth_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[float]]:
+def iteration_errors(actions: np.ndarray, reference: np.ndarray) -> dict[str, list[float]]:
     """Action error per iteration index (1..32) over all queries: worst and mean absolute difference."""
     d = np.abs(actions.astype(np.float64) - reference)
     axes = tuple(i for i in range(d.ndim) if i != 1)
@@ -176,7 +176,7 @@ def precision_section(bundle: Bundle, precision: str, data: CalibrationSet, gold
     traces, reference = Traces(mse, cosine), reference_traces(data)
     section: dict[str, Any] = {
         "graphs": graph_errors(bundle, precision, data),
-        "per_iteration": depth_errors(actions, data.queries["trace_actions"]),
+        "per_iteration": iteration_errors(actions, data.queries["trace_actions"]),
         "iterations": stop_drift(traces.stops(halting), reference.stops(halting)),
         "iterations_by_threshold": threshold_sweep(halting, traces, reference),
         "median_deltas": traces.delta_medians(halting),
@@ -250,7 +250,7 @@ def weight_floors(bundle: Bundle, prompt_len: int) -> dict[str, dict[str, float]
     from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats, streamed_matrices
 
     out: dict[str, dict[str, float]] = {}
-    for graph in names.GRAPHS:
+    for graph in contract.GRAPHS:
         fp32 = bundle.path(bundle.graph(graph).file)
         stats = graph_stats(fp32, {"prompt_len": prompt_len})
         row: dict[str, float] = {"weight_params": stats.weight_params, "io_bytes": stats.io_bytes,
@@ -275,7 +275,7 @@ def with_manifest(bundle: Bundle, manifest: Manifest) -> Bundle:
     return replace(bundle, manifest=manifest)
 
 
-SHOWN_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32)
+SHOWN_ITERATIONS = (1, 2, 4, 8, 12, 16, 24, 32)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -288,13 +288,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"(min {h['min_iterations']}, max {h['max_iterations']}): "
         f"FP32 stops at {report['fp32']['iterations']['histogram']}",
     ]
-    depths = [k for k in SHOWN_DEPTHS if k > 1]
+    shown_after_first = [k for k in SHOWN_ITERATIONS if k > 1]
     for precision in ("fp32", "fp16", "int8"):
         medians = report.get(precision, {}).get("median_deltas")
         if medians:
             delta = "1 - cosine" if h["rule"] == "cosine" else "MSE"
             lines.append(f"  {precision} consecutive-action {delta}, median over queries, by iteration: "
-                         + ", ".join(f"{k}: {medians[k - 1]:.1e}" for k in depths if k <= len(medians)))
+                         + ", ".join(f"{k}: {medians[k - 1]:.1e}" for k in shown_after_first if k <= len(medians)))
     floors = report.get("orin_floor", {})
     if floors:
         lines.append("  AGX Orin weight-streaming floor per run (204.8 GB/s): " + "; ".join(
@@ -321,7 +321,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"    {graph:17s} worst output {worst[0]}: rel L2 {worst[1]['rel_l2']:.2e}, max rel {worst[1]['max_rel']:.2e}")
         per_k = section["per_iteration"]["max_abs"]
         mean_k = section["per_iteration"]["mean_abs"]
-        shown = [k for k in SHOWN_DEPTHS if k <= len(per_k)]
+        shown = [k for k in SHOWN_ITERATIONS if k <= len(per_k)]
         lines.append("    actions vs FP32 by iteration (max abs / mean abs): "
                      + ", ".join(f"{k}: {per_k[k - 1]:.2e}/{mean_k[k - 1]:.1e}" for k in shown))
         it = section["iterations"]

@@ -23,18 +23,18 @@ from rdvla.export.model import RDVLA
 from rdvla.export.onnx_export import OPSET, export_graph, graph_plans
 from rdvla.export.split import VLMPrelude
 from rdvla import __version__
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, TOKENIZER_FILE, GraphSpec, HaltingDefaults, Manifest, ModelDims, PromptSpec, sha256_file
 from rdvla.runtime.outputs import check_apart, check_new_directory, publish_directory, scratch_directory
 from rdvla.runtime.gates import gate_for
-from rdvla.runtime.halting import FixedDepth
-from rdvla.runtime.normalization import NormStats, action_scale, normalize_proprio, unnormalize_actions
+from rdvla.runtime.halting import FixedIterations
+from rdvla.runtime.normalization import NormStats, action_span, normalize_proprio, unnormalize_actions
 from rdvla.runtime.policy import Policy, truncated_normal_latent
-from rdvla.runtime.verify import FIXED_DEPTHS, MSE_THRESHOLDS, error, gate_failures, verify_actions, worst
+from rdvla.runtime.verify import FIXED_ITERATIONS, MSE_THRESHOLDS, error, gate_failures, verify_actions, worst
 from rdvla.runtime.preprocess import DEFAULT_CONFIG, to_pixel_values
-from rdvla.runtime.golden import TRACE_DEPTH, GoldenCase
+from rdvla.runtime.golden import TRACE_ITERATIONS, GoldenCase
 from rdvla.runtime.graph_check.onnx_reader import graph_files
 from rdvla.runtime.graph_check.rules import require_compatible
 from rdvla.runtime.prompt import PROMPT_TEMPLATE, PromptTokenizer
@@ -75,14 +75,14 @@ def make_golden_cases(model: RDVLA, tokenizer: PromptTokenizer, stats: NormStats
         init_latent = truncated_normal_latent((1, model.action_head.cfg.action_chunk_len, model.action_head.cfg.hidden_dim), sigma, rng)
         out = model.predict(
             torch.from_numpy(to_pixel_values(images)), torch.from_numpy(np.array(tokenizer(instruction))),
-            torch.from_numpy(normalize_proprio(proprio, stats)[None]), FixedDepth(TRACE_DEPTH),
+            torch.from_numpy(normalize_proprio(proprio, stats)[None]), FixedIterations(TRACE_ITERATIONS),
             init_latent=torch.from_numpy(init_latent), trace=True,
         )
         trace = torch.cat(out.per_iteration_actions).float().numpy()
         cases.append(GoldenCase(
             images, instruction, proprio.astype(np.float64), init_latent, trace,
             np.asarray(out.mse, np.float32), np.asarray(out.cosine, np.float32),
-            unnormalize_actions(trace, stats), action_scale(stats),
+            unnormalize_actions(trace, stats), action_span(stats),
         ))
     return cases
 
@@ -104,7 +104,7 @@ def parity_report(root: Path, model: RDVLA, cases: list[GoldenCase], precision: 
             reference = prelude(torch.from_numpy(pixels), torch.from_numpy(np.array(ids)), torch.from_numpy(proprio))
         backend.run_context(pixels, ids, proprio)
         ours = backend.context()
-        for name, ref in zip([t.name for t in bundle.graph(names.VLM_PRELUDE).outputs], reference):
+        for name, ref in zip([t.name for t in bundle.graph(contract.VLM_PRELUDE).outputs], reference):
             err = error(ours[name], ref.numpy())
             prev = outputs.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0})
             outputs[name] = {k: worst([prev[k], err[k]]) for k in prev}
@@ -192,7 +192,7 @@ def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt: P
     tokenizer = PromptTokenizer(ckpt.files.tokenizer)  # refused by its own name, not the scratch copy's
     shutil.copy(ckpt.files.tokenizer, work / TOKENIZER_FILE)
 
-    log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_DEPTH)
+    log.info("[2/5] golden cases: %d reference queries of %d iterations", cases, TRACE_ITERATIONS)
     golden = make_golden_cases(ckpt.model, tokenizer, stats, cases)
     for i, case in enumerate(golden):
         if not (np.isfinite(case.trace_actions).all() and np.isfinite(case.trace_unnormalized_actions).all()):
@@ -219,8 +219,8 @@ def _export_into(work: Path, checkpoint: Path, unnorm_key: str | None, prompt: P
     files = {str(p.relative_to(work)): sha256_file(p) for p in listed}
     build_manifest(ckpt, stats, graphs, prompt, golden_files, files).save(work)
 
-    log.info("[5/5] parity: ONNX Runtime against the reference (%d cases, depths %s, MSE %s)",
-             len(golden), ",".join(map(str, FIXED_DEPTHS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))
+    log.info("[5/5] parity: ONNX Runtime against the reference (%d cases, iterations %s, MSE %s)",
+             len(golden), ",".join(map(str, FIXED_ITERATIONS)), ",".join(f"{t:g}" for t in MSE_THRESHOLDS))
     report = parity_report(work, ckpt.model, golden)
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -311,7 +311,7 @@ class RecurrentDepthModel(nn.Module):
     ) -> HeadOutput:
         """Iterate from `latent` until `halting` stops; decode once per iteration only when needed.
 
-        With a fixed depth and no `trace`, the Coda runs once at the end, as upstream does. The
+        With a fixed iteration count and no `trace`, the Coda runs once at the end, as upstream does. The
         returned actions are the decode of the final latent, which equals the last per-iteration
         decode (the upstream loop's extra final decode recomputes the same value).
         """

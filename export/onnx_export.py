@@ -18,7 +18,7 @@ import torch
 
 from rdvla.export.model import RDVLA
 from rdvla.export.split import CoreStep, CoreStepDecode, Decode, VLMPrelude
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.graph_check.onnx_reader import TensorIO, graph_io
 from rdvla.runtime.manifest import GraphSpec, TensorSpec
 
@@ -41,30 +41,30 @@ def graph_plans(model: RDVLA, prompt_len: tuple[int, int]) -> list[GraphPlan]:
     """The four graphs with example inputs drawn from the reference itself."""
     cfg = model.action_head.cfg
     n_core, n_coda = len(cfg.recurrent_vlm_layers), len(cfg.coda_vlm_layers)
-    core_names, coda_names = names.kv_names("core", n_core), names.kv_names("coda", n_coda)
+    core_names, coda_names = contract.kv_names("core", n_core), contract.kv_names("coda", n_coda)
     low, high = prompt_len
     g = torch.Generator().manual_seed(0)
     vlm_inputs = {
-        names.PIXEL_VALUES: torch.randn(1, 6 * model.vlm.cfg.num_images, 224, 224, generator=g),
-        names.INPUT_IDS: torch.randint(3, 100, (1, (low + high) // 2), generator=g),
-        names.PROPRIO: torch.rand(1, model.proprio_projector.fc1.in_features, generator=g) * 2 - 1,
+        contract.PIXEL_VALUES: torch.randn(1, 6 * model.vlm.cfg.num_images, 224, 224, generator=g),
+        contract.INPUT_IDS: torch.randint(3, 100, (1, (low + high) // 2), generator=g),
+        contract.PROPRIO: torch.rand(1, model.proprio_projector.fc1.in_features, generator=g) * 2 - 1,
     }
     prelude = VLMPrelude(model).eval()
     with torch.no_grad():
-        context = dict(zip([names.INJECTION, *core_names, *coda_names], prelude(*vlm_inputs.values())))
+        context = dict(zip([contract.INJECTION, *core_names, *coda_names], prelude(*vlm_inputs.values())))
     latent = model.action_head.model.initial_latent(1, g)
     prev = torch.zeros(1, cfg.action_chunk_len, cfg.action_dim)
-    core_ctx = {k: context[k] for k in [names.INJECTION, *core_names]}
+    core_ctx = {k: context[k] for k in [contract.INJECTION, *core_names]}
     coda_ctx = {k: context[k] for k in coda_names}
     prompt_dim = torch.export.Dim("prompt_len", min=low, max=high)
     return [
-        GraphPlan(names.VLM_PRELUDE, prelude, vlm_inputs, [names.INJECTION, *core_names, *coda_names],
-                  {names.PIXEL_VALUES: None, names.INPUT_IDS: {1: prompt_dim}, names.PROPRIO: None}),
-        GraphPlan(names.CORE_STEP, CoreStep(model).eval(), {names.LATENT: latent, **core_ctx}, [names.NEXT_LATENT], {}),
-        GraphPlan(names.CORE_STEP_DECODE, CoreStepDecode(model).eval(),
-                  {names.LATENT: latent, names.PREV_ACTIONS: prev, **core_ctx, **coda_ctx},
-                  [names.NEXT_LATENT, names.ACTIONS, names.MSE, names.COSINE], {}),
-        GraphPlan(names.DECODE, Decode(model).eval(), {names.LATENT: latent, **coda_ctx}, [names.ACTIONS], {}),
+        GraphPlan(contract.VLM_PRELUDE, prelude, vlm_inputs, [contract.INJECTION, *core_names, *coda_names],
+                  {contract.PIXEL_VALUES: None, contract.INPUT_IDS: {1: prompt_dim}, contract.PROPRIO: None}),
+        GraphPlan(contract.CORE_STEP, CoreStep(model).eval(), {contract.LATENT: latent, **core_ctx}, [contract.NEXT_LATENT], {}),
+        GraphPlan(contract.CORE_STEP_DECODE, CoreStepDecode(model).eval(),
+                  {contract.LATENT: latent, contract.PREV_ACTIONS: prev, **core_ctx, **coda_ctx},
+                  [contract.NEXT_LATENT, contract.ACTIONS, contract.MSE, contract.COSINE], {}),
+        GraphPlan(contract.DECODE, Decode(model).eval(), {contract.LATENT: latent, **coda_ctx}, [contract.ACTIONS], {}),
     ]
 
 

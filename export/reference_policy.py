@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from rdvla.export.checkpoint import load_checkpoint
-from rdvla.runtime.halting import FixedDepth, HaltingRule
+from rdvla.runtime.halting import MAX_ITERATIONS, FixedIterations, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions
 from rdvla.runtime.policy import PolicyResult
 from rdvla.runtime.preprocess import to_pixel_values
 from rdvla.runtime.prompt import PromptTokenizer
 
-DEFAULT_HALTING = FixedDepth(12)  # the authors' evaluation default (recurrent_num_iter)
+DEFAULT_HALTING = FixedIterations(12)  # the authors' evaluation default (recurrent_num_iter)
 
 
 class ReferencePolicy:
@@ -59,10 +59,8 @@ class ReferencePolicy:
         normalized = out.actions[0].float().numpy()
         deltas = ([halting.delta(m, c) for m, c in zip(out.mse, out.cosine)] if halting.needs_decode
                   else [float("nan")] * out.iterations)
-        stopped_by = "fixed"
-        if halting.needs_decode:
-            last = deltas[-1] if deltas else float("nan")
-            stopped_by = "converged" if out.iterations < halting.max_iterations or halting.converged(last) else "max_iterations"
+        last = next((d for d in reversed(deltas) if d == d), None)  # the last defined delta (NaN at iteration 1)
+        stopped_by = halting.stopped_by(out.iterations, last) or MAX_ITERATIONS
         total_ms = 1e3 * (time.perf_counter() - start)
         actions = robot_ready(unnormalize_actions(normalized, self.stats), gripper)
         return PolicyResult(normalized, actions, out.iterations, list(out.mse),

@@ -2,7 +2,7 @@
 
 `Bundle.open(dir)` reads the manifest (checked against its digest, see `manifest`), checks that it
 lists every file it points at, every listed file's SHA-256 and the graphs' I/O against the files,
-and that the graphs are the contract's below at the manifest's model dimensions; it refuses, in one
+and that the graphs are the contract's (`contract`) at the manifest's model dimensions; it refuses, in one
 line, anything it cannot serve.
 """
 
@@ -16,6 +16,19 @@ from typing import Any, Optional
 
 import numpy as np
 
+from rdvla.runtime.contract import (
+    ACTIONS,
+    CONTRACT,
+    GRAPHS,
+    INJECTION,
+    LATENT,
+    NEXT_LATENT,
+    PIXEL_VALUES,
+    PREV_ACTIONS,
+    PROPRIO,
+    VLM_PRELUDE,
+    kv_names,
+)
 from rdvla.runtime.graph_check.onnx_reader import OnnxReadError, graph_io
 from rdvla.runtime.manifest import (
     MANIFEST,
@@ -29,34 +42,6 @@ from rdvla.runtime.manifest import (
 )
 from rdvla.runtime.normalization import NormStats
 from rdvla.runtime.preprocess import PreprocessConfig
-
-# Graph and tensor names of the bundle contract (manifest.json lists shapes and dtypes).
-VLM_PRELUDE = "vlm_prelude"
-CORE_STEP = "core_step"  # latent -> next_latent
-CORE_STEP_DECODE = "core_step_decode"  # latent, prev_actions -> next_latent, actions, mse, cosine
-DECODE = "decode"  # latent -> actions
-GRAPHS = (VLM_PRELUDE, CORE_STEP, CORE_STEP_DECODE, DECODE)
-
-PIXEL_VALUES, INPUT_IDS, PROPRIO = "pixel_values", "input_ids", "proprio"
-INJECTION = "injection"
-LATENT, NEXT_LATENT = "latent", "next_latent"
-PREV_ACTIONS, ACTIONS = "prev_actions", "actions"
-MSE, COSINE = "mse", "cosine"
-
-
-def kv_names(stage: str, count: int) -> list[str]:
-    """Context tensor names of one stage ('core' or 'coda'): [core0_keys, core0_values, core1_keys, ...]."""
-    return [f"{stage}{i}_{part}" for i in range(count) for part in ("keys", "values")]
-
-
-# The tensors every backend binds by name: (inputs, outputs) of each graph, besides the context K/V.
-CONTRACT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    VLM_PRELUDE: (frozenset({PIXEL_VALUES, INPUT_IDS, PROPRIO}), frozenset({INJECTION})),
-    CORE_STEP: (frozenset({LATENT, INJECTION}), frozenset({NEXT_LATENT})),
-    CORE_STEP_DECODE: (frozenset({LATENT, PREV_ACTIONS, INJECTION}), frozenset({NEXT_LATENT, ACTIONS, MSE, COSINE})),
-    DECODE: (frozenset({LATENT}), frozenset({ACTIONS})),
-}
-
 
 @dataclass(frozen=True)
 class Bundle:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Gate:
-    actions_max_abs: float  # normalised actions, any depth, any case
+    actions_max_abs: float  # normalised actions, any iteration count, any case
     context_max_rel: float  # each VLM+Prelude output (injection, keys, values)
     iteration_agreement: float  # adaptive halting: share of queries stopping at the reference's iteration
 

@@ -1,6 +1,6 @@
 """Golden cases: inputs and the reference's 32-iteration trace, shipped in every bundle.
 
-A fixed-depth-k answer is the decode after iteration k of the trace, and an adaptive answer is
+The answer of k fixed iterations is the decode after iteration k of the trace, and an adaptive answer is
 read off the trace's statistics with the same halting rule, so one trace answers every mode.
 """
 
@@ -16,7 +16,7 @@ from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError, ModelDims
 from rdvla.runtime.halting import HaltingRule, stop_on_trace
 
-TRACE_DEPTH = 32
+TRACE_ITERATIONS = 32
 
 
 @dataclass
@@ -25,14 +25,14 @@ class GoldenCase:
     instruction: str
     proprio: np.ndarray  # raw, (8,)
     init_latent: np.ndarray  # (1, 8, D)
-    trace_actions: np.ndarray  # (32, 8, 7): decode after iteration k = the fixed-depth-k answer
+    trace_actions: np.ndarray  # (32, 8, 7): decode after iteration k = the answer of k fixed iterations
     trace_mse: np.ndarray  # (32,), NaN at k = 1
     trace_cosine: np.ndarray
     # The same trace un-normalised with the statistics the bundle was exported with, and the scale of
     # each action dimension (0.5 (q99 - q01) where normalised, 1 elsewhere): what `rdvla verify`
     # compares un-normalised actions with, so edited statistics cannot pass.
     trace_unnormalized_actions: np.ndarray
-    action_scale: np.ndarray  # (7,)
+    action_scale: np.ndarray  # (7,) `normalization.action_span` (the file key predates the name; not a robot's action scale)
 
     def reference(self, halting: HaltingRule) -> tuple[np.ndarray, int]:
         """The reference answer for `halting`, read off the 32-iteration trace."""
@@ -65,9 +65,9 @@ class GoldenCase:
 
     def check(self, dims: ModelDims, path: Path) -> None:
         """Refuse a case whose arrays do not have the shapes of the bundle's model."""
-        chunk = (TRACE_DEPTH, dims.chunk_len, dims.action_dim)
+        chunk = (TRACE_ITERATIONS, dims.chunk_len, dims.action_dim)
         expected = {"proprio": (dims.proprio_dim,), "init_latent": dims.latent_shape, "trace_actions": chunk,
-                    "trace_mse": (TRACE_DEPTH,), "trace_cosine": (TRACE_DEPTH,), "trace_unnormalized_actions": chunk,
+                    "trace_mse": (TRACE_ITERATIONS,), "trace_cosine": (TRACE_ITERATIONS,), "trace_unnormalized_actions": chunk,
                     "action_scale": (dims.action_dim,)}
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:

@@ -38,7 +38,7 @@ class HaltingRule(Protocol):
 
 
 @dataclass(frozen=True)
-class FixedDepth:
+class FixedIterations:
     """Exactly `iterations` iterations, then one decode (the authors' default path, 12 at inference)."""
 
     iterations: int = 12
@@ -167,16 +167,16 @@ def parse_halting(
     iterations: Optional[int] = None,
     min_iterations: Optional[int] = None,
     max_iterations: Optional[int] = None,
-) -> "FixedDepth | AdjacentMSE | CosineSimilarity":
+) -> "FixedIterations | AdjacentMSE | CosineSimilarity":
     """Build a rule from CLI words: `--iterations N` or `--halting mse:THRESH|cosine:THRESH`
     (`--min-iterations`, `--max-iterations`); a ValueError names the option at fault."""
     if spec is not None and iterations is not None:
-        raise ValueError("give either --iterations (a fixed depth) or --halting (adaptive), not both")
+        raise ValueError("give either --iterations (a fixed count) or --halting (adaptive), not both")
     if spec is None:
         if min_iterations is not None or max_iterations is not None:
             raise ValueError("--min-iterations/--max-iterations apply to adaptive halting (--halting) only")
         try:
-            return FixedDepth(12 if iterations is None else iterations)
+            return FixedIterations(12 if iterations is None else iterations)
         except ValueError as exc:
             raise ValueError(f"--iterations {iterations}: {exc}") from None
     kind, _, value = spec.partition(":")

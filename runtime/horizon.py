@@ -9,13 +9,16 @@ offered. Every rule returns at least 1 and never more than the chunk holds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 
 
 class HorizonRule(Protocol):
-    def actions_to_execute(self, iterations: int, chunk_len: int) -> int: ...
+    """What the chunk broker asks of a horizon rule; every rule implements it."""
+
+    def actions_to_execute(self, iterations: int, chunk_len: int) -> int:
+        """How many leading actions of a chunk of `chunk_len` to execute after a query of `iterations`."""
 
 
 def _clip(n: int, chunk_len: int) -> int:
@@ -118,10 +121,7 @@ class CodeLinearDecayHorizon:
         return _clip(n, chunk_len)
 
 
-AnyHorizon = Union[FixedHorizon, BinaryHorizon, DynamicHorizon, LinearDecayHorizon, CodeLinearDecayHorizon]
-
-
-def parse_horizon(spec: str) -> AnyHorizon:
+def parse_horizon(spec: str) -> HorizonRule:
     """CLI words: fixed[:N] | binary[:TAU] | dynamic | linear[:HMIN:HMAX:TAU] | linear-code (a ValueError
     names `--horizon`)."""
     kind, *values = spec.split(":")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations
 from rdvla.runtime.normalization import NormStats
 from rdvla.runtime.outputs import atomic_writes
 from rdvla.runtime.preprocess import PreprocessConfig
@@ -192,7 +192,7 @@ class HaltingDefaults:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
             raise ValueError(f"halting.threshold must be a number, got {self.threshold!r}")
         self.adaptive()  # a ValueError names the bad value
-        FixedDepth(self.fixed_iterations)
+        FixedIterations(self.fixed_iterations)
 
     def adaptive(self) -> AdjacentMSE:
         """The rule a query runs when none is given: stop when consecutive actions stop changing."""

@@ -84,7 +84,7 @@ def unnormalize_actions(normalized: np.ndarray, stats: NormStats) -> np.ndarray:
     return np.where(stats.action_mask, 0.5 * (a + 1.0) * span + stats.action_q01, a).astype(np.float32)
 
 
-def action_scale(stats: NormStats) -> np.ndarray:
+def action_span(stats: NormStats) -> np.ndarray:
     """d(action) / d(normalised action) per dimension: 0.5 (q99 - q01 + eps) where normalised, 1 elsewhere."""
     return np.where(stats.action_mask, 0.5 * (stats.action_q99 - stats.action_q01 + RANGE_EPS), 1.0)
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from rdvla.runtime.backends.registry import backend_kind, load_backend
 from rdvla.runtime.backends.base import Backend
-from rdvla.runtime.bundle import PIXEL_VALUES, VLM_PRELUDE, Bundle
+from rdvla.runtime.bundle import Bundle
+from rdvla.runtime.contract import PIXEL_VALUES, VLM_PRELUDE
 from rdvla.runtime.manifest import TOKENIZER_FILE
 from rdvla.runtime.halting import AdjacentMSE, HaltingRule, finite_delta, run_iterations
 from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions

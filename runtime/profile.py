@@ -1,5 +1,5 @@
-"""`rdvla profile`: per-iteration latency, VLM+Prelude latency, end-to-end latency against depth,
-the iteration histogram under adaptive halting, resident memory against depth, and the environment.
+"""`rdvla profile`: per-iteration latency, VLM+Prelude latency, end-to-end latency against the
+iteration count, the iteration histogram under adaptive halting, resident memory against the iteration count, and the environment.
 
 All times come from `Policy.act` on the chosen backend (device-side per-iteration times where the
 backend measures them, e.g. CUDA events on TensorRT). Percentiles are over `repeats` queries.
@@ -18,13 +18,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from rdvla.runtime.golden import GoldenCase
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations
 from rdvla.runtime.outputs import atomic_write
 from rdvla.runtime.policy import Policy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEPTHS = (1, 2, 4, 8, 12, 16, 24, 32)
+DEFAULT_ITERATION_COUNTS = (1, 2, 4, 8, 12, 16, 24, 32)
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -61,14 +61,14 @@ def environment(policy: Policy) -> dict[str, Any]:
 
 def profile(
     policy: Policy,
-    depths: Sequence[int] = DEFAULT_DEPTHS,
+    counts: Sequence[int] = DEFAULT_ITERATION_COUNTS,
     repeats: int = 10,
     cases: Optional[list[GoldenCase]] = None,
     progress: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Measure a bundle on `policy`'s backend; returns the JSON-able report."""
-    if not depths or min(depths) < 1:
-        raise ValueError("depths must be positive integers")
+    if not counts or min(counts) < 1:
+        raise ValueError("iteration counts must be positive integers")
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     rng = np.random.default_rng(0)
@@ -81,17 +81,17 @@ def profile(
         return policy.act(instruction, proprio, images=images, halting=halting, seed=seed)
 
     progress("warming up")
-    query(FixedDepth(1), 0)
+    query(FixedIterations(1), 0)
     query(AdjacentMSE(max_iterations=2), 0)
 
-    deepest = max(depths)
-    per_index: dict[str, list[list[float]]] = {"core_step_decode": [[] for _ in range(deepest)], "core_step": [[] for _ in range(deepest)]}
+    most = max(counts)
+    per_index: dict[str, list[list[float]]] = {"core_step_decode": [[] for _ in range(most)], "core_step": [[] for _ in range(most)]}
     stage_times: dict[str, list[float]] = {}
-    progress(f"per-iteration latency: {repeats} queries of {deepest} iterations, with and without decode")
+    progress(f"per-iteration latency: {repeats} queries of {most} iterations, with and without decode")
     for r in range(repeats):
-        # A threshold never met: every query runs `deepest` iterations with the decode and halting statistics.
-        decoding = AdjacentMSE(1e-30, min_iterations=1, max_iterations=deepest)
-        for name, halting in (("core_step_decode", decoding), ("core_step", FixedDepth(deepest))):
+        # A threshold never met: every query runs `most` iterations with the decode and halting statistics.
+        decoding = AdjacentMSE(1e-30, min_iterations=1, max_iterations=most)
+        for name, halting in (("core_step_decode", decoding), ("core_step", FixedIterations(most))):
             result = query(halting, r)
             for i, ms in enumerate(result.iteration_ms):
                 per_index[name][i].append(ms)
@@ -101,11 +101,11 @@ def profile(
 
     end_to_end: dict[str, Any] = {}
     memory: dict[str, float] = {}
-    for depth in sorted(depths):
-        progress(f"end-to-end latency at depth {depth}")
-        totals = [query(FixedDepth(depth), r).timings_ms["total"] for r in range(repeats)]
-        end_to_end[str(depth)] = percentiles(totals)
-        memory[str(depth)] = resident_mb()
+    for count in sorted(counts):
+        progress(f"end-to-end latency at {count} iterations")
+        totals = [query(FixedIterations(count), r).timings_ms["total"] for r in range(repeats)]
+        end_to_end[str(count)] = percentiles(totals)
+        memory[str(count)] = resident_mb()
 
     histogram: dict[str, dict[str, int]] = {}
     if cases:
@@ -130,7 +130,7 @@ def profile(
 
 
 REPORT_JSON = "profile.json"
-PLOTS = {"per_iteration": "per_iteration_latency.png", "depth": "latency_vs_depth.png", "memory": "memory_vs_depth.png",
+PLOTS = {"per_iteration": "per_iteration_latency.png", "iterations": "latency_vs_iterations.png", "memory": "memory_vs_iterations.png",
          "adaptive": "adaptive_iterations.png"}
 REPORT_FILES = (REPORT_JSON, *PLOTS.values())
 
@@ -161,21 +161,21 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     written.append(_save(fig, out / PLOTS["per_iteration"], plt))
 
-    depths = sorted(report["end_to_end_ms"], key=int)
+    counts = sorted(report["end_to_end_ms"], key=int)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.errorbar([int(d) for d in depths], [report["end_to_end_ms"][d]["p50"] for d in depths],
-                yerr=[[0] * len(depths), [report["end_to_end_ms"][d]["p95"] - report["end_to_end_ms"][d]["p50"] for d in depths]],
+    ax.errorbar([int(k) for k in counts], [report["end_to_end_ms"][k]["p50"] for k in counts],
+                yerr=[[0] * len(counts), [report["end_to_end_ms"][k]["p95"] - report["end_to_end_ms"][k]["p50"] for k in counts]],
                 marker="o", capsize=3, label="end to end (p50, bar to p95)")
     vlm = report["stages_ms"].get("vlm_prelude")
     if vlm:
         ax.axhline(vlm["p50"], color="gray", linestyle="--", label=f"VLM+Prelude p50 {vlm['p50']:.1f} ms")
-    ax.set(xlabel="recurrent depth (iterations)", ylabel="ms", title="query latency against depth")
+    ax.set(xlabel="recurrent iterations", ylabel="ms", title="query latency against iterations")
     ax.legend(fontsize=7)
-    written.append(_save(fig, out / PLOTS["depth"], plt))
+    written.append(_save(fig, out / PLOTS["iterations"], plt))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([int(d) for d in depths], [report["resident_mb"][d] for d in depths], marker="o")
-    ax.set(xlabel="recurrent depth (iterations)", ylabel="resident MB", title="memory against depth")
+    ax.plot([int(k) for k in counts], [report["resident_mb"][k] for k in counts], marker="o")
+    ax.set(xlabel="recurrent iterations", ylabel="resident MB", title="memory against iterations")
     written.append(_save(fig, out / PLOTS["memory"], plt))
 
     if report["adaptive_iterations"]:

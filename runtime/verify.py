@@ -1,4 +1,4 @@
-"""Golden-case verification of a bundle on any backend: actions per depth and halting agreement.
+"""Golden-case verification of a bundle on any backend: actions per iteration count and halting agreement.
 
 Used by `rdvla export` (ONNX Runtime, right after export) and by `rdvla verify` on the robot
 (TensorRT engines), with the gates of `runtime.gates`.
@@ -14,15 +14,15 @@ import numpy as np
 
 from rdvla.runtime.gates import Gate
 from rdvla.runtime.golden import GoldenCase
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations, HaltingRule
 from rdvla.runtime.policy import NonFiniteActions, Policy
 
-FIXED_DEPTHS = (1, 4, 12, 32)
+FIXED_ITERATIONS = (1, 4, 12, 32)
 MSE_THRESHOLDS = (1e-3, 1e-4)
 
 
 def verification_modes() -> list[tuple[str, HaltingRule]]:
-    modes: list[tuple[str, HaltingRule]] = [(f"fixed_{k}", FixedDepth(k)) for k in FIXED_DEPTHS]
+    modes: list[tuple[str, HaltingRule]] = [(f"fixed_{k}", FixedIterations(k)) for k in FIXED_ITERATIONS]
     return modes + [(f"mse_{t:g}", AdjacentMSE(t)) for t in MSE_THRESHOLDS]
 
 

@@ -24,12 +24,12 @@ import torch
 
 from rdvla.export.checkpoint import load_checkpoint
 from rdvla.export.graph_stats import ORIN_AGX_BANDWIDTH, graph_stats
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.graph_check.onnx_reader import graph_files
 from rdvla.runtime.normalization import normalize_proprio
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations
 from rdvla.runtime.policy import Policy
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     report: dict = {"machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores", "date": time.strftime("%Y-%m-%d"),
                     "onnxruntime_threads": "default", "torch_threads": torch.get_num_threads()}
     report["graph_mb"] = {}
-    for name in names.GRAPHS:
+    for name in contract.GRAPHS:
         files = graph_files(bundle.path(bundle.graph(name).file))
         report["graph_mb"][name] = round(sum(f.stat().st_size for f in files) / 1e6, 2)
     report["vlm_prelude_ms"] = median_ms(lambda: backend.run_context(pixels, ids, proprio), args.repeats)
@@ -81,20 +81,20 @@ def main() -> None:
     # Loop overhead: the bare session call on pre-bound buffers, the backend call, and Policy's loop
     # (halting bookkeeping, timing) per iteration, all for the same graph in this one process.
     n = args.iterations
-    session = backend.sessions[names.CORE_STEP_DECODE]
-    binding = backend._bindings[(names.CORE_STEP_DECODE, (0, 0))]  # noqa: SLF001 - the bare engine call is the point of comparison
+    session = backend.sessions[contract.CORE_STEP_DECODE]
+    binding = backend._bindings[(contract.CORE_STEP_DECODE, (0, 0))]  # noqa: SLF001 - the bare engine call is the point of comparison
     bare = loop(lambda: session.run_with_iobinding(binding))
     via_backend = loop(lambda: backend.step_decode(read=True))
     via_policy = median_ms(lambda: policy._iterate(AdjacentMSE(1e-30, max_iterations=n), None), 3) / n  # noqa: SLF001
     report["loop_overhead"] = {
-        "graph": names.CORE_STEP_DECODE, "bare_session_ms": bare, "backend_ms": via_backend, "policy_ms": via_policy,
+        "graph": contract.CORE_STEP_DECODE, "bare_session_ms": bare, "backend_ms": via_backend, "policy_ms": via_policy,
         "policy_overhead_us": 1e3 * (via_policy - bare), "policy_overhead_pct": 100 * (via_policy - bare) / bare,
     }
     report["end_to_end_ms"] = {}
-    for depth in (1, 4, 12, 32):
-        report["end_to_end_ms"][str(depth)] = median_ms(
+    for k in (1, 4, 12, 32):
+        report["end_to_end_ms"][str(k)] = median_ms(
             lambda: policy.act("pick up the black bowl", bundle.norm_stats.proprio_q01, pixel_values=pixels,
-                               halting=FixedDepth(depth), seed=0), args.repeats)
+                               halting=FixedIterations(k), seed=0), args.repeats)
 
     model = load_checkpoint(args.checkpoint).model
     head = model.action_head.model
@@ -113,16 +113,16 @@ def main() -> None:
     report["torch_head_iterate_recomputed_kv_ms"] = loop(authors_iteration)
 
     p = int(ids.shape[1])
-    stats = {g: graph_stats(args.bundle / bundle.graph(g).file, {"prompt_len": p}) for g in names.GRAPHS}
+    stats = {g: graph_stats(args.bundle / bundle.graph(g).file, {"prompt_len": p}) for g in contract.GRAPHS}
     report["per_iteration"] = {}
-    for g in (names.CORE_STEP, names.CORE_STEP_DECODE):
+    for g in (contract.CORE_STEP, contract.CORE_STEP_DECODE):
         s = stats[g]
         report["per_iteration"][g] = {
             "matmul_gflop": s.matmul_flops / 1e9, "weight_params_m": s.weight_params / 1e6,
             "bytes_fp16_weights_mb": (2 * s.weight_params + s.io_bytes) / 1e6,
             "orin_floor_fp16_ms": 1e3 * s.floor_seconds(2), "orin_floor_int8_ms": 1e3 * s.floor_seconds(1),
         }
-    report["vlm_prelude_gflop"] = stats[names.VLM_PRELUDE].matmul_flops / 1e9
+    report["vlm_prelude_gflop"] = stats[contract.VLM_PRELUDE].matmul_flops / 1e9
     report["orin_bandwidth_gbs"] = ORIN_AGX_BANDWIDTH / 1e9
     print(json.dumps(report, indent=2))
 

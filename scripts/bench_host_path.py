@@ -3,7 +3,7 @@
     python scripts/bench_host_path.py [--bundle DIR] [--steps 40] [--width 640 --height 480]
 
 Runs `rdvla run` in this process twice on the same two synthetic camera recordings (sync mode,
-fixed depth, simulated arm, dry run), once with each preprocessing implementation, and reads
+fixed iterations, simulated arm, dry run), once with each preprocessing implementation, and reads
 back from the step logs what each query spent on the host outside the engines: preprocessing
 (camera frames -> pixel_values, written into the backend's staging buffer), tokenising, and the
 rest of `Policy.act` (normalising proprio, un-normalising actions: `postprocess`), plus the loop's

@@ -1,4 +1,4 @@
-"""Native (rdvla._native) against numpy (runtime/preprocess.py) preprocessing, for BENCHMARKS.md.
+"""Native (rdvla._native) against numpy (runtime/preprocess/) preprocessing, for BENCHMARKS.md.
 
     python scripts/bench_preprocess.py [--repeats 50] [--numpy-repeats 7] [--content fixture]
 

@@ -28,12 +28,12 @@ from typing import Any
 from rdvla.calibration.data import CalibrationSet
 from rdvla.calibration.methods import METHODS
 from rdvla.calibration.quantize import quantize_graph
-from rdvla.calibration.report import (Traces, depth_errors, graph_errors, reference_traces, stop_drift,
+from rdvla.calibration.report import (Traces, iteration_errors, graph_errors, reference_traces, stop_drift,
                                       threshold_sweep, trace, with_manifest)
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.bundle import Bundle
 
-CORE_GRAPHS = f"{names.CORE_STEP},{names.CORE_STEP_DECODE},{names.DECODE}"
+CORE_GRAPHS = f"{contract.CORE_STEP},{contract.CORE_STEP_DECODE},{contract.DECODE}"
 ALL_COMBOS = ",".join(f"{q}:{m}" for q, methods in METHODS.items() for m in methods)
 
 
@@ -66,7 +66,7 @@ def measure(bundle: Bundle, data: CalibrationSet, graphs: list[str], quantizer: 
     reference = reference_traces(data)
     actions, mse, cosine = trace(staged, "int8", data)
     traces = Traces(mse, cosine)
-    per_k = depth_errors(actions, data.queries["trace_actions"])
+    per_k = iteration_errors(actions, data.queries["trace_actions"])
     return {
         "quantize_s": round(seconds, 1),
         "graphs": {g: {o: round(e["rel_l2"], 5) for o, e in outputs.items()} for g, outputs in graph_errors(staged, "int8", data).items()},
@@ -89,9 +89,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
     bundle = Bundle.open(args.bundle)
     graphs = [g.strip() for g in args.graphs.split(",") if g.strip()]
-    unknown = [g for g in graphs if g not in names.GRAPHS]
+    unknown = [g for g in graphs if g not in contract.GRAPHS]
     if unknown:
-        raise SystemExit(f"unknown graph {', '.join(unknown)}: choose from {', '.join(names.GRAPHS)}")
+        raise SystemExit(f"unknown graph {', '.join(unknown)}: choose from {', '.join(contract.GRAPHS)}")
     data_dir = args.data or _newest_data(bundle)
     data = CalibrationSet.load(data_dir)
     results: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_reference.py --preset full --work out/bench_full
 
-Runs `rdvla init-checkpoint` and then `rdvla predict` (fixed depth 12, and adaptive MSE 1e-3)
+Runs `rdvla init-checkpoint` and then `rdvla predict` (12 fixed iterations, and adaptive MSE 1e-3)
 as child processes, each measured by wall clock and peak resident memory (ru_maxrss).
 """
 

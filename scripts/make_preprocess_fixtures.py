@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write TensorFlow reference fixtures for runtime/preprocess.py (spec section 1.2).
+"""Write TensorFlow reference fixtures for runtime/preprocess/ (spec section 1.2).
 
 Run it in a separate virtualenv that has TensorFlow -- never in the project's
 .venv, which must stay TensorFlow-free like the robot:

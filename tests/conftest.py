@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pytest
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.manifest import MANIFEST, SCHEMA, SCHEMA_VERSION, TOKENIZER_FILE, Manifest
 
 
@@ -139,38 +139,38 @@ def _t(name: str, dtype: str, shape: list[Any]) -> dict[str, Any]:
 def contract_graphs(hidden: int = HIDDEN, heads: int = HEADS, n_core: int = 1, n_coda: int = 1) -> dict[str, Any]:
     kv = [1, heads, CONTEXT, hidden // heads]
     latent = [1, 8, hidden]
-    core = [_t(n, "float32", kv) for n in names.kv_names("core", n_core)]
-    coda = [_t(n, "float32", kv) for n in names.kv_names("coda", n_coda)]
-    injection = _t(names.INJECTION, "float32", latent)
+    core = [_t(n, "float32", kv) for n in contract.kv_names("core", n_core)]
+    coda = [_t(n, "float32", kv) for n in contract.kv_names("coda", n_coda)]
+    injection = _t(contract.INJECTION, "float32", latent)
     specs = {
-        names.VLM_PRELUDE: {
+        contract.VLM_PRELUDE: {
             "file": "vlm_prelude.onnx",
             "inputs": [
-                _t(names.PIXEL_VALUES, "float32", [1, 12, 224, 224]),
-                _t(names.INPUT_IDS, "int64", [1, "prompt_len"]),
-                _t(names.PROPRIO, "float32", [1, 8]),
+                _t(contract.PIXEL_VALUES, "float32", [1, 12, 224, 224]),
+                _t(contract.INPUT_IDS, "int64", [1, "prompt_len"]),
+                _t(contract.PROPRIO, "float32", [1, 8]),
             ],
             "outputs": [injection, *core, *coda],
         },
-        names.CORE_STEP: {
+        contract.CORE_STEP: {
             "file": "core_step.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), injection, *core],
-            "outputs": [_t(names.NEXT_LATENT, "float32", latent)],
+            "inputs": [_t(contract.LATENT, "float32", latent), injection, *core],
+            "outputs": [_t(contract.NEXT_LATENT, "float32", latent)],
         },
-        names.CORE_STEP_DECODE: {
+        contract.CORE_STEP_DECODE: {
             "file": "core_step_decode.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), _t(names.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
+            "inputs": [_t(contract.LATENT, "float32", latent), _t(contract.PREV_ACTIONS, "float32", [1, 8, 7]), injection, *core, *coda],
             "outputs": [
-                _t(names.NEXT_LATENT, "float32", latent),
-                _t(names.ACTIONS, "float32", [1, 8, 7]),
-                _t(names.MSE, "float32", [1]),
-                _t(names.COSINE, "float32", [1]),
+                _t(contract.NEXT_LATENT, "float32", latent),
+                _t(contract.ACTIONS, "float32", [1, 8, 7]),
+                _t(contract.MSE, "float32", [1]),
+                _t(contract.COSINE, "float32", [1]),
             ],
         },
-        names.DECODE: {
+        contract.DECODE: {
             "file": "decode.onnx",
-            "inputs": [_t(names.LATENT, "float32", latent), *coda],
-            "outputs": [_t(names.ACTIONS, "float32", [1, 8, 7])],
+            "inputs": [_t(contract.LATENT, "float32", latent), *coda],
+            "outputs": [_t(contract.ACTIONS, "float32", [1, 8, 7])],
         },
     }
     return json.loads(json.dumps(specs))  # no tensor dict shared between graphs: tests edit one graph at a time

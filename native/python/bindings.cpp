@@ -1,7 +1,7 @@
 // Python binding of the host preprocessing: the module rdvla._native.
 //
 // Arrays arrive unconstrained and are checked here, so that a wrong argument raises a
-// ValueError that names it (as runtime/preprocess.py does) rather than nanobind's generic
+// ValueError that names it (as runtime/preprocess/ does) rather than nanobind's generic
 // TypeError; nothing is ever copied or converted.  Values the core checks itself are left
 // to it (its std::invalid_argument arrives as ValueError too), except where this file uses
 // a value first.  The GIL is released around the work.
@@ -173,7 +173,7 @@ nb::object center_crop(nb::handle image, double crop_scale, int size) {
 
 NB_MODULE(_native, m) {
   m.doc() =
-      "Native host preprocessing of RD-VLA (bit-exact port of runtime/preprocess.py, "
+      "Native host preprocessing of RD-VLA (bit-exact port of runtime/preprocess/, "
       "libjpeg-turbo inside).";
   m.def("preprocess_into", &preprocess_into, "images"_a, "out"_a, nb::kw_only(), "image_size"_a,
         "center_crop"_a, "crop_scale"_a, "dino_mean"_a, "dino_std"_a, "siglip_mean"_a,

@@ -1,7 +1,7 @@
 // Centre crop-and-resize as TensorFlow's CropAndResize (bilinear) computes it, between
 // convert_image_dtype(uint8 -> float32: x * float(1/255)) and
 // convert_image_dtype(float32 -> uint8, saturate: trunc(clip(x * 255.5))), in
-// runtime/preprocess.py's float32 operation order (see the -ffp-contract=off note in
+// the numpy pipeline's (runtime/preprocess/) float32 operation order (see the -ffp-contract=off note in
 // lanczos_resize.cpp).
 #include <algorithm>
 #include <cmath>

@@ -8,7 +8,7 @@
 namespace rdvla::detail {
 
 // Throws std::invalid_argument unless `image` points at an image of at least 2x2 pixels
-// (the smallest runtime/preprocess.py accepts).
+// (the smallest runtime/preprocess/ accepts).
 void require_image(ImageView image, const char* name);
 
 // Lanczos3 antialiased resize of `image` to out_height x out_width, rounded to uint8.

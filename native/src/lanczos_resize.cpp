@@ -1,5 +1,5 @@
 // Lanczos3 antialiased resize, as TensorFlow's ScaleAndTranslate kernel computes it
-// (tf.image.resize(..., "lanczos3", antialias=True)), in runtime/preprocess.py's float32
+// (tf.image.resize(..., "lanczos3", antialias=True)), in the numpy pipeline's (runtime/preprocess/) float32
 // operation order: per-output weights computed in float32 and normalised to sum 1, the
 // height pass first, then the width pass, each accumulated in float32 in span order.
 //

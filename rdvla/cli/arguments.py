@@ -42,19 +42,19 @@ def positive_float(text: str) -> float:
     return value
 
 
-# Recurrent depths (--iterations, --min-iterations, --max-iterations): what the halting rules accept.
+# Iteration counts (--iterations, --min-iterations, --max-iterations): what the halting rules accept.
 ITERATIONS = int_in(1, MAX_SUPPORTED_ITERATIONS)
 
 
-def depth_list(text: str) -> list[int]:
-    """Comma-separated recurrent depths, each in 1..MAX_SUPPORTED_ITERATIONS, sorted and deduplicated."""
+def iteration_counts(text: str) -> list[int]:
+    """Comma-separated iteration counts, each in 1..MAX_SUPPORTED_ITERATIONS, sorted and deduplicated."""
     try:
-        depths = sorted({int(v) for v in text.split(",")})
+        counts = sorted({int(v) for v in text.split(",")})
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not depths or depths[0] < 1 or depths[-1] > MAX_SUPPORTED_ITERATIONS:
-        raise argparse.ArgumentTypeError(f"depths must lie in 1..{MAX_SUPPORTED_ITERATIONS}, got {text!r}")
-    return depths
+    if not counts or counts[0] < 1 or counts[-1] > MAX_SUPPORTED_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"iteration counts must lie in 1..{MAX_SUPPORTED_ITERATIONS}, got {text!r}")
+    return counts
 
 
 def graph_list(text: str) -> list[str]:

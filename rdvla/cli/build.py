@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from rdvla.cli.arguments import add_bundle_argument, graph_list, positive_int
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.tensorrt.builder import build_engines, open_for_build
 from rdvla.runtime.backends.tensorrt.precision import check_precision
-from rdvla.runtime.backends.tensorrt.records import describe_layers, engine_dir
+from rdvla.runtime.backends.tensorrt.build_record import describe_layers, engine_dir
 from rdvla.runtime.manifest import MANIFEST
 
 
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--graphs",
         type=graph_list,
         metavar="NAME,...",
-        help=f"build only these graphs (default: all of {', '.join(names.GRAPHS)})",
+        help=f"build only these graphs (default: all of {', '.join(contract.GRAPHS)})",
     )
     p.set_defaults(run=run)
 

@@ -8,8 +8,8 @@ import time
 from rdvla.calibration.methods import METHODS, QUANTIZERS
 from rdvla.cli.arguments import add_bundle_argument, graph_list, int_in, positive_int
 from rdvla.cli.inputs import instruction, seed
-from rdvla.runtime import bundle as names
-from rdvla.runtime.golden import TRACE_DEPTH
+from rdvla.runtime import contract
+from rdvla.runtime.golden import TRACE_ITERATIONS
 
 
 def _precisions(text: str) -> list[str]:
@@ -43,13 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instruction", type=instruction, help="the task of bare recordings (episodes log their own); their proprio is "
                    "taken as the middle of the dataset's q01..q99 range, and the report says so")
     p.add_argument("--queries", type=positive_int, default=32, help="observations to run, spread evenly over all steps (default 32)")
-    p.add_argument("--latents-per-query", type=int_in(1, TRACE_DEPTH), default=4,
+    p.add_argument("--latents-per-query", type=int_in(1, TRACE_ITERATIONS), default=4,
                    help="iteration indices per query whose core inputs are kept, rotated across queries (default 4)")
     p.add_argument("--quantizer", choices=QUANTIZERS, default="ort",
                    help="ort (ONNX Runtime static quantisation, default) or modelopt (NVIDIA ModelOpt, pip install 'rdvla[calibration]')")
     p.add_argument("--method", help="calibration method: " + "; ".join(f"{q}: {', '.join(m)}" for q, m in METHODS.items())
                    + " (default minmax / max)")
-    p.add_argument("--graphs", type=graph_list, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(names.GRAPHS)})")
+    p.add_argument("--graphs", type=graph_list, metavar="NAME,...", help=f"graphs to convert (default all: {','.join(contract.GRAPHS)})")
     p.add_argument("--seed", type=seed, default=0, help="seed of the initial latents S0 (default 0)")
     p.set_defaults(run=run)
 

@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     stage(4, f"running the control loop for {steps} steps at 10 Hz: recordings as cameras, ONNX Runtime, simulated arm",
           control)
-    repeats, depths = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
+    repeats, counts = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
     stage(5, "profiling the bundle on ONNX Runtime (per-iteration and end-to-end latency, with plots)",
-          lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", depths))
+          lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", counts))
     trained_bundle = out / "trained_bundle"
     stage(6, f"exporting the policy trained here on a LIBERO task ({TRAINED.relative_to(TRAINED.parents[2])})",
           lambda: command("export", str(TRAINED / "checkpoint"), "--out", str(trained_bundle), "--cases", "2"))

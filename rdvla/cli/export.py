@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint into a bundle (ONNX graphs, manifest, golden cases, parity report)",
         description="Split the checkpoint into a VLM+Prelude graph and single-iteration core graphs, export them to "
-        "ONNX, check them with ONNX Runtime against the PyTorch reference (fixed depths 1/4/12/32, adaptive MSE "
+        "ONNX, check them with ONNX Runtime against the PyTorch reference (1/4/12/32 fixed iterations, adaptive MSE "
         "1e-3/1e-4) and publish the bundle only when every gate passes.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory in the released layout")

@@ -4,7 +4,7 @@ SOURCE is a checkpoint directory (the PyTorch reference runs it) or a bundle dir
 run through `runtime.Policy` on the chosen backend). The output `.npz` holds
 `normalized_actions` (8, 7), `actions` (8, 7, un-normalised, no gripper post-processing),
 `iterations` and `deltas` (the halting statistic per iteration, NaN where undefined: at the
-first iteration, and everywhere under a fixed depth, which decodes only once).
+first iteration, and everywhere under fixed iterations, which decode only once).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     latent = p.add_mutually_exclusive_group()
     latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
     latent.add_argument("--seed", type=seed, default=0, help="seed of the truncated-normal initial latent (default 0)")
-    depth = p.add_mutually_exclusive_group()
-    depth.add_argument("--iterations", type=ITERATIONS, help="fixed number of recurrent iterations (default 12)")
-    depth.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
+    stopping = p.add_mutually_exclusive_group()
+    stopping.add_argument("--iterations", type=ITERATIONS, help="fixed number of recurrent iterations (default 12)")
+    stopping.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
     p.add_argument("--min-iterations", type=ITERATIONS, help="adaptive halting: fewest iterations (default 2)")
     p.add_argument("--max-iterations", type=ITERATIONS, help="adaptive halting: most iterations (default 32)")
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
@@ -113,7 +113,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule, proprio: 
 
 
 def halting_deltas(halting: HaltingRule, iterations: int, mse: list[float], cosine: list[float]) -> np.ndarray:
-    """The halting statistic per iteration; all NaN under a fixed depth, which decodes only once."""
+    """The halting statistic per iteration; all NaN under fixed iterations, which decode only once."""
     if not halting.needs_decode:
         return np.full(iterations, np.nan, np.float32)
     return np.asarray([halting.delta(m, c) for m, c in zip(mse, cosine)], np.float32)

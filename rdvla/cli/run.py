@@ -69,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--horizon", default="fixed:5",
                       help="actions executed per chunk: fixed[:N] (default fixed:5), binary[:TAU], dynamic, "
                       "linear[:HMIN:HMAX:TAU], linear-code")
-    depth = loop.add_mutually_exclusive_group()
-    depth.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
-    depth.add_argument("--iterations", type=ITERATIONS, metavar="N", help="fixed recurrent depth instead of adaptive halting")
+    stopping = loop.add_mutually_exclusive_group()
+    stopping.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
+    stopping.add_argument("--iterations", type=ITERATIONS, metavar="N", help="a fixed number of iterations instead of adaptive halting")
     loop.add_argument("--min-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: fewest iterations")
     loop.add_argument("--max-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: most iterations")
     loop.add_argument("--deadline-ms", type=positive_float, metavar="MS",

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
         help="check a bundle's backend against its golden cases",
-        description="Run the bundle's golden cases (fixed depths 1/4/12/32, adaptive MSE 1e-3/1e-4) on a backend and "
+        description="Run the bundle's golden cases (1/4/12/32 fixed iterations, adaptive MSE 1e-3/1e-4) on a backend and "
         "compare the actions and stopping iterations with the reference outputs stored in the bundle, against the "
         "accuracy gates of the precision. Exit status 1 when a gate fails.",
     )

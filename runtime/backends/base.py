@@ -48,7 +48,7 @@ class Backend(ABC):
 
     @abstractmethod
     def step(self) -> None:
-        """One latent-only iteration (fixed depth: no Coda decode)."""
+        """One latent-only iteration (fixed iterations: no Coda decode)."""
 
     @abstractmethod
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
@@ -59,7 +59,7 @@ class Backend(ABC):
 
     @abstractmethod
     def decode(self) -> None:
-        """Decode the current latent into the action buffer (the end of a fixed-depth query)."""
+        """Decode the current latent into the action buffer (the end of a query of fixed iterations)."""
 
     @abstractmethod
     def actions(self) -> np.ndarray:

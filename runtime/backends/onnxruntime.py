@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.registry import register
 from rdvla.runtime.backends.pingpong import ACTIONS_PAIR, DIRECTIONS, LATENT_PAIR, Direction, PingPong, slots
@@ -62,7 +62,7 @@ class OnnxRuntimeBackend(Backend):
         options.log_severity_level = 3
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {}
-        for graph in names.GRAPHS:
+        for graph in contract.GRAPHS:
             path = bundle.path(graph_file(bundle, graph, precision))
             try:
                 self.sessions[graph] = ort.InferenceSession(str(path), options, providers=providers)
@@ -71,10 +71,10 @@ class OnnxRuntimeBackend(Backend):
                 raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({reason}): re-export the bundle") from None
         self.dims = bundle.dims
         n_core, n_coda = len(bundle.dims.recurrent_vlm_layers), len(bundle.dims.coda_vlm_layers)
-        self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]
-        self._coda_names = names.kv_names("coda", n_coda)
+        self._core_names = [contract.INJECTION, *contract.kv_names("core", n_core)]
+        self._coda_names = contract.kv_names("coda", n_coda)
         # Context tensors: written by vlm_prelude, read by every core graph (static: `Bundle.check_dims`).
-        prelude_out = {t.name: t for t in bundle.graph(names.VLM_PRELUDE).outputs}
+        prelude_out = {t.name: t for t in bundle.graph(contract.VLM_PRELUDE).outputs}
         self._context = {n: np.zeros(prelude_out[n].shape, prelude_out[n].dtype) for n in self._core_names + self._coda_names}
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
         self._buffers = {
@@ -100,16 +100,16 @@ class OnnxRuntimeBackend(Backend):
     def _bind_loop(self) -> None:
         core = {n: self._context[n] for n in self._core_names}
         coda = {n: self._context[n] for n in self._coda_names}
-        reads = {names.CORE_STEP: core, names.CORE_STEP_DECODE: {**core, **coda}, names.DECODE: coda}
-        scalars = {names.MSE: self._mse, names.COSINE: self._cosine}
+        reads = {contract.CORE_STEP: core, contract.CORE_STEP_DECODE: {**core, **coda}, contract.DECODE: coda}
+        scalars = {contract.MSE: self._mse, contract.COSINE: self._cosine}
         self._bindings = {}
         for graph, directions in DIRECTIONS.items():
             for direction in directions:
                 bound = {name: self._buffers[pair][i] for name, (pair, i) in slots(graph, direction).items()}
-                contract_inputs = names.CONTRACT[graph][0]
+                contract_inputs = contract.CONTRACT[graph][0]
                 inputs = {n: a for n, a in bound.items() if n in contract_inputs}
                 outputs = {n: a for n, a in bound.items() if n not in contract_inputs}
-                if graph == names.CORE_STEP_DECODE:
+                if graph == contract.CORE_STEP_DECODE:
                     outputs.update(scalars)
                 self._bindings[(graph, direction)] = self._binding(graph, {**inputs, **reads[graph]}, outputs)
         self._prelude_outputs = {n: self._value(self._context[n]) for n in self._core_names + self._coda_names}
@@ -118,11 +118,11 @@ class OnnxRuntimeBackend(Backend):
         self.sessions[graph].run_with_iobinding(self._bindings[(graph, direction)])
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
-        session = self.sessions[names.VLM_PRELUDE]
+        session = self.sessions[contract.VLM_PRELUDE]
         binding = session.io_binding()
-        binding.bind_cpu_input(names.PIXEL_VALUES, np.ascontiguousarray(pixel_values, np.float32))
-        binding.bind_cpu_input(names.INPUT_IDS, np.ascontiguousarray(input_ids, np.int64))
-        binding.bind_cpu_input(names.PROPRIO, np.ascontiguousarray(proprio, np.float32))
+        binding.bind_cpu_input(contract.PIXEL_VALUES, np.ascontiguousarray(pixel_values, np.float32))
+        binding.bind_cpu_input(contract.INPUT_IDS, np.ascontiguousarray(input_ids, np.int64))
+        binding.bind_cpu_input(contract.PROPRIO, np.ascontiguousarray(proprio, np.float32))
         for name, value in self._prelude_outputs.items():
             binding.bind_ortvalue_output(name, value)
         session.run_with_iobinding(binding)
@@ -135,14 +135,14 @@ class OnnxRuntimeBackend(Backend):
         self._buffers[ACTIONS_PAIR][0].fill(0.0)
 
     def step(self) -> None:
-        self._run(names.CORE_STEP, self._schedule.step())
+        self._run(contract.CORE_STEP, self._schedule.step())
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
-        self._run(names.CORE_STEP_DECODE, self._schedule.step_decode())
+        self._run(contract.CORE_STEP_DECODE, self._schedule.step_decode())
         return (float(self._mse[0]), float(self._cosine[0])) if read else None
 
     def decode(self) -> None:
-        self._run(names.DECODE, self._schedule.decode())
+        self._run(contract.DECODE, self._schedule.decode())
 
     def actions(self) -> np.ndarray:
         return self._buffers[ACTIONS_PAIR][self._schedule.actions][0].copy()

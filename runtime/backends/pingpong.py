@@ -12,30 +12,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 
 Direction = tuple[int, ...]
 LATENT_PAIR, ACTIONS_PAIR = "latent", "actions"
 
 # Every (graph, direction) the loop can ask for.
 DIRECTIONS: dict[str, tuple[Direction, ...]] = {
-    names.CORE_STEP: ((0,), (1,)),
-    names.CORE_STEP_DECODE: ((0, 0), (0, 1), (1, 0), (1, 1)),
-    names.DECODE: ((0, 0), (0, 1), (1, 0), (1, 1)),
+    contract.CORE_STEP: ((0,), (1,)),
+    contract.CORE_STEP_DECODE: ((0, 0), (0, 1), (1, 0), (1, 1)),
+    contract.DECODE: ((0, 0), (0, 1), (1, 0), (1, 1)),
 }
 
 
 def slots(graph: str, direction: Direction) -> dict[str, tuple[str, int]]:
     """Tensor name -> (buffer pair, index) that one direction of `graph` binds."""
-    if graph == names.CORE_STEP:
+    if graph == contract.CORE_STEP:
         (s,) = direction
-        return {names.LATENT: (LATENT_PAIR, s), names.NEXT_LATENT: (LATENT_PAIR, 1 - s)}
+        return {contract.LATENT: (LATENT_PAIR, s), contract.NEXT_LATENT: (LATENT_PAIR, 1 - s)}
     if graph not in DIRECTIONS:
         raise ValueError(f"{graph} has no ping-pong buffers")
     s, a = direction
-    bound = {names.LATENT: (LATENT_PAIR, s), names.ACTIONS: (ACTIONS_PAIR, 1 - a)}
-    if graph == names.CORE_STEP_DECODE:
-        bound.update({names.NEXT_LATENT: (LATENT_PAIR, 1 - s), names.PREV_ACTIONS: (ACTIONS_PAIR, a)})
+    bound = {contract.LATENT: (LATENT_PAIR, s), contract.ACTIONS: (ACTIONS_PAIR, 1 - a)}
+    if graph == contract.CORE_STEP_DECODE:
+        bound.update({contract.NEXT_LATENT: (LATENT_PAIR, 1 - s), contract.PREV_ACTIONS: (ACTIONS_PAIR, a)})
     return bound
 
 

@@ -48,8 +48,9 @@ def _load_built_in() -> None:
 
 
 def backend_names() -> tuple[str, ...]:
+    """The registered backends, sorted (registration order depends on what was imported first)."""
     _load_built_in()
-    return tuple(_KINDS)
+    return tuple(sorted(_KINDS))
 
 
 def backend_kind(name: str) -> "type[Backend]":
@@ -57,7 +58,7 @@ def backend_kind(name: str) -> "type[Backend]":
     _load_built_in()
     kind = _KINDS.get(name)
     if kind is None:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(_KINDS)}")
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(sorted(_KINDS))}")
     return kind
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
 import numpy as np
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
 from rdvla.runtime.backends.registry import register
@@ -189,16 +189,16 @@ class TorchBackend(Backend):
         self._decode = Decode(model).eval()
 
         n_core, n_coda = len(self.dims.recurrent_vlm_layers), len(self.dims.coda_vlm_layers)
-        self._core_names = [names.INJECTION, *names.kv_names("core", n_core)]
-        self._coda_names = names.kv_names("coda", n_coda)
+        self._core_names = [contract.INJECTION, *contract.kv_names("core", n_core)]
+        self._coda_names = contract.kv_names("coda", n_coda)
         # Static shapes: `Bundle.check_dims` holds the context tensors to the model's dimensions.
-        prelude_out = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).outputs}
+        prelude_out = {t.name: t for t in self.bundle.graph(contract.VLM_PRELUDE).outputs}
         self._context: dict[str, Tensor] = {
             name: torch.zeros(prelude_out[name].shape, dtype=dtype, device=device) for name in self._core_names + self._coda_names
         }
-        prelude_in = {t.name: t for t in self.bundle.graph(names.VLM_PRELUDE).inputs}
-        self._pixels = torch.zeros(prelude_in[names.PIXEL_VALUES].shape, dtype=dtype, device=device)
-        self._proprio = torch.zeros(prelude_in[names.PROPRIO].shape, dtype=dtype, device=device)
+        prelude_in = {t.name: t for t in self.bundle.graph(contract.VLM_PRELUDE).inputs}
+        self._pixels = torch.zeros(prelude_in[contract.PIXEL_VALUES].shape, dtype=dtype, device=device)
+        self._proprio = torch.zeros(prelude_in[contract.PROPRIO].shape, dtype=dtype, device=device)
         self._input_ids = torch.zeros((1, self.bundle.prompt_len[1]), dtype=torch.int64, device=device)
 
         chunk = (1, self.dims.chunk_len, self.dims.action_dim)
@@ -222,7 +222,7 @@ class TorchBackend(Backend):
         # replay one at a time on one stream, so they can all share one pool.
         self._pool = torch.cuda.graph_pool_handle() if self._cuda and cuda_graphs else None
         skip = "CPU" if not self._cuda else None if cuda_graphs else DISABLED
-        closures = {names.CORE_STEP: self._step_closure, names.CORE_STEP_DECODE: self._step_decode_closure}
+        closures = {contract.CORE_STEP: self._step_closure, contract.CORE_STEP_DECODE: self._step_decode_closure}
         self._runners: dict[str, dict[Direction, Runner]] = {}
         for graph, closure in closures.items():
             execution = capture_or_fallback(
@@ -237,8 +237,8 @@ class TorchBackend(Backend):
 
     def _step_closure(self, direction: Direction) -> Runner:
         core, dtype, inference = self._core_step, self._dtype, self._torch.inference_mode
-        bound = self._bound(names.CORE_STEP, direction)
-        latent, target = bound[names.LATENT], bound[names.NEXT_LATENT]
+        bound = self._bound(contract.CORE_STEP, direction)
+        latent, target = bound[contract.LATENT], bound[contract.NEXT_LATENT]
         context = tuple(self._context[n] for n in self._core_names)
 
         def run() -> None:
@@ -250,10 +250,10 @@ class TorchBackend(Backend):
 
     def _step_decode_closure(self, direction: Direction) -> Runner:
         core, dtype, inference = self._core_step_decode, self._dtype, self._torch.inference_mode
-        bound = self._bound(names.CORE_STEP_DECODE, direction)
-        latent, next_latent = bound[names.LATENT], bound[names.NEXT_LATENT]
+        bound = self._bound(contract.CORE_STEP_DECODE, direction)
+        latent, next_latent = bound[contract.LATENT], bound[contract.NEXT_LATENT]
         # prev_actions stays FP32: the module only reads it for the statistics, which it computes in FP32.
-        prev_actions, actions = bound[names.PREV_ACTIONS], bound[names.ACTIONS]
+        prev_actions, actions = bound[contract.PREV_ACTIONS], bound[contract.ACTIONS]
         mse, cosine = self._scalars[0:1], self._scalars[1:2]
         context = tuple(self._context[n] for n in self._core_names + self._coda_names)
 
@@ -279,11 +279,11 @@ class TorchBackend(Backend):
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
         torch = self._torch
-        for name, array, buffer in ((names.PIXEL_VALUES, pixel_values, self._pixels), (names.PROPRIO, proprio, self._proprio)):
+        for name, array, buffer in ((contract.PIXEL_VALUES, pixel_values, self._pixels), (contract.PROPRIO, proprio, self._proprio)):
             if tuple(array.shape) != tuple(buffer.shape):
                 raise ValueError(f"{name} has shape {tuple(array.shape)}, expected {tuple(buffer.shape)}")
         if input_ids.ndim != 2 or input_ids.shape[0] != 1:
-            raise ValueError(f"{names.INPUT_IDS} has shape {tuple(input_ids.shape)}, expected (1, prompt_len)")
+            raise ValueError(f"{contract.INPUT_IDS} has shape {tuple(input_ids.shape)}, expected (1, prompt_len)")
         ids = self._input_ids[:, : input_ids.shape[1]]
         with self._on_stream(), torch.inference_mode():
             # Pageable host memory makes these copies blocking: once per query, and the caller's
@@ -322,11 +322,11 @@ class TorchBackend(Backend):
 
     def step(self) -> None:
         with self._on_stream():
-            self._run_iteration(self._runners[names.CORE_STEP][self._schedule.step()])
+            self._run_iteration(self._runners[contract.CORE_STEP][self._schedule.step()])
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
         with self._on_stream():
-            self._run_iteration(self._runners[names.CORE_STEP_DECODE][self._schedule.step_decode()])
+            self._run_iteration(self._runners[contract.CORE_STEP_DECODE][self._schedule.step_decode()])
             if read and self._cuda:
                 self._host_scalars.copy_(self._scalars, non_blocking=True)
                 self._scalars_ready.record(self._stream)
@@ -337,10 +337,10 @@ class TorchBackend(Backend):
         return float(self._scalar_view[0]), float(self._scalar_view[1])
 
     def decode(self) -> None:
-        bound = self._bound(names.DECODE, self._schedule.decode())
+        bound = self._bound(contract.DECODE, self._schedule.decode())
         with self._on_stream(), self._torch.inference_mode():
             coda = (self._context[n] for n in self._coda_names)
-            bound[names.ACTIONS].copy_(self._decode(bound[names.LATENT].to(self._dtype), *coda))
+            bound[contract.ACTIONS].copy_(self._decode(bound[contract.LATENT].to(self._dtype), *coda))
 
     # -- readback ----------------------------------------------------------------------------------
 

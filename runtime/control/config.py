@@ -9,7 +9,7 @@ from typing import Any, Optional
 from rdvla.runtime.control.action_queue import BLENDS
 from rdvla.runtime.control.safety import SafetyConfig
 from rdvla.runtime.halting import HaltingRule
-from rdvla.runtime.horizon import AnyHorizon, FixedHorizon
+from rdvla.runtime.horizon import FixedHorizon, HorizonRule
 from rdvla.runtime.normalization import GRIPPERS
 
 MODES = ("sync", "async")
@@ -22,7 +22,7 @@ class LoopConfig:
     mode: str = "async"
     refill_at: int = 2  # async: start the next query once at most this many actions remain queued
     blend: str = "replace"
-    horizon: AnyHorizon = field(default_factory=lambda: FixedHorizon(5))
+    horizon: HorizonRule = field(default_factory=lambda: FixedHorizon(5))
     halting: Optional[HaltingRule] = None  # None: the bundle's default
     deadline_s: Optional[float] = None  # query deadline; None: derived from the period
     deadlines: bool = True  # False: no query is cut short (a stepped simulator waits for the policy)

@@ -48,7 +48,9 @@ class SteppedClock:
     """Simulated seconds for a loop that must not wait in real time: ``sleep`` advances ``now`` at once.
 
     ``ControlLoop(..., clock=stepped.now, sleep=stepped.sleep)`` runs every cycle on its slot of the
-    grid, back to back: a simulated episode runs as fast as the policy computes.
+    grid, back to back: a simulated episode runs as fast as the policy computes. A query's deadline
+    is the policy's own, measured on its clock in real time: a simulator, which waits for the policy,
+    sets `LoopConfig(deadlines=False)` so that every query runs its halting rule to the end.
     """
 
     def __init__(self, start: float = 0.0) -> None:

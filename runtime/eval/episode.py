@@ -30,7 +30,7 @@ from rdvla.runtime.control.subscriber import Subscriber
 from rdvla.runtime.eval.demonstrations import DemonstrationRecorder, episode_name
 from rdvla.runtime.eval.results import EpisodeResult, QueryOutcome
 from rdvla.runtime.halting import HaltingRule
-from rdvla.runtime.horizon import AnyHorizon
+from rdvla.runtime.horizon import HorizonRule
 
 # The authors run no safety filter in the simulator: accelerations are left unlimited so the filter
 # never changes an action the simulator's controller accepts (its step limits are the controller's range).
@@ -41,7 +41,7 @@ EPISODE_SEED = 7  # the authors' set_seed_everywhere(7): query n of an episode s
 @dataclass(frozen=True)
 class EpisodeSettings:
     halting: Optional[HaltingRule]
-    horizon: AnyHorizon
+    horizon: HorizonRule
 
 
 Frames = list[tuple[tuple[np.ndarray, ...], Optional[int]]]  # per step: the policy's images, the iterations of the chunk

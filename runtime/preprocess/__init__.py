@@ -1,4 +1,5 @@
-"""Camera-image preprocessing for RD-VLA policies (spec section 1.2), numpy only.
+"""Camera-image preprocessing for RD-VLA policies (spec section 1.2): the numpy specification, and
+`native`, which picks the bit-exact C++ port (rdvla._native) where it is built.
 
 The authors evaluate (and train) with a TensorFlow pipeline; the robot has no
 TensorFlow, so this package re-implements that pipeline step by step in numpy:
@@ -23,8 +24,8 @@ The measured agreement with TensorFlow is asserted by
 ``tests/runtime/test_preprocess.py`` against fixtures written by
 ``scripts/make_preprocess_fixtures.py``.
 
-Everything here is pure numpy; no TensorFlow, OpenCV or torch is needed on the
-robot.  The model casts ``pixel_values`` to bf16 before the vision backbones;
+The pipeline here is numpy (the C++ port lives in native/); no TensorFlow, OpenCV or torch is
+needed on the robot.  The model casts ``pixel_values`` to bf16 before the vision backbones;
 this package returns float32 and leaves that cast to the backend.
 """
 

@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 
 from rdvla.calibration.data import CalibrationSet, fingerprint
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError
 from rdvla.runtime.gates import calibration_gate_for, gate_for
-from rdvla.runtime.golden import TRACE_DEPTH, load_cases
+from rdvla.runtime.golden import TRACE_ITERATIONS, load_cases
 from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity
 from rdvla.runtime.policy import Policy, halting_below_floor
 from rdvla.runtime.verify import gate_failures, verify_actions
@@ -44,7 +44,7 @@ def test_calibrate_publishes_verified_graphs_and_fingerprint(calibrated: dict[st
     bundle = Bundle.open(calibrated["bundle"])  # every new file is listed with its hash
     manifest = calibrated["manifest"]
     for section in ("graphs_int8", "graphs_fp16"):
-        assert set(manifest[section]) == set(names.GRAPHS)
+        assert set(manifest[section]) == set(contract.GRAPHS)
         for graph, entry in manifest[section].items():
             assert entry["file"] in manifest["files"] and entry["file"] != manifest["graphs"][graph]["file"]
             assert entry["inputs"] == manifest["graphs"][graph]["inputs"]
@@ -61,7 +61,7 @@ def test_calibrate_publishes_verified_graphs_and_fingerprint(calibrated: dict[st
 
 def test_qdq_sits_only_on_weight_matmuls(calibrated: dict[str, Any]) -> None:
     manifest = calibrated["manifest"]
-    for graph in (names.CORE_STEP, names.VLM_PRELUDE):
+    for graph in (contract.CORE_STEP, contract.VLM_PRELUDE):
         model = onnx.load(str(calibrated["bundle"] / manifest["graphs_int8"][graph]["file"]))
         initializers = {i.name: i for i in model.graph.initializer}
         consumers, producers = _consumers(model), _producers(model)
@@ -90,7 +90,7 @@ def test_qdq_sits_only_on_weight_matmuls(calibrated: dict[str, Any]) -> None:
 
 
 def test_fp16_graph_keeps_norms_and_residual_stream_in_fp32(calibrated: dict[str, Any]) -> None:
-    path = calibrated["bundle"] / calibrated["manifest"]["graphs_fp16"][names.CORE_STEP]["file"]
+    path = calibrated["bundle"] / calibrated["manifest"]["graphs_fp16"][contract.CORE_STEP]["file"]
     model = onnx.load(str(path))
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
@@ -119,21 +119,21 @@ def test_capture_keeps_each_graphs_inputs_at_iterations_1_to_32(calibrated: dict
     bundle = Bundle.open(calibrated["bundle"])
     record = calibrated["manifest"]["calibration"]["int8"]["data"]
     dataset = CalibrationSet.load(bundle.path(record["dir"]))
-    assert dataset.meta["iterations"] == list(range(1, TRACE_DEPTH + 1)) == record["iterations"]
-    assert record["samples"] == {names.VLM_PRELUDE: 6, names.CORE_STEP: 48, names.CORE_STEP_DECODE: 48, names.DECODE: 48}
-    for graph in names.GRAPHS:
+    assert dataset.meta["iterations"] == list(range(1, TRACE_ITERATIONS + 1)) == record["iterations"]
+    assert record["samples"] == {contract.VLM_PRELUDE: 6, contract.CORE_STEP: 48, contract.CORE_STEP_DECODE: 48, contract.DECODE: 48}
+    for graph in contract.GRAPHS:
         assert sorted(dataset.inputs[graph]) == sorted(t.name for t in bundle.graph(graph).inputs)
     # A kept state really is the state entering iteration k of that query: one FP32 step from it
     # decodes to the k-th action chunk of the query's FP32 trace.
-    session = ort.InferenceSession(str(bundle.path(bundle.graph(names.CORE_STEP_DECODE).file)), providers=["CPUExecutionProvider"])
-    origins = dataset.meta["origin"][names.CORE_STEP_DECODE]
-    for i, feed in enumerate(dataset.samples(names.CORE_STEP_DECODE)):
+    session = ort.InferenceSession(str(bundle.path(bundle.graph(contract.CORE_STEP_DECODE).file)), providers=["CPUExecutionProvider"])
+    origins = dataset.meta["origin"][contract.CORE_STEP_DECODE]
+    for i, feed in enumerate(dataset.samples(contract.CORE_STEP_DECODE)):
         q, k = origins[i]
-        actions = session.run([names.ACTIONS], feed)[0][0]
+        actions = session.run([contract.ACTIONS], feed)[0][0]
         np.testing.assert_allclose(actions, dataset.queries["trace_actions"][q, k - 1], atol=1e-5)
         if k == 1:  # S0: truncated normal noise, no previous decode
-            assert not feed[names.PREV_ACTIONS].any()
-            assert np.abs(feed[names.LATENT]).max() <= 3 * bundle.dims.init_sigma + 1e-6
+            assert not feed[contract.PREV_ACTIONS].any()
+            assert np.abs(feed[contract.LATENT]).max() <= 3 * bundle.dims.init_sigma + 1e-6
 
 
 def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[str, Any]) -> None:
@@ -141,13 +141,13 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
     assert report["queries"] == 6 and report["passed"]
     assert sum(report["fp32"]["iterations"]["histogram"].values()) == 6
     statistic = report["fp32"]["median_deltas"]
-    assert len(statistic) == TRACE_DEPTH and statistic[0] is None
-    assert statistic[-1] < statistic[1]  # consecutive actions converge with depth
+    assert len(statistic) == TRACE_ITERATIONS and statistic[0] is None
+    assert statistic[-1] < statistic[1]  # consecutive actions converge over the iterations
     for precision in ("int8", "fp16"):
         section = report[precision]
         gate = calibration_gate_for(precision)
         per_k = np.array(section["per_iteration"]["max_abs"])
-        assert per_k.shape == (TRACE_DEPTH,) and np.isfinite(per_k).all()
+        assert per_k.shape == (TRACE_ITERATIONS,) and np.isfinite(per_k).all()
         assert 0 < per_k.max() <= gate.actions_max_abs  # lower precision changes the actions, within the gate
         assert (np.array(section["per_iteration"]["mean_abs"]) <= per_k).all()
         it = section["iterations"]
@@ -157,10 +157,10 @@ def test_report_gives_error_per_iteration_and_iteration_drift(calibrated: dict[s
         sweep = section["iterations_by_threshold"]
         default = f"{report['halting']['threshold']:g}"
         assert sweep[default]["stops"] == it["stops"] and len(sweep) == 4
-        assert len(section["median_deltas"]) == TRACE_DEPTH and all(v > 0 for v in section["median_deltas"][1:])
+        assert len(section["median_deltas"]) == TRACE_ITERATIONS and all(v > 0 for v in section["median_deltas"][1:])
         medians = [row["fp32_median_stop"] for row in sweep.values()]  # loosest threshold first
         assert medians == sorted(medians) and medians[0] < medians[-1]  # a tighter threshold stops later
-        assert set(section["graphs"]) == set(names.GRAPHS)
+        assert set(section["graphs"]) == set(contract.GRAPHS)
         assert all(e["nonfinite"] == 0 for outputs in section["graphs"].values() for e in outputs.values())
     # INT8 is the coarser of the two.
     assert max(report["int8"]["per_iteration"]["max_abs"]) > max(report["fp16"]["per_iteration"]["max_abs"])
@@ -204,13 +204,13 @@ def test_recalibrating_one_precision_keeps_the_other_and_cleans_up(calibrated: d
     after = json.loads((root / "manifest.json").read_text())
     assert after["graphs_int8"] == before["graphs_int8"]
     assert after["calibration"]["int8"] == before["calibration"]["int8"]
-    assert set(after["graphs_fp16"]) == {names.CORE_STEP, names.DECODE}
+    assert set(after["graphs_fp16"]) == {contract.CORE_STEP, contract.DECODE}
     assert after["calibration"]["fp16"]["run"] != before["calibration"]["fp16"]["run"]
     Bundle.open(root)
     on_disk = {str(p.relative_to(root)) for p in (root / "calibration").rglob("*") if p.is_file()}
     assert on_disk == {f for f in after["files"] if f.startswith("calibration/")}  # nothing unlisted left behind
-    assert not (root / before["graphs_fp16"][names.VLM_PRELUDE]["file"]).exists() and not stale.exists()
-    assert (root / before["graphs_int8"][names.VLM_PRELUDE]["file"]).exists()
+    assert not (root / before["graphs_fp16"][contract.VLM_PRELUDE]["file"]).exists() and not stale.exists()
+    assert (root / before["graphs_int8"][contract.VLM_PRELUDE]["file"]).exists()
 
 
 def test_policy_warns_once_when_its_mse_threshold_is_below_the_precisions_floor(

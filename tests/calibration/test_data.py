@@ -13,7 +13,7 @@ import pytest
 from rdvla.calibration.data import CalibrationDataError, iteration_indices, observations, open_source, select_steps
 from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.golden import TRACE_DEPTH
+from rdvla.runtime.golden import TRACE_ITERATIONS
 
 from .conftest import FRAMES, INSTRUCTION, record, scene
 
@@ -22,7 +22,7 @@ def test_iteration_indices_rotate_over_1_to_32() -> None:
     assert iteration_indices(0, 4) == [1, 9, 17, 25]
     assert iteration_indices(1, 4) == [2, 10, 18, 26]
     covered = {k for q in range(8) for k in iteration_indices(q, 4)}
-    assert covered == set(range(1, TRACE_DEPTH + 1))
+    assert covered == set(range(1, TRACE_ITERATIONS + 1))
     assert iteration_indices(3, 32) == list(range(1, 33))
 
 

@@ -14,7 +14,7 @@ import pytest
 from rdvla.calibration.data import CalibrationSet
 from rdvla.calibration.quantize import (QuantizationError, constant_transposes, fold_weight_transposes, quantize_graph,
                                   weight_matmuls)
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.bundle import Bundle
 
 
@@ -26,27 +26,27 @@ def _dataset(calibrated: dict[str, Any]) -> tuple[Bundle, CalibrationSet]:
 def test_modelopt_max_and_ort_minmax_make_the_same_graph(calibrated: dict[str, Any], tmp_path: Path) -> None:
     pytest.importorskip("modelopt.onnx.quantization", reason="ModelOpt is the optional `calibration` extra")
     bundle, data = _dataset(calibrated)
-    source = bundle.path(bundle.graph(names.CORE_STEP).file)
-    graphs = {q: quantize_graph(source, tmp_path / f"{q}.onnx", data.samples(names.CORE_STEP), q) for q in ("ort", "modelopt")}
+    source = bundle.path(bundle.graph(contract.CORE_STEP).file)
+    graphs = {q: quantize_graph(source, tmp_path / f"{q}.onnx", data.samples(contract.CORE_STEP), q) for q in ("ort", "modelopt")}
     assert graphs["ort"].quantized_nodes == graphs["modelopt"].quantized_nodes == len(weight_matmuls(onnx.load(str(source))))
     sessions = {q: ort.InferenceSession(str(g.path), providers=["CPUExecutionProvider"]) for q, g in graphs.items()}
     reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-    for feed in list(data.samples(names.CORE_STEP))[:8]:
+    for feed in list(data.samples(contract.CORE_STEP))[:8]:
         ref = reference.run(None, feed)[0]
         a, b = (sessions[q].run(None, feed)[0] for q in ("ort", "modelopt"))
         assert np.abs(a - ref).max() > 1e-4  # really quantised
         np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(ref).max())  # same scales, same placement
     # ModelOpt rebinds parts of ONNX Runtime's quantiser while it runs; ours works the same afterwards.
-    again = quantize_graph(source, tmp_path / "ort_again.onnx", data.samples(names.CORE_STEP), "ort")
+    again = quantize_graph(source, tmp_path / "ort_again.onnx", data.samples(contract.CORE_STEP), "ort")
     assert onnx.load(str(again.path)).graph == onnx.load(str(graphs["ort"].path)).graph
 
 
 def test_ort_quantiser_keeps_its_preprocessing_advice_out_of_our_logs(calibrated: dict[str, Any], tmp_path: Path,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     bundle, data = _dataset(calibrated)
-    source = bundle.path(bundle.graph(names.DECODE).file)
+    source = bundle.path(bundle.graph(contract.DECODE).file)
     with caplog.at_level("INFO"):
-        quantize_graph(source, tmp_path / "decode.onnx", data.samples(names.DECODE), "ort")
+        quantize_graph(source, tmp_path / "decode.onnx", data.samples(contract.DECODE), "ort")
     assert any("weight MatMuls quantised" in r.getMessage() for r in caplog.records)
     assert not any("pre-processing" in r.getMessage() for r in caplog.records)
     logging.warning("Please consider the filter gone")  # only for the duration of the call
@@ -55,7 +55,7 @@ def test_ort_quantiser_keeps_its_preprocessing_advice_out_of_our_logs(calibrated
 
 def test_weights_behind_a_transpose_are_folded_and_quantised_like_the_others(calibrated: dict[str, Any], tmp_path: Path) -> None:
     bundle, data = _dataset(calibrated)
-    source = bundle.path(bundle.graph(names.VLM_PRELUDE).file)
+    source = bundle.path(bundle.graph(contract.VLM_PRELUDE).file)
     original = onnx.load(str(source))
     transposes = constant_transposes(original)
     assert transposes  # the exporter leaves them in front of the vision towers' shared linear weights
@@ -64,13 +64,13 @@ def test_weights_behind_a_transpose_are_folded_and_quantised_like_the_others(cal
     folded = onnx.load(str(tmp_path / "folded.onnx"))
     assert not constant_transposes(folded)
     assert len(weight_matmuls(folded)) == len(weight_matmuls(original)) + behind
-    feed = next(iter(data.samples(names.VLM_PRELUDE)))
+    feed = next(iter(data.samples(contract.VLM_PRELUDE)))
     before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)
                      for p in (source, tmp_path / "folded.onnx"))
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)  # a layout change only
 
-    result = quantize_graph(source, tmp_path / "int8" / "vlm_prelude.onnx", data.samples(names.VLM_PRELUDE), "ort")
+    result = quantize_graph(source, tmp_path / "int8" / "vlm_prelude.onnx", data.samples(contract.VLM_PRELUDE), "ort")
     assert result.quantized_nodes == len(weight_matmuls(folded))
     assert not constant_transposes(onnx.load(str(result.path)))
     assert [p.name for p in (tmp_path / "int8").iterdir()] == ["vlm_prelude.onnx"]  # the folded copy is gone

@@ -128,6 +128,6 @@ def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_
     assert "stopped: steps" in printed and "demo finished" in printed
     steps = [r for r in read_log(out / "run" / "steps.jsonl") if isinstance(r, StepRecord)]
     assert len(steps) == 20
-    for png in (out / "run" / "control_loop.png", out / "profile" / "latency_vs_depth.png"):
+    for png in (out / "run" / "control_loop.png", out / "profile" / "latency_vs_iterations.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "profile" / "profile.json").read_text())["repeats"] == 2

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pytest
 
 from rdvla.devices.cameras.realsense import CameraInfo
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment, TensorRTUnavailable
 from rdvla.runtime.manifest import read_manifest
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
@@ -155,14 +155,14 @@ def _sha(data: bytes) -> str:
 def write_bundle(bundles: types.SimpleNamespace, root: Path, engines: Optional[dict[str, dict[str, Any]]] = None) -> Path:
     """A bundle that opens (the contract's graphs, never run by the doctor) with engines recorded, through the
     builder's own bookkeeping, for each precision -> environment of `engines`; the engines are placeholders."""
-    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines
+    from rdvla.runtime.backends.tensorrt.build_record import EngineRecord, record_engines
 
     bundles.write(root, bundles.contract_graphs(), bundles.contract_model, (8, 64))
     manifest = read_manifest(root)
     for precision, env in (engines or {}).items():
         (root / "engines" / precision).mkdir(parents=True)
         records = []
-        for graph in names.GRAPHS:
+        for graph in contract.GRAPHS:
             data = f"placeholder {precision} engine {graph}".encode()
             (root / "engines" / precision / f"{graph}.plan").write_bytes(data)
             records.append(EngineRecord(graph, f"engines/{precision}/{graph}.plan", _sha(data), 400_000_000, f"{graph}.onnx",

@@ -27,24 +27,24 @@ def query_files(tmp_path_factory) -> dict[str, Path]:
     return {"pixels": d / "pixels.npy", "latent": d / "latent.npy", "dir": d}
 
 
-def _predict(source: Path, files: dict[str, Path], depth: list[str], name: str) -> dict[str, np.ndarray]:
+def _predict(source: Path, files: dict[str, Path], stopping: list[str], name: str) -> dict[str, np.ndarray]:
     out = files["dir"] / f"{name}.npz"
     rc = main(["predict", str(source), "--pixel-values", str(files["pixels"]), "--init-latent", str(files["latent"]),
-               "--instruction", "put the bowl on the plate", "--proprio", PROPRIO, "--out", str(out), *depth])
+               "--instruction", "put the bowl on the plate", "--proprio", PROPRIO, "--out", str(out), *stopping])
     assert rc == 0
     return dict(np.load(out))
 
 
-@pytest.mark.parametrize("depth", [["--iterations", "1"], ["--iterations", "4"], ["--iterations", "12"], ["--iterations", "32"],
+@pytest.mark.parametrize("stopping", [["--iterations", "1"], ["--iterations", "4"], ["--iterations", "12"], ["--iterations", "32"],
                                    ["--halting", "mse:1e-3"], ["--halting", "mse:1e-4"], ["--halting", "cosine:0.9999"]])
-def test_bundle_predict_equals_checkpoint_predict(tiny_checkpoint: Path, tiny_bundle: Path, query_files, depth) -> None:
-    tag = "_".join(depth).replace(":", "").replace("-", "")
-    ref = _predict(tiny_checkpoint, query_files, depth, f"ref{tag}")
-    ours = _predict(tiny_bundle, query_files, depth, f"ort{tag}")
+def test_bundle_predict_equals_checkpoint_predict(tiny_checkpoint: Path, tiny_bundle: Path, query_files, stopping) -> None:
+    tag = "_".join(stopping).replace(":", "").replace("-", "")
+    ref = _predict(tiny_checkpoint, query_files, stopping, f"ref{tag}")
+    ours = _predict(tiny_bundle, query_files, stopping, f"ort{tag}")
     assert int(ours["iterations"]) == int(ref["iterations"])
     assert np.abs(ours["normalized_actions"] - ref["normalized_actions"]).max() <= 1e-4
     np.testing.assert_allclose(ours["deltas"], ref["deltas"], rtol=1e-3, atol=1e-7, equal_nan=True)
-    if depth[0] == "--halting":
+    if stopping[0] == "--halting":
         assert 2 <= int(ref["iterations"]) < 32  # the case exercises a real adaptive stop
 
 
@@ -105,11 +105,11 @@ def test_vlm_graph_projects_the_context_once(tiny_bundle: Path) -> None:
 
 def test_policy_matches_golden_cases(tiny_bundle: Path) -> None:
     from rdvla.export.bundle_writer import GoldenCase
-    from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+    from rdvla.runtime.halting import AdjacentMSE, FixedIterations
 
     policy = Policy.load(tiny_bundle)
     case = GoldenCase.load(tiny_bundle / "golden" / "case0.npz")
-    for halting in (FixedDepth(7), AdjacentMSE(1e-4)):
+    for halting in (FixedIterations(7), AdjacentMSE(1e-4)):
         result = policy.act(case.instruction, case.proprio, images=case.images, halting=halting, init_latent=case.init_latent)
         ref, k = case.reference(halting)
         assert result.iterations == k

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rdvla.export.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations
 from rdvla.runtime.prompt import PromptTokenizer
 
 
-def _query(ckpt_dir: Path, halting=FixedDepth(4)):
+def _query(ckpt_dir: Path, halting=FixedIterations(4)):
     ckpt = load_checkpoint(ckpt_dir)
     g = torch.Generator().manual_seed(3)
     pixels = torch.randn(1, 12, 224, 224, generator=g)

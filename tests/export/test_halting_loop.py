@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rdvla.export.head import HeadConfig, HeadContext, RecurrentDepthModel
-from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth, parse_halting
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedIterations, parse_halting
 
 CFG = HeadConfig(hidden_dim=16, num_heads=2, recurrent_vlm_layers=(0,))
 
@@ -78,7 +78,7 @@ def test_cosine_stops_on_direction_not_scale() -> None:
 
 
 def test_fixed_depth_decodes_once() -> None:
-    iterations, model = run(chunks_with_steps([0.0] * 40), FixedDepth(12))
+    iterations, model = run(chunks_with_steps([0.0] * 40), FixedIterations(12))
     assert iterations == 12 and model.iterates == 12 and model.decodes == 1
 
 
@@ -90,8 +90,8 @@ def test_adaptive_decodes_once_per_iteration() -> None:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        ((None, None, None, None), FixedDepth(12)),
-        ((None, 4, None, None), FixedDepth(4)),
+        ((None, None, None, None), FixedIterations(12)),
+        ((None, 4, None, None), FixedIterations(4)),
         (("mse:1e-4", None, None, None), AdjacentMSE(1e-4)),
         (("mse", None, 3, 16), AdjacentMSE(1e-3, 3, 16)),
         (("cosine:0.99", None, None, None), CosineSimilarity(0.99)),

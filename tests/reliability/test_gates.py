@@ -150,7 +150,7 @@ def test_normalisation_statistics_refuse_garbage(tiny_checkpoint: Path, edit, me
 
 
 def test_policy_never_hands_on_non_finite_actions(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rdvla.runtime.halting import FixedDepth
+    from rdvla.runtime.halting import FixedIterations
     from rdvla.runtime.policy import NonFiniteActions, Policy
 
     policy = Policy.load(tiny_bundle)
@@ -159,7 +159,7 @@ def test_policy_never_hands_on_non_finite_actions(tiny_bundle: Path, monkeypatch
         monkeypatch.setattr(policy.backend, "actions", lambda: np.where(np.arange(7) == 6, np.nan, real()))
         with pytest.raises(NonFiniteActions, match="non-finite"):
             policy.act("open the drawer", np.zeros(8), pixel_values=np.zeros((1, 12, 224, 224), np.float32),
-                       halting=FixedDepth(2), seed=0)
+                       halting=FixedIterations(2), seed=0)
     finally:
         policy.close()
 

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rdvla.cli import attach_negative_values, build_parser
-from rdvla.cli.arguments import depth_list, int_in, positive_float, positive_int
+from rdvla.cli.arguments import iteration_counts, int_in, positive_float, positive_int
 from rdvla.cli.inputs import PROPRIO_DIM, SEED_LIMIT, instruction, parse_proprio, seed
-from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS, AdjacentMSE, CosineSimilarity, FixedDepth, parse_halting
+from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS, AdjacentMSE, CosineSimilarity, FixedIterations, parse_halting
 from rdvla.runtime.horizon import parse_horizon
 from rdvla.runtime.manifest import BundleError, Manifest
 from rdvla.runtime.normalization import NormStats
@@ -61,7 +61,7 @@ def test_positive_float(text: str) -> None:
 @FAST
 @given(WORDS)
 def test_depth_list(text: str) -> None:
-    depths = refuses_only_with(argparse.ArgumentTypeError, depth_list, text)
+    depths = refuses_only_with(argparse.ArgumentTypeError, iteration_counts, text)
     if depths is not None:
         assert depths == sorted(set(depths)) and 1 <= depths[0] and depths[-1] <= MAX_SUPPORTED_ITERATIONS
 
@@ -130,9 +130,9 @@ def test_parse_halting(spec: Any, iterations: Any, low: Any, high: Any) -> None:
     except ValueError as exc:
         assert str(exc).startswith(("--", "give either"))  # names the option at fault
         return
-    assert isinstance(rule, (FixedDepth, AdjacentMSE, CosineSimilarity))
+    assert isinstance(rule, (FixedIterations, AdjacentMSE, CosineSimilarity))
     assert 1 <= rule.max_iterations <= MAX_SUPPORTED_ITERATIONS
-    if not isinstance(rule, FixedDepth):
+    if not isinstance(rule, FixedIterations):
         assert 1 <= rule.min_iterations <= rule.max_iterations and math.isfinite(rule.threshold)
 
 

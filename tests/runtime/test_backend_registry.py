@@ -12,7 +12,7 @@ import pytest
 from rdvla.cli.arguments import open_policy
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.registry import backend_kind, backend_names, load_backend, register, unregister
-from rdvla.runtime.halting import FixedDepth
+from rdvla.runtime.halting import FixedIterations
 
 
 class FakeBackend(Backend):
@@ -84,7 +84,7 @@ def test_the_cli_runs_a_registered_backend_and_the_policy_reads_its_device_timin
     try:
         assert precision == "fp16" and isinstance(policy.backend, fake)
         result = policy.act("pick up the bowl", np.zeros(8), pixel_values=np.zeros((1, 12, 224, 224), np.float32),
-                            halting=FixedDepth(3))
+                            halting=FixedIterations(3))
         assert result.iteration_ms == [1.5, 1.5, 1.5]  # the backend's own timings: it declares iteration_times
     finally:
         policy.close()

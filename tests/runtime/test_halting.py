@@ -10,7 +10,7 @@ import pytest
 from rdvla.runtime.halting import (
     AdjacentMSE,
     CosineSimilarity,
-    FixedDepth,
+    FixedIterations,
     HaltingRule,
     run_iterations,
     stop_on_trace,
@@ -30,14 +30,14 @@ def deltas_then(values: list[Optional[float]]):
     return iterate
 
 
-@pytest.mark.parametrize("rule", [FixedDepth(3), AdjacentMSE(), CosineSimilarity()])
+@pytest.mark.parametrize("rule", [FixedIterations(3), AdjacentMSE(), CosineSimilarity()])
 def test_every_rule_implements_the_protocol(rule: HaltingRule) -> None:
     assert isinstance(rule, HaltingRule)
 
 
-def test_a_fixed_depth_runs_exactly_its_iterations_and_ignores_deltas() -> None:
+def test_fixed_iterations_run_exactly_their_count_and_ignore_deltas() -> None:
     iterate = deltas_then([0.0] * 10)
-    stop = run_iterations(FixedDepth(4), iterate)
+    stop = run_iterations(FixedIterations(4), iterate)
     assert (stop.iterations, stop.stopped_by, iterate.ran) == (4, "fixed", [1, 2, 3, 4])
 
 
@@ -58,10 +58,10 @@ def test_an_adaptive_rule_stops_at_its_maximum_unless_the_last_delta_converged()
 
 def test_out_of_time_stops_after_the_iterations_done_but_never_before_the_first() -> None:
     iterate = deltas_then([1.0] * 12)
-    stop = run_iterations(FixedDepth(12), iterate, out_of_time=lambda: len(iterate.ran) >= 3)
+    stop = run_iterations(FixedIterations(12), iterate, out_of_time=lambda: len(iterate.ran) >= 3)
     assert (stop.iterations, stop.stopped_by, iterate.ran) == (3, "deadline", [1, 2, 3])
     first = deltas_then([1.0] * 12)
-    assert run_iterations(FixedDepth(12), first, out_of_time=lambda: True).iterations == 1
+    assert run_iterations(FixedIterations(12), first, out_of_time=lambda: True).iterations == 1
 
 
 def test_a_trace_stops_where_the_rule_reads_it_mse_or_cosine() -> None:
@@ -70,4 +70,4 @@ def test_a_trace_stops_where_the_rule_reads_it_mse_or_cosine() -> None:
     cosine = [NAN, 0.5, 0.9, 0.9999] + [0.9999] * 28
     assert stop_on_trace(CosineSimilarity(0.999), mse, cosine).iterations == 4
     assert stop_on_trace(AdjacentMSE(1e-3), mse, cosine).iterations == 32
-    assert stop_on_trace(FixedDepth(7), mse, cosine).iterations == 7
+    assert stop_on_trace(FixedIterations(7), mse, cosine).iterations == 7

@@ -14,7 +14,7 @@ import pytest
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.bundle import Bundle
-from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedDepth
+from rdvla.runtime.halting import AdjacentMSE, CosineSimilarity, FixedIterations
 from rdvla.runtime.policy import Policy, truncated_normal_latent
 
 PIXELS = np.zeros((1, 12, 224, 224), np.float32)
@@ -94,9 +94,9 @@ def test_adaptive_stop_and_reason(bundle) -> None:
     assert result.iterations == 8 and result.stopped_by == "converged"
 
 
-def test_fixed_depth_never_decodes_per_iteration(bundle) -> None:
+def test_fixed_iterations_never_decode_per_iteration(bundle) -> None:
     policy, backend, _ = scripted(bundle, DECAY)
-    result = act(policy, halting=FixedDepth(5))
+    result = act(policy, halting=FixedIterations(5))
     assert backend.calls == ["context", "step", "step", "step", "step", "step", "decode"]
     assert result.iterations == 5 and result.stopped_by == "fixed" and result.deltas == []
 
@@ -108,10 +108,10 @@ def test_deadline_returns_the_last_iterate(bundle) -> None:
     assert result.iterations == 3 and result.stopped_by == "deadline"
     assert np.all(result.normalized_actions == 3.0)  # the decode of iteration 3
     policy, backend, _ = scripted(bundle, DECAY)
-    result = act(policy, halting=FixedDepth(12), deadline_s=0.035)
+    result = act(policy, halting=FixedIterations(12), deadline_s=0.035)
     assert result.iterations == 3 and result.stopped_by == "deadline" and backend.calls[-1] == "decode"
     # A deadline already passed still yields one iteration.
-    result = act(policy, halting=FixedDepth(12), deadline_s=1e-9)
+    result = act(policy, halting=FixedIterations(12), deadline_s=1e-9)
     assert result.iterations == 1
 
 
@@ -142,9 +142,9 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 1e6
 
 
-def test_memory_is_constant_in_depth(ort_policy: Policy) -> None:
+def test_memory_is_constant_in_the_iteration_count(ort_policy: Policy) -> None:
     init = truncated_normal_latent((1, 8, 64), 0.6, np.random.default_rng(0))
-    run = lambda n: ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_latent=init, halting=FixedDepth(n))  # noqa: E731
+    run = lambda n: ort_policy.act("open the drawer", np.zeros(8), pixel_values=PIXELS, init_latent=init, halting=FixedIterations(n))  # noqa: E731
     for n in (1, 64, 1):  # warm every path once
         run(n)
         run(n)
@@ -193,7 +193,7 @@ def test_camera_images_are_preprocessed_into_the_backends_staging_buffer(tiny_bu
     images = [[rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)] for _ in range(2)]
     try:
         for query in images:
-            policy.act("pick up the bowl", np.zeros(8), images=query, halting=FixedDepth(1))
+            policy.act("pick up the bowl", np.zeros(8), images=query, halting=FixedIterations(1))
             assert np.array_equal(seen[-1], to_pixel_values(query, implementation="numpy"))
     finally:
         policy.close()
@@ -201,9 +201,9 @@ def test_camera_images_are_preprocessed_into_the_backends_staging_buffer(tiny_bu
 
 
 def test_the_chunk_comes_back_robot_ready_with_the_gripper_post_processed_as_asked(bundle) -> None:
-    raw = act(scripted(bundle, DECAY)[0], halting=FixedDepth(3)).actions
-    libero = act(scripted(bundle, DECAY)[0], halting=FixedDepth(3), gripper="libero").actions
+    raw = act(scripted(bundle, DECAY)[0], halting=FixedIterations(3)).actions
+    libero = act(scripted(bundle, DECAY)[0], halting=FixedIterations(3), gripper="libero").actions
     np.testing.assert_allclose(libero[:, :6], raw[:, :6], rtol=1e-6)  # un-normalised alike
     assert np.array_equal(libero[:, 6], -np.sign(2.0 * raw[:, 6].astype(np.float32) - 1.0))  # binarised, inverted
     with pytest.raises(ValueError, match="gripper"):
-        act(scripted(bundle, DECAY)[0], halting=FixedDepth(3), gripper="soft")
+        act(scripted(bundle, DECAY)[0], halting=FixedIterations(3), gripper="soft")

@@ -1,4 +1,4 @@
-"""runtime/preprocess.py against TensorFlow reference fixtures, stage by stage.
+"""runtime/preprocess/ against TensorFlow reference fixtures, stage by stage.
 
 The fixtures (tests/fixtures/preprocess/*.npz) are written by
 scripts/make_preprocess_fixtures.py with the authors' TensorFlow calls; see that

@@ -16,12 +16,12 @@ from rdvla.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from rdvla.runtime.backends.torch_split import TorchBackend
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError
-from rdvla.runtime.halting import AdjacentMSE, FixedDepth, HaltingRule
+from rdvla.runtime.halting import AdjacentMSE, FixedIterations, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio
 from rdvla.runtime.policy import Policy
 from rdvla.runtime.preprocess import to_pixel_values
 
-HALTING: list[HaltingRule] = [FixedDepth(1), FixedDepth(4), FixedDepth(12), AdjacentMSE(1e-4)]
+HALTING: list[HaltingRule] = [FixedIterations(1), FixedIterations(4), FixedIterations(12), AdjacentMSE(1e-4)]
 ACTIONS_MAX_ABS = 1e-5
 # Tensor factories a per-iteration code path could call from Python to make a new buffer.
 FACTORIES = ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like",
@@ -199,7 +199,7 @@ def test_cuda_graphs_match_golden_and_eager(bundle: Bundle, cases: list[GoldenCa
     assert all(m.startswith("CUDA graphs") for m in graphs.backend.execution_modes().values())  # type: ignore[attr-defined]
     assert all(m == "eager: CUDA graphs disabled" for m in eager.backend.execution_modes().values())  # type: ignore[attr-defined]
     for case in cases:
-        for halting in [*HALTING, FixedDepth(32)]:
+        for halting in [*HALTING, FixedIterations(32)]:
             ours, theirs = _act(graphs, case, halting), _act(eager, case, halting)
             reference, k = case.reference(halting)
             assert ours.iterations == theirs.iterations == k
@@ -223,8 +223,8 @@ def test_failed_capture_falls_back_to_eager(bundle: Bundle, cases: list[GoldenCa
         policy = Policy(bundle, TorchBackend(bundle, device="cuda"))
     assert set(policy.backend.execution_modes().values()) == {"eager: capture failed (RuntimeError: no graphs here)"}  # type: ignore[attr-defined]
     assert "core_step runs without CUDA graphs (eager): capture failed" in caplog.text
-    reference, k = cases[0].reference(FixedDepth(4))
-    result = _act(policy, cases[0], FixedDepth(4))
+    reference, k = cases[0].reference(FixedIterations(4))
+    result = _act(policy, cases[0], FixedIterations(4))
     assert result.iterations == k and np.abs(result.normalized_actions - reference).max() <= 1e-4
     policy.close()
 
@@ -254,7 +254,7 @@ def test_cuda_iterations_allocate_nothing(bundle: Bundle, cases: list[GoldenCase
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precisions_on_cuda_keep_fp32_boundaries(bundle: Bundle, cases: list[GoldenCase], precision: str) -> None:
     policy = Policy(bundle, TorchBackend(bundle, precision=precision, device="cuda"))
-    result = _act(policy, cases[0], FixedDepth(12))
+    result = _act(policy, cases[0], FixedIterations(12))
     assert result.iterations == 12
     assert result.normalized_actions.dtype == np.float32 and np.isfinite(result.normalized_actions).all()
     assert policy.backend.latent().dtype == np.float32

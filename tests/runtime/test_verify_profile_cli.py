@@ -47,12 +47,12 @@ def test_profile_writes_report_and_plots(tiny_bundle: Path, tmp_path: Path, caps
     golden = len(json.loads((tiny_bundle / "manifest.json").read_text())["golden"])
     assert sum(report["adaptive_iterations"]["mse_0.001"].values()) == golden
     assert report["environment"]["backend"] == "onnxruntime" and "onnxruntime" in report["environment"]
-    for png in ("per_iteration_latency.png", "latency_vs_depth.png", "memory_vs_depth.png", "adaptive_iterations.png"):
+    for png in ("per_iteration_latency.png", "latency_vs_iterations.png", "memory_vs_iterations.png", "adaptive_iterations.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out
 
 
-def test_profile_refuses_bad_depths(tiny_bundle: Path, capsys) -> None:
+def test_profile_refuses_bad_iteration_counts(tiny_bundle: Path, capsys) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["profile", str(tiny_bundle), "--iterations", "1,x"])
     assert stopped.value.code == 2 and "argument --iterations: expected comma-separated whole numbers" in capsys.readouterr().err

@@ -53,7 +53,7 @@ ORIN = {
 def add_engines(root: Path, precision: str = "fp16", env: Optional[dict[str, Any]] = None) -> Manifest:
     """Record placeholder engine files through the builder's own bookkeeping; returns the new manifest."""
     from rdvla.runtime.backends.tensorrt.environment import EngineEnvironment
-    from rdvla.runtime.backends.tensorrt.records import EngineRecord, record_engines
+    from rdvla.runtime.backends.tensorrt.build_record import EngineRecord, record_engines
 
     manifest = Manifest.from_json(json.loads((root / "manifest.json").read_text()))
     out = root / "engines" / precision

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.registry import load_backend
 from rdvla.runtime.backends.tensorrt.backend import TensorRTBackend
 from rdvla.runtime.backends.tensorrt.buffers import check_engine_io, check_resolved_outputs, numpy_dtype_name
@@ -114,14 +114,14 @@ def test_an_engine_the_bundle_just_hashed_is_not_hashed_again(bundle_dir: Path, 
     unverified = Bundle.open(bundle_dir, verify_hashes=False)
     hashed.clear()
     verify_engine_files(unverified, section, "fp16")
-    assert sorted(hashed) == sorted(f"{graph}.plan" for graph in names.GRAPHS)
+    assert sorted(hashed) == sorted(f"{graph}.plan" for graph in contract.GRAPHS)
 
 
 def test_engine_sha_mismatch(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
     kit.add_engines(bundle_dir, "fp16")
     bundle = Bundle.open(bundle_dir)
     section = engine_section(bundle.manifest, "fp16", bundle_dir)
-    assert set(verify_engine_files(bundle, section, "fp16")) == set(names.GRAPHS)
+    assert set(verify_engine_files(bundle, section, "fp16")) == set(contract.GRAPHS)
     (bundle_dir / "engines/fp16/core_step.plan").write_bytes(b"flipped bits")
     with pytest.raises(BundleError, match="core_step.plan does not match the SHA-256 recorded when it was built"):
         verify_engine_files(bundle, section, "fp16")
@@ -150,26 +150,26 @@ def engine_view(spec: object, resolved_outputs: bool = True) -> list[TensorSpec]
 
 
 def test_engine_io_matches_spec(bundle_dir: Path) -> None:
-    spec = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
+    spec = Bundle.open(bundle_dir).graph(contract.VLM_PRELUDE)
     good = engine_view(spec)
     check_engine_io(spec, good, ROOT, "fp16")
     # int32 input_ids (what TensorRT 8.6 made of int64) is no longer accepted: TensorRT 10 keeps INT64 I/O.
-    int32 = [TensorSpec(t.name, "int32", t.shape, t.mode) if t.name == names.INPUT_IDS else t for t in good]
+    int32 = [TensorSpec(t.name, "int32", t.shape, t.mode) if t.name == contract.INPUT_IDS else t for t in good]
     with pytest.raises(BundleError, match=r"input_ids: engine input int32 \[1, -1\], spec input int64 \[1, 'prompt_len'\]"):
         check_engine_io(spec, int32, ROOT, "fp16")
-    half = [TensorSpec(t.name, "float16", t.shape, t.mode) if t.name == names.INJECTION else t for t in good]
+    half = [TensorSpec(t.name, "float16", t.shape, t.mode) if t.name == contract.INJECTION else t for t in good]
     with pytest.raises(BundleError, match=r"injection: engine output float16 \[1, 8, 32\], spec output float32"):
         check_engine_io(spec, half, ROOT, "fp16")
     with pytest.raises(BundleError, match="proprio is missing from the engine"):
-        check_engine_io(spec, [t for t in good if t.name != names.PROPRIO], ROOT, "fp16")
-    static_ids = [TensorSpec(t.name, t.dtype, (1, 64), t.mode) if t.name == names.INPUT_IDS else t for t in good]
+        check_engine_io(spec, [t for t in good if t.name != contract.PROPRIO], ROOT, "fp16")
+    static_ids = [TensorSpec(t.name, t.dtype, (1, 64), t.mode) if t.name == contract.INPUT_IDS else t for t in good]
     with pytest.raises(BundleError, match=r"input_ids: engine input int64 \[1, 64\]"):
         check_engine_io(spec, static_ids, ROOT, "fp16")
 
 
 def test_outputs_derived_from_the_prompt_axis_are_checked_once_resolved(bundle_dir: Path, kit: types.SimpleNamespace) -> None:
     """TensorRT may report -1 for K/V outputs it derives from prompt_len + 575 though they are fixed at 577."""
-    spec = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
+    spec = Bundle.open(bundle_dir).graph(contract.VLM_PRELUDE)
     kv = (1, kit.HEADS, kit.CONTEXT, kit.HIDDEN // kit.HEADS)
     derived = [TensorSpec(t.name, t.dtype, (1, kit.HEADS, -1, kit.HIDDEN // kit.HEADS), t.mode) if t.name == "core0_keys" else t
                for t in engine_view(spec)]
@@ -184,12 +184,12 @@ def test_outputs_derived_from_the_prompt_axis_are_checked_once_resolved(bundle_d
 
 
 def test_only_graphs_with_dynamic_inputs_may_report_dynamic_outputs(bundle_dir: Path) -> None:
-    spec = Bundle.open(bundle_dir).graph(names.CORE_STEP)
-    dynamic_out = [TensorSpec(t.name, t.dtype, (1, -1, t.shape[2]), t.mode) if t.name == names.NEXT_LATENT else t for t in engine_view(spec)]
+    spec = Bundle.open(bundle_dir).graph(contract.CORE_STEP)
+    dynamic_out = [TensorSpec(t.name, t.dtype, (1, -1, t.shape[2]), t.mode) if t.name == contract.NEXT_LATENT else t for t in engine_view(spec)]
     with pytest.raises(BundleError, match=r"next_latent: engine output float32 \[1, -1, 32\]"):
         check_engine_io(spec, dynamic_out, ROOT, "fp16")
-    vlm = Bundle.open(bundle_dir).graph(names.VLM_PRELUDE)
-    dynamic_in = [TensorSpec(t.name, t.dtype, (-1, 8), t.mode) if t.name == names.PROPRIO else t for t in engine_view(vlm)]
+    vlm = Bundle.open(bundle_dir).graph(contract.VLM_PRELUDE)
+    dynamic_in = [TensorSpec(t.name, t.dtype, (-1, 8), t.mode) if t.name == contract.PROPRIO else t for t in engine_view(vlm)]
     with pytest.raises(BundleError, match=r"proprio: engine input float32 \[-1, 8\]"):
         check_engine_io(vlm, dynamic_in, ROOT, "fp16")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.capture import DISABLED
 from rdvla.runtime.backends.pingpong import DIRECTIONS, PingPong, slots
 from rdvla.runtime.backends.tensorrt.backend import capture_skip_reason
@@ -24,13 +24,13 @@ def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.
     d, h, ctx = kit.HIDDEN, kit.HEADS, kit.CONTEXT
     host = {b.name: (b.dtype, b.shape, b.nbytes) for b in plan.host_inputs}
     assert host == {
-        names.PIXEL_VALUES: ("float32", (1, 12, 224, 224), 12 * 224 * 224 * 4),
-        names.INPUT_IDS: ("int64", (1, kit.PROMPT[1]), kit.PROMPT[1] * 8),  # sized for the longest prompt
-        names.PROPRIO: ("float32", (1, 8), 32),
+        contract.PIXEL_VALUES: ("float32", (1, 12, 224, 224), 12 * 224 * 224 * 4),
+        contract.INPUT_IDS: ("int64", (1, kit.PROMPT[1]), kit.PROMPT[1] * 8),  # sized for the longest prompt
+        contract.PROPRIO: ("float32", (1, 8), 32),
     }
     kv = h * ctx * (d // h) * 4
     assert {b.name: b.nbytes for b in plan.context} == {
-        names.INJECTION: 8 * d * 4,
+        contract.INJECTION: 8 * d * 4,
         "core0_keys": kv,
         "core0_values": kv,
         "coda0_keys": kv,
@@ -38,7 +38,7 @@ def test_plan_sizes_every_buffer_from_the_manifest(bundle_dir: Path, kit: types.
     }
     assert (plan.latent.shape, plan.latent.nbytes) == ((1, 8, d), 8 * d * 4)
     assert (plan.actions.shape, plan.actions.nbytes) == ((1, 8, 7), 8 * 7 * 4)
-    assert [b.name for b in plan.scalars] == [names.MSE, names.COSINE]
+    assert [b.name for b in plan.scalars] == [contract.MSE, contract.COSINE]
     assert plan.device_bytes == sum(b[2] for b in host.values()) + 8 * d * 4 + 4 * kv + 2 * (8 * d * 4 + 224) + 2 * SCALAR_STRIDE
     assert plan.dynamic == {"prompt_len": kit.PROMPT}
 
@@ -101,12 +101,12 @@ def test_slots_never_read_and_write_one_buffer() -> None:
     for graph, directions in DIRECTIONS.items():
         for d in directions:
             bound = slots(graph, d)
-            reads = {bound[n] for n in (names.LATENT, names.PREV_ACTIONS) if n in bound}
-            writes = {bound[n] for n in (names.NEXT_LATENT, names.ACTIONS) if n in bound}
+            reads = {bound[n] for n in (contract.LATENT, contract.PREV_ACTIONS) if n in bound}
+            writes = {bound[n] for n in (contract.NEXT_LATENT, contract.ACTIONS) if n in bound}
             assert not reads & writes, (graph, d)
-    assert slots(names.CORE_STEP, (1,)) == {names.LATENT: ("latent", 1), names.NEXT_LATENT: ("latent", 0)}
+    assert slots(contract.CORE_STEP, (1,)) == {contract.LATENT: ("latent", 1), contract.NEXT_LATENT: ("latent", 0)}
     with pytest.raises(ValueError):
-        slots(names.VLM_PRELUDE, (0,))
+        slots(contract.VLM_PRELUDE, (0,))
 
 
 class Device:
@@ -117,7 +117,7 @@ class Device:
 
     def run(self, graph: str, direction: tuple[int, ...], produced: dict[str, str]) -> dict[str, Any]:
         bound = slots(graph, direction)
-        read = {n: self.buffers[bound[n]] for n in (names.LATENT, names.PREV_ACTIONS) if n in bound}
+        read = {n: self.buffers[bound[n]] for n in (contract.LATENT, contract.PREV_ACTIONS) if n in bound}
         for name, value in produced.items():
             self.buffers[bound[name]] = value
         return read
@@ -132,17 +132,17 @@ def test_schedule_feeds_each_call_the_latest_values() -> None:
         for k in range(rng.randint(1, 12)):
             op = rng.choice(("step", "step_decode", "decode"))
             if op == "step":
-                read = device.run(names.CORE_STEP, schedule.step(), {names.NEXT_LATENT: f"S{k + 1}"})
-                assert read == {names.LATENT: state}
+                read = device.run(contract.CORE_STEP, schedule.step(), {contract.NEXT_LATENT: f"S{k + 1}"})
+                assert read == {contract.LATENT: state}
                 state = f"S{k + 1}"
             elif op == "step_decode":
-                produced = {names.NEXT_LATENT: f"S{k + 1}", names.ACTIONS: f"A{k + 1}"}
-                read = device.run(names.CORE_STEP_DECODE, schedule.step_decode(), produced)
-                assert read == {names.LATENT: state, names.PREV_ACTIONS: last_decode}, (trial, k)
+                produced = {contract.NEXT_LATENT: f"S{k + 1}", contract.ACTIONS: f"A{k + 1}"}
+                read = device.run(contract.CORE_STEP_DECODE, schedule.step_decode(), produced)
+                assert read == {contract.LATENT: state, contract.PREV_ACTIONS: last_decode}, (trial, k)
                 state, last_decode = f"S{k + 1}", f"A{k + 1}"
             else:
-                read = device.run(names.DECODE, schedule.decode(), {names.ACTIONS: f"D({state})"})
-                assert read == {names.LATENT: state}
+                read = device.run(contract.DECODE, schedule.decode(), {contract.ACTIONS: f"D({state})"})
+                assert read == {contract.LATENT: state}
                 last_decode = f"D({state})"
             # actions() and state() read these buffers
             assert device.buffers[("latent", schedule.latent)] == state

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.manifest import EngineEnvironment
 from rdvla.runtime.backends.tensorrt.precision import BuildError
-from rdvla.runtime.backends.tensorrt.records import EngineRecord, describe_layers, record_engines
+from rdvla.runtime.backends.tensorrt.build_record import EngineRecord, describe_layers, record_engines
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError, TensorSpec, read_manifest
 
@@ -22,11 +22,11 @@ def test_engines_section_and_file_hashes(bundle_dir: Path, kit: types.SimpleName
     section = manifest.engines["fp16"]
     assert section.environment == EngineEnvironment.from_section(kit.ORIN)
     assert section.built_at == "2026-01-01T00:00:00+00:00" and section.builder == {"precision": "fp16"}
-    assert list(section.graphs) == list(names.GRAPHS)
+    assert list(section.graphs) == list(contract.GRAPHS)
     record = section.graphs["core_step"]
     assert record.file == "engines/fp16/core_step.plan"
     assert record.source == "core_step.onnx" and record.source_sha256 == manifest.files["core_step.onnx"]
-    for graph in names.GRAPHS:
+    for graph in contract.GRAPHS:
         rel = f"engines/fp16/{graph}.plan"
         assert manifest.files[rel] == section.graphs[graph].sha256 == kit.sha((bundle_dir / rel).read_bytes())
     # Typed end to end: the manifest read back from disk holds the same records.
@@ -78,7 +78,7 @@ def test_partial_rebuild_keeps_the_other_graphs(bundle_dir: Path, kit: types.Sim
     env = EngineEnvironment.from_section(kit.ORIN)
     new = record_engines(manifest, "fp16", [record("decode", "1" * 64)], env, {}, ("engines/fp16/build.log", "2" * 64), "t", partial=True)
     graphs = new.engines["fp16"].graphs
-    assert list(graphs) == list(names.GRAPHS)
+    assert list(graphs) == list(contract.GRAPHS)
     assert graphs["decode"].sha256 == "1" * 64 == new.files["engines/fp16/decode.plan"]
     assert graphs["core_step"] == manifest.engines["fp16"].graphs["core_step"]
     assert manifest.engines["fp16"].graphs["decode"].sha256 != "1" * 64  # the input is not modified

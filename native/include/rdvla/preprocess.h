@@ -1,6 +1,6 @@
 // Host-side image preprocessing of RD-VLA policies: camera frame -> engine input.
 //
-// A C++ port of runtime/preprocess.py (the executable specification), equal to it
+// A C++ port of runtime/preprocess/ (the executable specification), equal to it
 // bit for bit, which in turn reproduces the authors' TensorFlow pipeline:
 //   1. images that are not image_size x image_size: JPEG round trip through libjpeg-turbo
 //      with TensorFlow's settings, then Lanczos3 antialiased resize (ScaleAndTranslate),
@@ -25,7 +25,7 @@ struct ImageView {
   int width = 0;
 };
 
-// The free constants of the pipeline (runtime/preprocess.py PreprocessConfig); they come
+// The free constants of the pipeline (runtime/preprocess/ PreprocessConfig); they come
 // from the bundle manifest, so none has a default here.
 struct PreprocessConfig {
   int image_size;

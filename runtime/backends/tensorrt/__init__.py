@@ -10,7 +10,7 @@ buffers       the buffer plan sized from the manifest, the dynamic prompt axis, 
 logger        TensorRT's log messages into Python logging (builder and backend)
 precision     precision names, the per-graph precision plan, the layers an FP16 build keeps in FP32
 inspector     what the engine inspector says TensorRT chose: layer counts per precision
-records       what a build writes into the manifest
+build_record  what a build writes into the manifest
 builder       `rdvla build`: engines from the bundle's graphs on this GPU
 backend       TensorRTBackend: the engines on device buffers, the core step replayed as CUDA graphs
 """

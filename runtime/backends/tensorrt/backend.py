@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.base import Backend
 from rdvla.runtime.backends.capture import DISABLED, Runner, capture_or_fallback
 from rdvla.runtime.backends.registry import register
@@ -52,7 +52,7 @@ from rdvla.runtime.backends.tensorrt.environment import (
     verify_engine_files,
 )
 from rdvla.runtime.backends.tensorrt.logger import make_trt_logger
-from rdvla.runtime.backends.tensorrt.records import layer_precision_lines
+from rdvla.runtime.backends.tensorrt.build_record import layer_precision_lines
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import BundleError, Manifest, TensorSpec
 from rdvla.runtime.halting import MAX_SUPPORTED_ITERATIONS
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CORE_GRAPHS = (names.CORE_STEP, names.CORE_STEP_DECODE)
+CORE_GRAPHS = (contract.CORE_STEP, contract.CORE_STEP_DECODE)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class TensorRTBackend(Backend):
         self._stream = cuda.stream()
         self._stream_address = stream_address(self._stream)
         io: dict[str, list[TensorSpec]] = {}
-        for graph in names.GRAPHS:
+        for graph in contract.GRAPHS:
             rel = paths[graph].relative_to(self.bundle.root)
             # Read and deserialise one engine at a time: on Orin host and device share the same DRAM.
             engine: Optional[trt.ICudaEngine] = runtime.deserialize_cuda_engine(paths[graph].read_bytes())
@@ -243,13 +243,13 @@ class TensorRTBackend(Backend):
 
     def _bind_static(self) -> None:
         for tensor in (*self._inputs.values(), *self._context.values()):
-            self._set_address(names.VLM_PRELUDE, tensor.name, tensor.device)
-        for graph in (*CORE_GRAPHS, names.DECODE):
+            self._set_address(contract.VLM_PRELUDE, tensor.name, tensor.device)
+        for graph in (*CORE_GRAPHS, contract.DECODE):
             for spec in self.bundle.graph(graph).inputs:
                 if spec.name in self._context:
                     self._set_address(graph, spec.name, self._context[spec.name].device)
         for i, spec in enumerate(self.plan.scalars):
-            self._set_address(names.CORE_STEP_DECODE, spec.name, self._scalars.device + i * SCALAR_STRIDE)
+            self._set_address(contract.CORE_STEP_DECODE, spec.name, self._scalars.device + i * SCALAR_STRIDE)
 
     def _bind(self, graph: str, direction: Direction) -> None:
         for name, address in self._addresses[(graph, direction)].items():
@@ -300,20 +300,20 @@ class TensorRTBackend(Backend):
         return self._cuda
 
     def run_context(self, pixel_values: np.ndarray, input_ids: np.ndarray, proprio: np.ndarray) -> None:
-        self._run_context({names.PIXEL_VALUES: pixel_values, names.INPUT_IDS: input_ids, names.PROPRIO: proprio})
+        self._run_context({contract.PIXEL_VALUES: pixel_values, contract.INPUT_IDS: input_ids, contract.PROPRIO: proprio})
 
     def run_staged_context(self, input_ids: np.ndarray, proprio: np.ndarray) -> None:
         """pixel_values were written into their pinned staging buffer (`pixel_values_buffer`): no host copy."""
-        self._run_context({names.INPUT_IDS: input_ids, names.PROPRIO: proprio})
+        self._run_context({contract.INPUT_IDS: input_ids, contract.PROPRIO: proprio})
 
     def _run_context(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Stage the given host inputs (an input left out is already in its staging buffer), copy them
         to the device and enqueue VLM+Prelude."""
         cuda = self._live()
-        prompt = int(arrays[names.INPUT_IDS].shape[-1])
+        prompt = int(arrays[contract.INPUT_IDS].shape[-1])
         dims = {d: prompt for d in self.plan.dynamic}
-        spec = self.bundle.graph(names.VLM_PRELUDE)
-        execution_context = self._execution_contexts[names.VLM_PRELUDE]
+        spec = self.bundle.graph(contract.VLM_PRELUDE)
+        execution_context = self._execution_contexts[contract.VLM_PRELUDE]
         # The previous query's copies must have left the staging buffers before they are overwritten.
         cuda.wait(self._sync["staged"])
         for tensor in spec.inputs:
@@ -329,21 +329,21 @@ class TensorRTBackend(Backend):
             cuda.copy_to_device(memory.device, staging, view.nbytes, self._stream)
             if self._input_shapes.get(tensor.name) != shape:
                 if not execution_context.set_input_shape(tensor.name, shape):
-                    raise BundleError(f"the {names.VLM_PRELUDE} engine rejects {tensor.name} of shape {shape}")
+                    raise BundleError(f"the {contract.VLM_PRELUDE} engine rejects {tensor.name} of shape {shape}")
                 self._input_shapes[tensor.name] = shape
         if prompt not in self._checked_prompts:
             resolved = {t.name: shape_of(execution_context.get_tensor_shape(t.name)) for t in spec.outputs}
             check_resolved_outputs(spec, resolved, dims, self.bundle.root, self.precision)
             self._checked_prompts.add(prompt)
         cuda.record(self._sync["staged"], self._stream)
-        self._enqueue(names.VLM_PRELUDE)
+        self._enqueue(contract.VLM_PRELUDE)
 
     def pixel_values_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """The page-locked staging buffer of pixel_values itself, once the previous query's copy has left it."""
         cuda = self._live()
-        staging = self._inputs[names.PIXEL_VALUES].pinned().array
+        staging = self._inputs[contract.PIXEL_VALUES].pinned().array
         if staging.shape != shape:
-            raise ValueError(f"{names.PIXEL_VALUES} has shape {shape}, the engine takes {staging.shape}")
+            raise ValueError(f"{contract.PIXEL_VALUES} has shape {shape}, the engine takes {staging.shape}")
         cuda.wait(self._sync["staged"])
         return staging
 
@@ -372,10 +372,10 @@ class TensorRTBackend(Backend):
             self._cuda.record(self._events[self._iterations], self._stream)
 
     def step(self) -> None:
-        self._run_iteration(names.CORE_STEP, self._schedule.step())
+        self._run_iteration(contract.CORE_STEP, self._schedule.step())
 
     def step_decode(self, read: bool = True) -> Optional[tuple[float, float]]:
-        self._run_iteration(names.CORE_STEP_DECODE, self._schedule.step_decode())
+        self._run_iteration(contract.CORE_STEP_DECODE, self._schedule.step_decode())
         if not read:
             return None
         cuda, scalars = self._cuda, self._scalars.pinned()
@@ -385,8 +385,8 @@ class TensorRTBackend(Backend):
         return float(scalars.array[0]), float(scalars.array[SCALAR_STRIDE // 4])
 
     def decode(self) -> None:
-        self._bind(names.DECODE, self._schedule.decode())
-        self._enqueue(names.DECODE)
+        self._bind(contract.DECODE, self._schedule.decode())
+        self._enqueue(contract.DECODE)
 
     # -- readback ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.tensorrt.environment import rebuild_hint
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import DYNAMIC, BundleError, GraphSpec, TensorSpec
@@ -76,7 +76,7 @@ def dynamic_dims(graphs: Mapping[str, GraphSpec], prompt_len: tuple[int, int]) -
     dims = {"prompt_len": prompt_len}
     for spec in graphs.values():
         for tensor in spec.inputs:
-            if tensor.name == names.INPUT_IDS and tensor.shape and isinstance(tensor.shape[-1], str):
+            if tensor.name == contract.INPUT_IDS and tensor.shape and isinstance(tensor.shape[-1], str):
                 dims[tensor.shape[-1]] = prompt_len
     for graph, spec in graphs.items():
         for tensor in (*spec.inputs, *spec.outputs):
@@ -122,27 +122,27 @@ def _fail(graph: str, problem: str) -> BundleError:
 
 
 def plan_buffers(bundle: Bundle) -> BufferPlan:
-    """Size every buffer from the graphs `Bundle.open` held to the contract (`bundle.CONTRACT`, at the manifest's
+    """Size every buffer from the graphs `Bundle.open` held to the contract (`contract.CONTRACT`, at the manifest's
     model dimensions), refusing what these buffers cannot serve to TensorRT."""
-    graphs = {g: bundle.graph(g) for g in names.GRAPHS}
+    graphs = {g: bundle.graph(g) for g in contract.GRAPHS}
     dims = dynamic_dims(graphs, bundle.prompt_len)
     largest = {d: high for d, (_, high) in dims.items()}
 
     def buffer(t: TensorSpec) -> TensorSpec:
         return t.resolve(largest)
 
-    vlm = graphs[names.VLM_PRELUDE]
+    vlm = graphs[contract.VLM_PRELUDE]
     context = {t.name: buffer(t) for t in vlm.outputs}
     specs: dict[str, TensorSpec] = {t.name: t for t in vlm.outputs}
-    for graph in (names.CORE_STEP, names.CORE_STEP_DECODE, names.DECODE):
+    for graph in (contract.CORE_STEP, contract.CORE_STEP_DECODE, contract.DECODE):
         spec = graphs[graph]
-        inputs, outputs = names.CONTRACT[graph]
+        inputs, outputs = contract.CONTRACT[graph]
         # enqueueV3 runs only once every input and output has an address (NVIDIA/TensorRT v10.3.0
         # include/NvInferRuntime.h, IExecutionContext::setTensorAddress), and the backend has a buffer for the
         # contract's tensors and the context only: a tensor beyond them could not run.
         unknown = [t.name for t in spec.inputs if t.name not in context and t.name not in inputs]
         if unknown:
-            raise _fail(graph, f"inputs {', '.join(unknown)} are neither {', '.join(sorted(inputs))} nor outputs of {names.VLM_PRELUDE}")
+            raise _fail(graph, f"inputs {', '.join(unknown)} are neither {', '.join(sorted(inputs))} nor outputs of {contract.VLM_PRELUDE}")
         got = {t.name for t in spec.outputs}
         if got != outputs:
             raise _fail(graph, f"outputs {sorted(got)}, expected {sorted(outputs)}")
@@ -151,19 +151,19 @@ def plan_buffers(bundle: Bundle) -> BufferPlan:
             seen = specs.setdefault(t.name, t)
             if buffer(seen) != buffer(t):
                 raise _fail(graph, f"{t.name} is {t.dtype} {list(t.shape)} here but {seen.dtype} {list(seen.shape)} elsewhere")
-    loop = [specs[n] for n in (names.LATENT, names.NEXT_LATENT, names.PREV_ACTIONS, names.ACTIONS, names.MSE, names.COSINE)]
+    loop = [specs[n] for n in (contract.LATENT, contract.NEXT_LATENT, contract.PREV_ACTIONS, contract.ACTIONS, contract.MSE, contract.COSINE)]
     for t in loop:
         if t.dtype != "float32":
-            raise _fail(names.CORE_STEP_DECODE, f"{t.name} is {t.dtype}; latent, actions and halting scalars cross engines in float32")
+            raise _fail(contract.CORE_STEP_DECODE, f"{t.name} is {t.dtype}; latent, actions and halting scalars cross engines in float32")
     for t in loop[-2:]:
         if buffer(t).nbytes != 4:
-            raise _fail(names.CORE_STEP_DECODE, f"{t.name} has shape {list(t.shape)}; a halting scalar is one float32")
+            raise _fail(contract.CORE_STEP_DECODE, f"{t.name} has shape {list(t.shape)}; a halting scalar is one float32")
     return BufferPlan(
         host_inputs=tuple(buffer(t) for t in vlm.inputs),
         context=tuple(context.values()),
-        latent=buffer(specs[names.LATENT]),
-        actions=buffer(specs[names.PREV_ACTIONS]),
-        scalars=(buffer(specs[names.MSE]), buffer(specs[names.COSINE])),
+        latent=buffer(specs[contract.LATENT]),
+        actions=buffer(specs[contract.PREV_ACTIONS]),
+        scalars=(buffer(specs[contract.MSE]), buffer(specs[contract.COSINE])),
         dynamic=dims,
     )
 

@@ -44,7 +44,7 @@ from rdvla.runtime.backends.tensorrt.precision import (
     precision_plan,
 )
 from rdvla.runtime.graph_check.rules import require_compatible
-from rdvla.runtime.backends.tensorrt.records import EngineRecord, check_partial_rebuild, engine_dir, record_engines
+from rdvla.runtime.backends.tensorrt.build_record import EngineRecord, check_partial_rebuild, engine_dir, record_engines
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, TensorSpec
 from rdvla.runtime.outputs import atomic_write, check_new_file

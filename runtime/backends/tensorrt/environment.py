@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CUDA_PYTHON_REQUIREMENT, CudaRuntime
 from rdvla.runtime.bundle import Bundle
 from rdvla.runtime.manifest import MANIFEST, BundleError, EngineEnvironment, EngineSection, Manifest, sha256_file
@@ -124,7 +124,7 @@ def engine_section(manifest: Manifest, precision: str, root: Path) -> EngineSect
         have = f" (it has {', '.join(sorted(engines))})" if engines else ""
         raise BundleError(f"{root}: no {precision} TensorRT engines in this bundle{have}: {rebuild_hint(root, precision)}")
     section = engines[precision]
-    missing = [g for g in names.GRAPHS if g not in section.graphs]
+    missing = [g for g in contract.GRAPHS if g not in section.graphs]
     if missing:
         raise BundleError(
             f"{root}: the {precision} engines lack {', '.join(missing)} (a partial build): {rebuild_hint(root, precision)}"
@@ -172,7 +172,7 @@ def verify_engine_files(bundle: Bundle, section: EngineSection, precision: str) 
     """Check every engine file against the SHA-256 recorded at build time; returns graph -> path."""
     files = bundle.manifest.files
     paths = {}
-    for graph in names.GRAPHS:
+    for graph in contract.GRAPHS:
         record = section.graphs[graph]
         rel, digest = record.file, record.sha256
         path = bundle.path(rel)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Collection, Optional, Sequence
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 
 PRECISIONS = ("fp16", "int8", "fp32")
 REFUSED = ("fp8", "fp4")
@@ -109,8 +109,8 @@ _CHAIN_KINDS = ("ELEMENTWISE", "UNARY", "REDUCE")
 # (ACTIVATION kCLIP when the bound is an initializer: onnx/onnx-tensorrt onnxOpImporters.cpp, Clip, 10.1-GA),
 # divide, reshape (SHUFFLE). 1e-8 is below FP16's smallest subnormal (6e-8): in FP16 the clip floor is 0 and
 # the cosine of two zero action chunks is 0/0.
-HALTING_SOURCES = (names.PREV_ACTIONS, names.ACTIONS)
-HALTING_OUTPUTS = (names.MSE, names.COSINE)
+HALTING_SOURCES = (contract.PREV_ACTIONS, contract.ACTIONS)
+HALTING_OUTPUTS = (contract.MSE, contract.COSINE)
 
 
 def halting_chain(nodes: Sequence[tuple[Collection[str], Collection[str]]]) -> set[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
 
-from rdvla.runtime import bundle as names
+from rdvla.runtime import contract
 from rdvla.runtime.backends.tensorrt.precision import BuildError
 from rdvla.runtime.manifest import EngineEnvironment, EngineRecord, EngineSection, Manifest
 
@@ -72,7 +72,7 @@ def record_engines(
 
 
 def _graph_order(graph: str) -> tuple[int, str]:
-    return (names.GRAPHS.index(graph) if graph in names.GRAPHS else len(names.GRAPHS), graph)
+    return (contract.GRAPHS.index(graph) if graph in contract.GRAPHS else len(contract.GRAPHS), graph)
 
 
 def layer_precision_lines(manifest: Manifest, precision: str) -> list[str]:
