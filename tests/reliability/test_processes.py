@@ -55,7 +55,9 @@ def test_a_second_run_is_told_who_holds_the_log(tiny_bundle: Path, recordings: l
     base = [RDVLA, "run", str(tiny_bundle), "--recording", str(recordings[0]), "--recording", str(recordings[1]),
             "--robot", "sim", "--instruction", "open the drawer", "--rate", "10", "--mode", "sync", "--no-status",
             "--log", str(log), "--overwrite"]
-    first = subprocess.Popen([*base, "--steps", "150"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Stopped with Ctrl+C below: started with SIGINT at its default even if pytest runs with it ignored (`&`, nohup).
+    first = subprocess.Popen([*base, "--steps", "150"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (log.exists() and log.stat().st_size > 0):  # the first run has started writing
