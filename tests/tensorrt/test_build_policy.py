@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from rdvla.runtime.backends.tensorrt.builder import build_failure_message, format_parser_error, profile_shapes
+from rdvla.runtime.backends.tensorrt.builder import attach_timing_cache, build_failure_message, format_parser_error, profile_shapes
 from rdvla.runtime.backends.tensorrt.precision import (
     BuildError,
     GraphSource,
@@ -201,3 +202,48 @@ def test_failure_message_other_error() -> None:
         "TensorRT could not build decode: 4: [network.cpp::validate] unsupported shape (full log: log)"
     )
     assert "gave no reason" in build_failure_message("decode", [], None, "log")
+
+
+class FakeTimingConfig:
+    """IBuilderConfig's timing-cache calls as TensorRT 10.3 binds them: create_timing_cache returns None for bytes it
+    cannot read (a pointer in C++), set_timing_cache takes a reference (None is a TypeError) and says False for a
+    cache from another device."""
+
+    def __init__(self, foreign: bytes = b"") -> None:
+        self.foreign = foreign
+        self.attached: Optional[object] = None
+
+    def create_timing_cache(self, data: bytes) -> Optional[object]:
+        if data.startswith(b"corrupt"):
+            return None
+        return ("cache", data)
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        if cache is None:
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        assert ignore_mismatch is False
+        self.attached = cache
+        return cache != ("cache", self.foreign) if self.foreign else True
+
+
+@pytest.mark.parametrize("data, foreign, why", [
+    (b"corrupt bytes", b"", "is not a timing cache TensorRT can read"),
+    (b"from an AGX Orin", b"from an AGX Orin", "is from another device or TensorRT"),
+])
+def test_an_unusable_timing_cache_falls_back_to_a_new_one_with_a_note(tmp_path: Path, data: bytes, foreign: bytes, why: str) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(data)
+    config, notes = FakeTimingConfig(foreign), []
+    cache = attach_timing_cache(config, path, notes.append)
+    assert cache == ("cache", b"") and config.attached == cache
+    assert notes == [f"timing cache {path} {why}; starting a new one"]
+
+
+def test_a_readable_timing_cache_is_used_and_a_missing_one_started_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"tactics")
+    config, notes = FakeTimingConfig(), []
+    assert attach_timing_cache(config, path, notes.append) == ("cache", b"tactics") == config.attached
+    assert attach_timing_cache(config, tmp_path / "absent.cache", notes.append) == ("cache", b"") == config.attached
+    assert attach_timing_cache(config, None, notes.append) == ("cache", b"")
+    assert notes == []
