@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +18,8 @@ from rdvla.devices.cameras.base import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.devices.cameras.realsense.config import NO_CAMERA_ADVICE
 from rdvla.devices.cameras.realsense.sdk import one_line
+from rdvla.runtime.backends.tensorrt.build_memory import MEMINFO, Fit, Memory, build_footprint, describe, fit, parse_meminfo, ways_out
+from rdvla.runtime.backends.tensorrt.builder import graph_sources
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
 from rdvla.runtime.backends.tensorrt.environment import (
     EngineEnvironment,
@@ -82,12 +83,6 @@ def _ask(question: Callable[[], T]) -> Answer[T]:
         return Answer(exception=exc)
 
 
-@dataclass(frozen=True)
-class Memory:
-    total: int  # bytes
-    available: int
-
-
 class Machine:
     """What the checks look at: the probe, the bundle if one is named, and the facts several checks share,
     each asked of the probe once."""
@@ -130,10 +125,7 @@ class Machine:
 
     @cached_property
     def memory(self) -> Optional[Memory]:
-        fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", self.probe.read_text("/proc/meminfo") or "", re.MULTILINE))
-        if "MemTotal" not in fields or "MemAvailable" not in fields:
-            return None
-        return Memory(int(fields["MemTotal"]) * 1024, int(fields["MemAvailable"]) * 1024)
+        return parse_meminfo(self.probe.read_text(str(MEMINFO)) or "")
 
 
 def _gb(n: float) -> str:
@@ -283,10 +275,27 @@ def check_bundle(machine: Machine) -> list[Finding]:
         return [Finding("bundle", Status.FAIL, one_line(exc))]
     engines = bundle.manifest.engines
     findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.files)} files match their SHA-256")]
+    buildable = ["fp16", "int8"] if bundle.manifest.calibrated.get("int8") else ["fp16"]
+    findings += [_build(machine, bundle, precision) for precision in buildable]
     if not engines:
         hint = f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device"
         return findings + [Finding("engines", Status.WARN, hint)]
     return findings + [_engines(machine, bundle, precision) for precision in sorted(engines)]
+
+
+def _build(machine: Machine, bundle: Bundle, precision: str) -> Finding:
+    """Whether `rdvla build` at `precision` fits in this machine's memory, by the builder's own estimate."""
+    memory = machine.memory
+    if memory is None:
+        return Finding("build", Status.SKIP, f"{precision}: cannot read /proc/meminfo to tell whether `rdvla build` fits")
+    footprint = build_footprint(bundle.root, graph_sources(bundle, precision), precision, None)
+    verdict = fit(footprint, memory)
+    text = describe(footprint, memory)
+    if verdict is Fit.FITS:
+        return Finding("build", Status.OK, text)
+    outcome = "will swap and take much longer" if verdict is Fit.SWAPS else "would be ended by the kernel for lack of memory"
+    return Finding("build", Status.WARN, f"{text}: `rdvla build --precision {precision}` {outcome}; "
+                   f"{ways_out(footprint, bundle.root, verdict)}")
 
 
 def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:

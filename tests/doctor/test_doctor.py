@@ -298,3 +298,22 @@ def test_profile_reports_the_conditions_the_doctor_reads(jetson: Any) -> None:
         "clocks": ["CPU cluster 0 2202 MHz", "CPU cluster 1 2202 MHz", "CPU cluster 2 2202 MHz", "GPU 1300 MHz"]}  # whole MHz
     del jetson.files["/etc/nv_tegra_release"]
     assert measurement_conditions(jetson) is None
+
+
+def test_whether_this_board_can_build_the_bundle(jetson: Any, kit: types.SimpleNamespace, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rdvla build`'s own estimate: a VLM graph of about 4.9 GB of FP32 weights on an 8 GB Orin, with and without swap."""
+    from rdvla.runtime.backends.tensorrt import build_memory
+    from rdvla.runtime.graph_check.onnx_reader import FLOAT
+
+    bundle = kit.write_bundle(tmp_path / "bundle")
+    assert one(diagnose(jetson, bundle), "build").status is Status.OK  # the small graphs on 64 GB
+    monkeypatch.setattr(build_memory, "stored_elements", lambda path: {FLOAT: 1_225_000_000})
+    meminfo = "MemTotal:        7620000 kB\nMemAvailable:    6291456 kB\nSwapFree:      {} kB\n"
+    jetson.files["/proc/meminfo"] = meminfo.format(0)
+    build = one(diagnose(jetson, bundle), "build")
+    assert build.status is Status.WARN and "fp16 build of vlm_prelude needs about 9.1 GiB" in build.message
+    assert "would be ended by the kernel for lack of memory" in build.message and "add a swap file" in build.message
+    jetson.files["/proc/meminfo"] = meminfo.format(8 * 1024 * 1024)
+    build = one(diagnose(jetson, bundle), "build")
+    assert build.status is Status.WARN and "will swap and take much longer" in build.message

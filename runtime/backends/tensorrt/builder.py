@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
+from rdvla.runtime.backends.tensorrt.build_memory import check_build_memory, read_memory
 from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name, shape_of
 from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
 from rdvla.runtime.backends.tensorrt.inspector import InspectorFormatError, layer_precisions
@@ -210,6 +211,9 @@ def build_engines(
     if timing_cache is not None:  # written at the end of a build that may take an hour: checked first
         check_new_file(timing_cache, overwrite=True, option="--timing-cache")
     sources = graph_sources(bundle, precision, graphs)
+    swapping = check_build_memory(bundle.root, sources, precision, workspace_mb, read_memory())
+    if swapping is not None:
+        log.warning("%s", swapping)
     ranges = dynamic_dims(bundle.graphs, bundle.prompt_len)
     env = query_environment(require_tensorrt(), require_cuda())
     check_precision(precision, env.capability)
