@@ -160,6 +160,21 @@ def check_tensorrt(machine: Machine) -> list[Finding]:
     return [Finding("tensorrt", Status.OK, f"TensorRT {version}")]
 
 
+def check_numpy(machine: Machine) -> list[Finding]:
+    """NumPy 2 beside JetPack's TensorRT: JetPack 6 builds TensorRT's Python bindings for its own NumPy 1.x, with a
+    pybind11 older than 2.12 (the first NumPy-2-safe one), and no board has yet shown they work with NumPy 2."""
+    numpy = _ask(lambda: machine.probe.import_module("numpy"))
+    if numpy.value is None:
+        return [Finding("numpy", Status.FAIL, f"cannot import numpy ({numpy.error}): reinstall rdvla (scripts/setup_jetson.sh)")]
+    version = str(getattr(numpy.value, "__version__", "unknown"))
+    tensorrt = machine.tensorrt.value
+    if machine.is_jetson and tensorrt is not None and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 2:
+        return [Finding("numpy", Status.WARN, f"numpy {version} beside JetPack's TensorRT {tensorrt}, whose Python bindings are "
+                        "built for NumPy 1 and not known to work with NumPy 2: `pip install -c scripts/jetson-constraints.txt "
+                        "'numpy<2'` in .venv (scripts/setup_jetson.sh keeps every pip call to that file)")]
+    return [Finding("numpy", Status.OK, f"numpy {version}")]
+
+
 def check_cuda(machine: Machine) -> list[Finding]:
     cuda = machine.cuda.value
     if cuda is None:  # cuda-python missing: the runtime's message says how to install it
@@ -253,7 +268,15 @@ def check_realsense(machine: Machine) -> list[Finding]:
     version, cameras = found.value
     if not cameras:
         return [Finding("realsense", Status.WARN, f"pyrealsense2 {version}: no RealSense camera connected: {NO_CAMERA_ADVICE}")]
-    return [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")] + [_camera(c) for c in cameras]
+    findings = [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")]
+    if machine.is_jetson and len(cameras) > 1:
+        # librealsense's maintainers: RSUSB suits one camera; for several, the kernel (V4L2) backend with the
+        # L4T patch script (librealsense issue 14925).
+        findings.append(Finding("multicam", Status.WARN, f"{len(cameras)} cameras: librealsense's RSUSB backend (what "
+                                "scripts/setup_jetson.sh builds) is meant for one camera, and frames may drop with more; for "
+                                "several, build it with the kernel backend and the L4T patch script (docs/jetson.md, "
+                                "'Two cameras'), or ignore this if yours already is"))
+    return findings + [_camera(c) for c in cameras]
 
 
 def check_native(machine: Machine) -> list[Finding]:
@@ -325,6 +348,7 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
 CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
     check_jetpack,
     check_tensorrt,
+    check_numpy,
     check_cuda,
     check_gpu,
     check_power,
