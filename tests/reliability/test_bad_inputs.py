@@ -20,7 +20,7 @@ from .battery import (PROPRIO, Case, World, cases, check, edit_raw, nan_initiali
 
 # A hang guard for each test's own work (func_only): the session's tiny bundle, built by whichever test needs
 # it first, takes minutes on a shared 2-core machine and is no test's hang.
-pytestmark = pytest.mark.timeout(120, func_only=True)
+pytestmark = pytest.mark.timeout(600, func_only=True)  # real verify/run/export cases run minutes on a loaded machine
 
 
 @pytest.fixture(scope="module")
