@@ -9,7 +9,6 @@ measures the bundle. Each stage is the documented command, printed before it run
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import time
@@ -20,10 +19,7 @@ from rdvla.cli.arguments import positive_int
 
 DEMO_INSTRUCTION = "put the black bowl on the plate"
 EXTRA_FRAMES = 20  # frames beyond one per step: the priming read, and any frame the SDK drops at the start
-OUTPUTS = ("checkpoint", "bundle", "recordings", "run", "profile", "trained_bundle", "eval")
-# The small RD-VLA trained here on a LIBERO task (examples/trained/): the demo shows it solving held-out states.
-TRAINED = Path(__file__).resolve().parents[2] / "examples" / "trained" / "libero_spatial_task0_small"
-TRAINED_INIT_STATES = "0-2"  # held out: the demonstrations it learned from started from random placements
+OUTPUTS = ("checkpoint", "bundle", "recordings", "run", "profile")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()
-    total = 7
+    total = 5
 
     def stage(number: int, text: str, work: Callable[[], object]) -> None:
         print(f"==> stage {number} of {total}: {text}", flush=True)
@@ -101,14 +97,5 @@ def run(args: argparse.Namespace) -> int:
     repeats, counts = ("2", "1,4,12") if args.quick else ("5", "1,2,4,8,12,16,24,32")
     stage(5, "profiling the bundle on ONNX Runtime (per-iteration and end-to-end latency, with plots)",
           lambda: command("profile", str(bundle), "--out", str(out / "profile"), "--repeats", repeats, "--iterations", counts))
-    trained_bundle = out / "trained_bundle"
-    stage(6, f"exporting the policy trained here on a LIBERO task ({TRAINED.relative_to(TRAINED.parents[2])})",
-          lambda: command("export", str(TRAINED / "checkpoint"), "--out", str(trained_bundle), "--cases", "2"))
-    task = json.loads((TRAINED / "task.json").read_text(encoding="utf-8"))
-    stage(7, f"evaluating it closed loop in the LIBERO simulator on held-out initial states {TRAINED_INIT_STATES} "
-          "(adaptive halting; a GIF of the first episode)",
-          lambda: command("eval", str(trained_bundle), "--suite", task["suite"], "--tasks", ",".join(map(str, task["tasks"])),
-                          "--init-states", TRAINED_INIT_STATES, "--render", task["render"], "--halting", "mse:1e-3",
-                          "--video", "1", "--out", str(out / "eval")))
     print(f"demo finished in {time.perf_counter() - begin:.0f} s; outputs in {out}/: {', '.join(OUTPUTS)}")
     return 0
