@@ -9,7 +9,7 @@ from pathlib import Path
 from rdvla.cli import main
 from rdvla.runtime.eval.results import read_episodes
 
-TRAINED = Path(__file__).resolve().parents[2] / "examples" / "trained" / "libero_spatial_task0_small"
+TRAINED = Path(__file__).resolve().parents[3] / "examples" / "trained" / "libero_spatial_task0_small"
 HELD_OUT = "0-1"  # fixed initial states: the demonstrations started from random placements
 
 
