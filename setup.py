@@ -5,7 +5,7 @@ extension and the ``build_ext`` command that builds it through the top-level
 CMakeLists.txt.  Both ``pip install .`` and ``pip install -e .`` run it; the module lands
 where setuptools expects it (the ``rdvla/`` folder for editable and in-place builds).
 setuptools' build folder (``build/lib.*``, a second copy of every module, and the CMake tree)
-is kept out of the checkout, in one folder per checkout under the temporary directory
+and its ``rdvla.egg-info`` are kept out of the checkout, in one folder per checkout under the temporary directory
 (``$TMPDIR``), so that a rebuild reuses it; ``--build-base`` on the command line still wins.
 
 The extension is optional: without a C++17 compiler, CMake >= 3.18, the libjpeg-turbo
@@ -37,9 +37,11 @@ REQUIREMENTS = (
 
 
 def build_base() -> str:
-    """This checkout's build folder for this user, outside the checkout."""
+    """This checkout's build folder for this user, outside the checkout (made here: egg_info requires it)."""
     checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-    return str(Path(tempfile.gettempdir()) / f"rdvla-build-{os.getuid()}-{checkout}")
+    folder = Path(tempfile.gettempdir()) / f"rdvla-build-{os.getuid()}-{checkout}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 class CMakeExtension(Extension):
@@ -108,5 +110,5 @@ setup(
     ext_modules=[CMakeExtension("rdvla._native")],
     cmdclass={"build_ext": CMakeBuild},
     package_data={"rdvla": ["_native.pyi"]},
-    options={"build": {"build_base": build_base()}},
+    options={"build": {"build_base": build_base()}, "egg_info": {"egg_base": build_base()}},
 )
