@@ -179,7 +179,10 @@ def parse_halting(
             return FixedIterations(12 if iterations is None else iterations)
         except ValueError as exc:
             raise ValueError(f"--iterations {iterations}: {exc}") from None
-    kind, _, value = spec.partition(":")
+    kind, colon, value = spec.partition(":")
+    if colon and not value.strip():
+        raise ValueError(f"--halting {spec}: no threshold after the colon; give one (e.g. mse:1e-3 or cosine:0.999), "
+                         "or the rule's name alone for its default")
     bounds = {}
     for option, name, given in (("--min-iterations", "min_iterations", min_iterations),
                                 ("--max-iterations", "max_iterations", max_iterations)):

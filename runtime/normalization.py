@@ -75,6 +75,21 @@ def normalize_proprio(proprio: np.ndarray, stats: NormStats) -> np.ndarray:
     return np.clip(2.0 * (p - stats.proprio_q01) / span - 1.0, -1.0, 1.0).astype(np.float32)
 
 
+# How far beyond the dataset's q01..q99 a proprio value may lie, in widths of that range, before it is taken for
+# a mistake (millimetres for metres, degrees for radians, dimensions out of order) rather than an unusual pose:
+# normalisation clips it to the range's edge, so the policy would act on a state the robot is not in.
+FAR_OUTSIDE_RANGES = 10.0
+
+
+def far_outside_range(proprio: np.ndarray, stats: NormStats) -> list[int]:
+    """The dimensions of `proprio` more than FAR_OUTSIDE_RANGES widths outside q01..q99. A dimension the dataset
+    never moved (q01 == q99) has no width to judge by and is not reported."""
+    p = np.asarray(proprio, np.float64)
+    width = stats.proprio_q99 - stats.proprio_q01
+    beyond = np.maximum(stats.proprio_q01 - p, p - stats.proprio_q99)
+    return [int(i) for i in np.flatnonzero((width > 0) & (beyond > FAR_OUTSIDE_RANGES * width))]
+
+
 def unnormalize_actions(normalized: np.ndarray, stats: NormStats) -> np.ndarray:
     """a = 0.5 (a_n + 1)(q99 - q01 + 1e-8) + q01 where the mask is set, a_n elsewhere; no clipping."""
     a = np.asarray(normalized, np.float64)

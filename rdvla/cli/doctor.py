@@ -16,11 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "doctor",
         help="check this machine (and a bundle) before `rdvla build` and `rdvla run`",
         description="One line per check, each OK, WARN, FAIL or SKIP with the fix on the same line: the L4T release "
-        "and its JetPack, TensorRT (10 or newer), pycuda and the CUDA driver, cuda-python, the GPU, the power mode "
-        "and whether the clocks are locked, free memory and disk, pyrealsense2 and every connected RealSense camera "
-        "(USB 3 or not), and the native preprocessing extension. With BUNDLE: whether it opens (every file's "
-        "SHA-256) and whether each precision's engines were built for this GPU and this TensorRT. Exit status 1 "
-        "when a FAIL line says `rdvla run` on TensorRT would stop (so wherever TensorRT or pycuda is missing), else 0.",
+        "and its JetPack, TensorRT (10 or newer), numpy (below 2 beside JetPack's TensorRT), cuda-python and the "
+        "CUDA driver, the GPU, the power mode and whether the clocks are locked, free memory and disk, pyrealsense2 "
+        "and every connected RealSense camera (USB 3 or not; several on a Jetson: the librealsense backend), and the "
+        "native preprocessing extension. With BUNDLE: whether it opens (every file's SHA-256), whether this machine "
+        "has the memory to build its engines, and whether each precision's engines were built for this GPU and this "
+        "TensorRT. Exit status 1 when a FAIL line says `rdvla run` on TensorRT would stop (so wherever TensorRT or "
+        "cuda-python is missing), else 0.",
     )
     p.add_argument("bundle", type=Path, nargs="?", metavar="BUNDLE", help="also check this bundle directory")
     p.add_argument("--json", action="store_true", help="print the findings as JSON instead of lines")

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rdvla.runtime.normalization import FAR_OUTSIDE_RANGES, NormStats, far_outside_range
+
 PROPRIO_DIM = 8
+PROPRIO_NAMES = ("eef x", "eef y", "eef z", "axis-angle x", "axis-angle y", "axis-angle z", "gripper 1", "gripper 2")
 
 
 def parse_proprio(text: str) -> np.ndarray:
@@ -18,6 +21,17 @@ def parse_proprio(text: str) -> np.ndarray:
     if len(values) != PROPRIO_DIM or not np.all(np.isfinite(values)):
         raise ValueError(f"--proprio must be {PROPRIO_DIM} finite numbers, got {len(values)}: {text!r}")
     return np.asarray(values, np.float64)
+
+
+def check_proprio_range(proprio: np.ndarray, stats: NormStats) -> None:
+    """Refuse a --proprio value far outside the dataset's range (FAR_OUTSIDE_RANGES), naming its dimension."""
+    far = far_outside_range(proprio, stats)
+    if far:
+        i = far[0]
+        low, high = stats.proprio_q01[i], stats.proprio_q99[i]
+        raise ValueError(f"--proprio dimension {i} ({PROPRIO_NAMES[i]}) is {proprio[i]:g}, more than {FAR_OUTSIDE_RANGES:g} times "
+                         f"the width of the dataset's range [{low:.4g}, {high:.4g}] ({stats.key}) outside it: check the units "
+                         "(metres, radians) and the order (eef position 3, axis-angle 3, gripper 2)")
 
 
 def instruction(text: str) -> str:

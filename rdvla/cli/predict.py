@@ -19,7 +19,7 @@ import numpy as np
 from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
 from rdvla.cli.arguments import ITERATIONS, add_backend_options, open_policy
-from rdvla.cli.inputs import instruction, load_images, load_npy, parse_proprio, seed
+from rdvla.cli.inputs import check_proprio_range, instruction, load_images, load_npy, parse_proprio, seed
 from rdvla.runtime.outputs import atomic_write, check_apart, check_new_file
 from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 
@@ -86,6 +86,7 @@ def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule, proprio: 
     ckpt = load_checkpoint(args.source)
     model = ckpt.model.to(getattr(torch, args.dtype or "float32"))
     stats = ckpt.norm_stats(args.unnorm_key)
+    check_proprio_range(proprio, stats)
     num_images = model.vlm.cfg.num_images
     if args.pixel_values is not None:
         pixels = load_npy(args.pixel_values, (1, 6 * num_images, 224, 224), "pixel values")
@@ -129,6 +130,7 @@ def predict_bundle(args: argparse.Namespace, halting: HaltingRule, proprio: np.n
         raise ValueError(f"--unnorm-key {args.unnorm_key}: this bundle was exported with the statistics of {exported_key!r}; "
                          f"re-export the checkpoint with --unnorm-key {args.unnorm_key} for another dataset")
     try:
+        check_proprio_range(proprio, policy.bundle.norm_stats)
         dims = policy.bundle.dims
         pixels = images = None
         if args.pixel_values is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +18,8 @@ from rdvla.devices.cameras.realsense.sdk import RealSenseUnavailableError
 from rdvla.devices.cameras.realsense import CameraInfo
 from rdvla.devices.cameras.realsense.config import NO_CAMERA_ADVICE
 from rdvla.devices.cameras.realsense.sdk import one_line
+from rdvla.runtime.backends.tensorrt.build_memory import MEMINFO, Fit, Memory, build_footprint, describe, fit, parse_meminfo, ways_out
+from rdvla.runtime.backends.tensorrt.builder import graph_sources
 from rdvla.runtime.backends.tensorrt.cuda_runtime import CudaRuntime
 from rdvla.runtime.backends.tensorrt.environment import (
     EngineEnvironment,
@@ -82,12 +83,6 @@ def _ask(question: Callable[[], T]) -> Answer[T]:
         return Answer(exception=exc)
 
 
-@dataclass(frozen=True)
-class Memory:
-    total: int  # bytes
-    available: int
-
-
 class Machine:
     """What the checks look at: the probe, the bundle if one is named, and the facts several checks share,
     each asked of the probe once."""
@@ -130,10 +125,7 @@ class Machine:
 
     @cached_property
     def memory(self) -> Optional[Memory]:
-        fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", self.probe.read_text("/proc/meminfo") or "", re.MULTILINE))
-        if "MemTotal" not in fields or "MemAvailable" not in fields:
-            return None
-        return Memory(int(fields["MemTotal"]) * 1024, int(fields["MemAvailable"]) * 1024)
+        return parse_meminfo(self.probe.read_text(str(MEMINFO)) or "")
 
 
 def _gb(n: float) -> str:
@@ -166,6 +158,21 @@ def check_tensorrt(machine: Machine) -> list[Finding]:
     if supported.exception is not None:
         return [Finding("tensorrt", Status.FAIL, supported.error)]
     return [Finding("tensorrt", Status.OK, f"TensorRT {version}")]
+
+
+def check_numpy(machine: Machine) -> list[Finding]:
+    """NumPy 2 beside JetPack's TensorRT: JetPack 6 builds TensorRT's Python bindings for its own NumPy 1.x, with a
+    pybind11 older than 2.12 (the first NumPy-2-safe one), and no board has yet shown they work with NumPy 2."""
+    numpy = _ask(lambda: machine.probe.import_module("numpy"))
+    if numpy.value is None:
+        return [Finding("numpy", Status.FAIL, f"cannot import numpy ({numpy.error}): reinstall rdvla (scripts/setup_jetson.sh)")]
+    version = str(getattr(numpy.value, "__version__", "unknown"))
+    tensorrt = machine.tensorrt.value
+    if machine.is_jetson and tensorrt is not None and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 2:
+        return [Finding("numpy", Status.WARN, f"numpy {version} beside JetPack's TensorRT {tensorrt}, whose Python bindings are "
+                        "built for NumPy 1 and not known to work with NumPy 2: `pip install -c scripts/jetson-constraints.txt "
+                        "'numpy<2'` in .venv (scripts/setup_jetson.sh keeps every pip call to that file)")]
+    return [Finding("numpy", Status.OK, f"numpy {version}")]
 
 
 def check_cuda(machine: Machine) -> list[Finding]:
@@ -261,7 +268,15 @@ def check_realsense(machine: Machine) -> list[Finding]:
     version, cameras = found.value
     if not cameras:
         return [Finding("realsense", Status.WARN, f"pyrealsense2 {version}: no RealSense camera connected: {NO_CAMERA_ADVICE}")]
-    return [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")] + [_camera(c) for c in cameras]
+    findings = [Finding("realsense", Status.OK, f"pyrealsense2 {version}, {len(cameras)} camera(s)")]
+    if machine.is_jetson and len(cameras) > 1:
+        # librealsense's maintainers: RSUSB suits one camera; for several, the kernel (V4L2) backend with the
+        # L4T patch script (librealsense issue 14925).
+        findings.append(Finding("multicam", Status.WARN, f"{len(cameras)} cameras: librealsense's RSUSB backend (what "
+                                "scripts/setup_jetson.sh builds) is meant for one camera, and frames may drop with more; for "
+                                "several, build it with the kernel backend and the L4T patch script (docs/jetson.md, "
+                                "'Two cameras'), or ignore this if yours already is"))
+    return findings + [_camera(c) for c in cameras]
 
 
 def check_native(machine: Machine) -> list[Finding]:
@@ -283,10 +298,27 @@ def check_bundle(machine: Machine) -> list[Finding]:
         return [Finding("bundle", Status.FAIL, one_line(exc))]
     engines = bundle.manifest.engines
     findings = [Finding("bundle", Status.OK, f"{root}: opens, {len(bundle.manifest.files)} files match their SHA-256")]
+    buildable = ["fp16", "int8"] if bundle.manifest.calibrated.get("int8") else ["fp16"]
+    findings += [_build(machine, bundle, precision) for precision in buildable]
     if not engines:
         hint = f"no TensorRT engines yet: run `rdvla build {root} --precision fp16` on this device"
         return findings + [Finding("engines", Status.WARN, hint)]
     return findings + [_engines(machine, bundle, precision) for precision in sorted(engines)]
+
+
+def _build(machine: Machine, bundle: Bundle, precision: str) -> Finding:
+    """Whether `rdvla build` at `precision` fits in this machine's memory, by the builder's own estimate."""
+    memory = machine.memory
+    if memory is None:
+        return Finding("build", Status.SKIP, f"{precision}: cannot read /proc/meminfo to tell whether `rdvla build` fits")
+    footprint = build_footprint(bundle.root, graph_sources(bundle, precision), precision, None)
+    verdict = fit(footprint, memory)
+    text = describe(footprint, memory)
+    if verdict is Fit.FITS:
+        return Finding("build", Status.OK, text)
+    outcome = "will swap and take much longer" if verdict is Fit.SWAPS else "would be ended by the kernel for lack of memory"
+    return Finding("build", Status.WARN, f"{text}: `rdvla build --precision {precision}` {outcome}; "
+                   f"{ways_out(footprint, bundle.root, verdict)}")
 
 
 def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
@@ -316,6 +348,7 @@ def _engines(machine: Machine, bundle: Bundle, precision: str) -> Finding:
 CHECKS: tuple[Callable[[Machine], list[Finding]], ...] = (
     check_jetpack,
     check_tensorrt,
+    check_numpy,
     check_cuda,
     check_gpu,
     check_power,

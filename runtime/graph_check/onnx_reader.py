@@ -9,12 +9,14 @@ at most `SMALL_TENSOR_BYTES` keep their values (Q/DQ scales and zero points, sha
 
 `tensor_types` gives every tensor name its element type: initializers by their data, value_info and
 graph I/O where the file records them, and a small forward propagation for the rest. `graph_io` describes
-a graph's inputs and outputs in the manifest's vocabulary, and `graph_files` names the files a graph
-consists of (the .onnx file and its external-data files), both from the structure alone.
+a graph's inputs and outputs in the manifest's vocabulary, `graph_files` names the files a graph
+consists of (the .onnx file and its external-data files), and `stored_elements` counts its weights,
+all from the structure alone.
 """
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -37,6 +39,12 @@ TYPE_NAMES = {
 _NUMPY = {FLOAT: np.float32, UINT8: np.uint8, INT8: np.int8, UINT16: np.uint16, INT16: np.int16, INT32: np.int32,
           INT64: np.int64, BOOL: np.bool_, FLOAT16: np.float16, DOUBLE: np.float64, UINT32: np.uint32, UINT64: np.uint64}
 SMALL_TENSOR_BYTES = 64 * 1024
+# Bits per element of each stored type (onnx.proto); the 4-bit types pack two to a byte. STRING has no fixed size.
+ELEMENT_BITS = {
+    FLOAT: 32, UINT8: 8, INT8: 8, UINT16: 16, INT16: 16, INT32: 32, INT64: 64, BOOL: 8, FLOAT16: 16, DOUBLE: 64,
+    UINT32: 32, UINT64: 64, COMPLEX64: 64, COMPLEX128: 128, BFLOAT16: 16, FLOAT8E4M3FN: 8, FLOAT8E4M3FNUZ: 8,
+    FLOAT8E5M2: 8, FLOAT8E5M2FNUZ: 8, UINT4: 4, INT4: 4, FLOAT4E2M1: 4,
+}
 
 # AttributeProto.AttributeType -> the AttributeProto field holding the value (onnx.proto).
 _ATTRIBUTE_FIELDS = {1: 2, 2: 3, 3: 4, 4: 5, 5: 6, 11: 22, 6: 7, 7: 8, 8: 9, 9: 10, 10: 11}
@@ -169,6 +177,15 @@ def graph_files(path: Union[str, Path]) -> list[Path]:
     path = Path(path)
     locations = {t.location for t in _tensors(read_model(path).graph) if t.location}
     return [path, *(path.parent / location for location in sorted(locations))]
+
+
+def stored_elements(path: Union[str, Path]) -> dict[int, int]:
+    """How many elements of each data type the graph at `path` stores (initializers and tensor attributes, inline
+    or external): its weights, counted from their dims without reading them."""
+    counts: dict[int, int] = {}
+    for tensor in _tensors(read_model(path).graph):
+        counts[tensor.data_type] = counts.get(tensor.data_type, 0) + math.prod(tensor.dims)
+    return counts
 
 
 def _tensors(graph: Graph) -> Iterator[Tensor]:

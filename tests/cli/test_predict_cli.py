@@ -14,7 +14,7 @@ from PIL import Image
 from rdvla.export.checkpoint import load_checkpoint
 from rdvla.cli import main
 from rdvla.runtime.halting import AdjacentMSE
-from rdvla.runtime.normalization import NormStats, normalize_proprio, unnormalize_actions
+from rdvla.runtime.normalization import NormStats, far_outside_range, normalize_proprio, unnormalize_actions
 from rdvla.runtime.prompt import PromptTokenizer
 
 PROPRIO = "0.1,-0.2,0.3,0.0,0.5,-0.5,0.03,-0.03"
@@ -78,6 +78,9 @@ def test_images_and_seed_are_deterministic(tiny_checkpoint: Path, inputs, tmp_pa
         (["--proprio", PROPRIO, "--pixel-values", "{latent}"], "has shape (1, 8, 64), expected (1, 12, 224, 224)"),
         (["--proprio", PROPRIO, "--pixel-values", "{pixels}", "--halting", "mse:1e-3", "--min-iterations", "9", "--max-iterations", "3"], "exceeds"),
         (["--proprio", PROPRIO, "--pixel-values", "{pixels}", "--unnorm-key", "bridge"], "not in dataset statistics"),
+        (["--proprio", PROPRIO, "--halting", "mse:"], "--halting mse:: no threshold after the colon"),
+        (["--proprio", "1e300,0,0,0,0,0,0,0"], "--proprio dimension 0 (eef x) is 1e+300, more than 10 times the width"),
+        (["--proprio", "0.1,-0.2,0.3,0,0,0,0.03,-3000"], "--proprio dimension 7 (gripper 2) is -3000"),
     ],
 )
 def test_bad_input_is_one_line(tiny_checkpoint: Path, inputs, extra, message, capsys) -> None:
@@ -89,6 +92,20 @@ def test_bad_input_is_one_line(tiny_checkpoint: Path, inputs, extra, message, ca
     assert rc == 2
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_a_bundle_refuses_a_proprio_far_outside_its_range_in_one_line(tiny_bundle: Path, inputs, capsys) -> None:
+    rc = main(["predict", str(tiny_bundle), "--instruction", "x", "--pixel-values", str(inputs["pixels"]),
+               "--proprio", "0.1,-0.2,0.3,0,0,0,0.03,-3000"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --proprio dimension 7 (gripper 2) is -3000")
+
+
+def test_far_outside_range_measures_in_widths_of_the_range() -> None:
+    stats = NormStats("d", np.zeros(1), np.ones(1), np.ones(1, bool), np.array([0.0, 0.0, 5.0]), np.array([1.0, 2.0, 5.0]))
+    assert far_outside_range(np.array([11.0, -20.0, 1e9]), stats) == []  # at the limit; q01 == q99 is not judged
+    assert far_outside_range(np.array([11.01, -20.01, 1e9]), stats) == [0, 1]
+    assert far_outside_range(np.array([-0.5, 3.0, 5.0]), stats) == []  # unusual, not absurd
 
 
 def test_several_statistics_keys_need_a_choice(tiny_checkpoint: Path, inputs, tmp_path: Path, capsys) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -13,6 +14,17 @@ from rdvla import cli
 from rdvla.cli import checkpoint
 from rdvla.runtime import interrupts
 from rdvla.runtime.outputs import atomic_write, publish_directory, scratch_directory
+
+
+@pytest.fixture(autouse=True)
+def signals_as_an_interactive_python_has_them() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt and SIGTERM at its default, whatever pytest started with: a shell starts a
+    background job (`cmd &`) and nohup start a command with SIGINT ignored, which `remembered()` rightly keeps."""
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL)}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _swallowed(signum: int) -> None:

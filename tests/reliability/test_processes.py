@@ -14,9 +14,14 @@ import pytest
 from rdvla.runtime.control.records import RunSummary, StartRecord
 from rdvla.runtime.control.step_log import read_log
 
-pytestmark = pytest.mark.timeout(180)
+# A hang guard for each test's own work (func_only): the session's tiny bundle, built by whichever test needs
+# it first, takes minutes on a shared 2-core machine and is no test's hang.
+pytestmark = pytest.mark.timeout(180, func_only=True)
 
 RDVLA = str(Path(sys.executable).with_name("rdvla"))
+# Real-time runs on a shared machine overrun; what these tests check is who writes the log, so a run holds
+# through its faults instead of halting on ten in a row.
+HOLD_THROUGH_FAULTS = ("--max-faults", "1000")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def test_two_runs_never_share_a_step_log(tiny_bundle: Path, recordings: list[Pat
     log = tmp_path / "same.jsonl"
     argv = [RDVLA, "run", str(tiny_bundle), "--recording", str(recordings[0]), "--recording", str(recordings[1]),
             "--robot", "sim", "--instruction", "open the drawer", "--steps", "50", "--rate", "10", "--mode", "sync",
-            "--no-status", "--log", str(log)]
+            "--no-status", "--log", str(log), *HOLD_THROUGH_FAULTS]
     runs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(run.wait(timeout=150), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
@@ -54,8 +59,10 @@ def test_a_second_run_is_told_who_holds_the_log(tiny_bundle: Path, recordings: l
     log = tmp_path / "steps.jsonl"
     base = [RDVLA, "run", str(tiny_bundle), "--recording", str(recordings[0]), "--recording", str(recordings[1]),
             "--robot", "sim", "--instruction", "open the drawer", "--rate", "10", "--mode", "sync", "--no-status",
-            "--log", str(log), "--overwrite"]
-    first = subprocess.Popen([*base, "--steps", "150"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "--log", str(log), "--overwrite", *HOLD_THROUGH_FAULTS]
+    # Stopped with Ctrl+C below: started with SIGINT at its default even if pytest runs with it ignored (`&`, nohup).
+    first = subprocess.Popen([*base, "--steps", "150"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (log.exists() and log.stat().st_size > 0):  # the first run has started writing

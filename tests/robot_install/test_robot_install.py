@@ -96,7 +96,7 @@ def test_run_replays_recordings_against_the_simulated_arm(robot: Path, tiny_bund
     log = tmp_path / "steps.jsonl"
     printed = assert_ok(rdvla(robot, "run", str(tiny_bundle), "--recording", str(inputs["third_person"]), "--recording",
                               str(inputs["wrist_recording"]), "--robot", "sim", "--instruction", INSTRUCTION, "--steps", "10",
-                              "--no-status", "--log", str(log)))
+                              "--no-status", "--log", str(log), "--max-faults", "100"))  # real time on a shared machine: hold through overruns
     assert "steps 10" in printed and len(log.read_text().splitlines()) >= 10
 
 

@@ -94,6 +94,8 @@ def test_parse_halting(words, expected) -> None:
     [
         (("kl:1e-3", None, None, None), "unknown halting rule"),
         (("mse:abc", None, None, None), "not a number"),
+        (("mse:", None, None, None), "no threshold after the colon"),
+        (("cosine: ", None, None, None), "no threshold after the colon"),
         (("mse:-1", None, None, None), "positive"),
         (("cosine:1.5", None, None, None), r"\(-1, 1\)"),
         (("mse:1e-3", None, 10, 5), "exceeds"),

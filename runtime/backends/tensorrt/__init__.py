@@ -11,6 +11,7 @@ logger        TensorRT's log messages into Python logging (builder and backend)
 precision     precision names, the per-graph precision plan, the layers an FP16 build keeps in FP32
 inspector     what the engine inspector says TensorRT chose: layer counts per precision
 build_record  what a build writes into the manifest
+build_memory  whether a build fits in this machine's memory, from the graphs' weights (rdvla build, rdvla doctor)
 builder       `rdvla build`: engines from the bundle's graphs on this GPU
 backend       TensorRTBackend: the engines on device buffers, the core step replayed as CUDA graphs
 """

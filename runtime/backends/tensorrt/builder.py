@@ -26,8 +26,9 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
+from rdvla.runtime.backends.tensorrt.build_memory import check_build_memory, read_memory
 from rdvla.runtime.backends.tensorrt.buffers import dynamic_dims, numpy_dtype_name, shape_of
 from rdvla.runtime.backends.tensorrt.environment import query_environment, require_cuda, require_tensorrt
 from rdvla.runtime.backends.tensorrt.inspector import InspectorFormatError, layer_precisions
@@ -134,6 +135,34 @@ def build_failure_message(graph: str, messages: Sequence[str], workspace_mb: Opt
     return f"not enough GPU memory to build {graph} ({detail}): {advice} (full log: {log_path})"
 
 
+def attach_timing_cache(config: "trt.IBuilderConfig", path: Optional[Path], note: Callable[[str], None]) -> "trt.ITimingCache":
+    """The timing cache of `path` attached to `config`, or a new one (noted) when the file cannot be read, is not a
+    timing cache, or comes from another device or TensorRT.
+
+    `create_timing_cache` binds `IBuilderConfig::createTimingCache`, which returns a pointer, so unreadable bytes may
+    come back as None; `set_timing_cache` binds `setTimingCache(ITimingCache const&, bool)` and returns false on a
+    mismatch (TensorRT 10.3: include/NvInfer.h, python/src/infer/pyCore.cpp). None must not reach it: a reference
+    parameter refuses None with a TypeError instead of falling back.
+    """
+    data = b""
+    if path is not None and path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            note(f"timing cache {path} cannot be read ({exc}); starting a new one")
+    if data:
+        cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        why = "is not a timing cache TensorRT can read" if cache is None else "is from another device or TensorRT"
+        note(f"timing cache {path} {why}; starting a new one")
+    cache = config.create_timing_cache(b"")
+    if cache is None:
+        raise BuildError("TensorRT could not create an empty timing cache; check the TensorRT install (rdvla doctor)")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
 class _BuildLog:
     """Progress lines for the console (logging) and, with TensorRT's own messages, for build.log."""
 
@@ -182,6 +211,9 @@ def build_engines(
     if timing_cache is not None:  # written at the end of a build that may take an hour: checked first
         check_new_file(timing_cache, overwrite=True, option="--timing-cache")
     sources = graph_sources(bundle, precision, graphs)
+    swapping = check_build_memory(bundle.root, sources, precision, workspace_mb, read_memory())
+    if swapping is not None:
+        log.warning("%s", swapping)
     ranges = dynamic_dims(bundle.graphs, bundle.prompt_len)
     env = query_environment(require_tensorrt(), require_cuda())
     check_precision(precision, env.capability)
@@ -278,13 +310,7 @@ class _EngineBuilder:
         for name in plan.clear_flags:
             config.clear_flag(getattr(trt.BuilderFlag, name))
         if self.cache is None:
-            path = self.timing_cache_path
-            data = path.read_bytes() if path is not None and path.is_file() else b""
-            self.cache = config.create_timing_cache(data)
-            if not config.set_timing_cache(self.cache, ignore_mismatch=False) and data:
-                self.build_log.note(f"timing cache {path} is from another device or TensorRT; starting a new one")
-                self.cache = config.create_timing_cache(b"")
-                config.set_timing_cache(self.cache, ignore_mismatch=False)
+            self.cache = attach_timing_cache(config, self.timing_cache_path, self.build_log.note)
         else:
             config.set_timing_cache(self.cache, ignore_mismatch=False)
         self.optimization_level = config.builder_optimization_level

@@ -15,7 +15,9 @@ layer is an object with "Name", "LayerType", "Inputs" and "Outputs", each tensor
 schema NVIDIA's own engine explorer reads (NVIDIA/TensorRT release/10.3,
 tools/experimental/trt-engine-explorer/trex/parser.py, layer.py, activations.py), which takes a
 layer's precision from its first input and leaves out "Constant" and "NoOp" layers; so does
-`layer_precisions`. TensorRT 11 splits "Format/Datatype" into separate fields, a "DataType" among
+`layer_precisions`. It also drops the "signal" and "wait" pseudo-layers (trex/parser.py,
+`__remove_signal_wait`, at tag v10.3.0): they synchronise TensorRT's auxiliary streams, compute
+nothing, and would otherwise be counted in the "other" precision. TensorRT 11 splits "Format/Datatype" into separate fields, a "DataType" among
 them (TensorRT 11 migration guide, IEngineInspector JSON output), read here as a fallback.
 """
 
@@ -33,7 +35,7 @@ _PRECISION_WORDS = (
     (re.compile(r"\b(Int8|INT8)\b"), "INT8"),
     (re.compile(r"\bFP8\b"), "FP8"),
 )
-_NOT_COMPUTE = ("Constant", "NoOp")
+_NOT_COMPUTE = ("Constant", "NoOp", "signal", "wait")  # "signal"/"wait": auxiliary-stream sync, lower case as written
 OTHER = "other"  # integer, boolean or unknown formats: shape arithmetic, indices, masks
 
 

@@ -136,7 +136,7 @@ def healthy_jetson() -> FakeProbe:
     })
     probe.set_clocks()
     probe.commands[("nvpmodel", "-q")] = CommandOutput(0, "NV Power Mode: MAXN\n0\n", "")
-    probe.modules.update({"rdvla._native": types.SimpleNamespace()})
+    probe.modules.update({"rdvla._native": types.SimpleNamespace(), "numpy": types.SimpleNamespace(__version__="1.26.4")})
     probe.tensorrt = ORIN["tensorrt_version"]
     probe.cuda = fake_cuda_runtime()
     probe.cameras = ("2.56.3", [camera()])

@@ -102,6 +102,27 @@ def test_a_usb_2_camera_warns_with_the_fix(jetson: Any, kit: types.SimpleNamespa
     assert lines[-1].startswith("WARN") and "camera" in lines[-1]
 
 
+def test_two_cameras_on_a_jetson_are_told_about_the_rsusb_backend(jetson: Any, kit: types.SimpleNamespace) -> None:
+    jetson.cameras = ("2.58.4", [kit.camera("111")])
+    assert by_check(diagnose(jetson), "multicam") == []
+    jetson.cameras = ("2.58.4", [kit.camera("111"), kit.camera("222")])
+    multicam = one(diagnose(jetson), "multicam")
+    assert multicam.status is Status.WARN and "RSUSB backend" in multicam.message and "meant for one camera" in multicam.message
+    assert "kernel backend and the L4T patch script (docs/jetson.md, 'Two cameras')" in multicam.message
+    del jetson.files["/etc/nv_tegra_release"]  # a desk: its librealsense is the wheel's, not RSUSB
+    assert by_check(diagnose(jetson), "multicam") == []
+
+
+def test_numpy_2_beside_jetpack_s_tensorrt_warns_with_the_pin(jetson: Any) -> None:
+    assert one(diagnose(jetson), "numpy") == Finding("numpy", Status.OK, "numpy 1.26.4")
+    jetson.modules["numpy"] = types.SimpleNamespace(__version__="2.2.6")
+    numpy = one(diagnose(jetson), "numpy")
+    assert numpy.status is Status.WARN and "numpy 2.2.6 beside JetPack's TensorRT 10.3.0.30" in numpy.message
+    assert "not known to work with NumPy 2" in numpy.message and "-c scripts/jetson-constraints.txt 'numpy<2'" in numpy.message
+    del jetson.files["/etc/nv_tegra_release"]  # off a Jetson, TensorRT is not JetPack's build
+    assert one(diagnose(jetson), "numpy").status is Status.OK
+
+
 @pytest.mark.parametrize(
     ("built", "named"),
     [
@@ -298,3 +319,33 @@ def test_profile_reports_the_conditions_the_doctor_reads(jetson: Any) -> None:
         "clocks": ["CPU cluster 0 2202 MHz", "CPU cluster 1 2202 MHz", "CPU cluster 2 2202 MHz", "GPU 1300 MHz"]}  # whole MHz
     del jetson.files["/etc/nv_tegra_release"]
     assert measurement_conditions(jetson) is None
+
+
+def test_whether_this_board_can_build_the_bundle(jetson: Any, kit: types.SimpleNamespace, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rdvla build`'s own estimate: a VLM graph of about 4.9 GB of FP32 weights on an 8 GB Orin, with and without swap."""
+    from rdvla.runtime.backends.tensorrt import build_memory
+    from rdvla.runtime.graph_check.onnx_reader import FLOAT
+
+    bundle = kit.write_bundle(tmp_path / "bundle")
+    assert one(diagnose(jetson, bundle), "build").status is Status.OK  # the small graphs on 64 GB
+    monkeypatch.setattr(build_memory, "stored_elements", lambda path: {FLOAT: 1_225_000_000})
+    meminfo = "MemTotal:        7620000 kB\nMemAvailable:    6291456 kB\nSwapFree:      {} kB\n"
+    jetson.files["/proc/meminfo"] = meminfo.format(0)
+    build = one(diagnose(jetson, bundle), "build")
+    assert build.status is Status.WARN and "fp16 build of vlm_prelude needs about 9.1 GiB" in build.message
+    assert "would be ended by the kernel for lack of memory" in build.message and "add a swap file" in build.message
+    jetson.files["/proc/meminfo"] = meminfo.format(8 * 1024 * 1024)
+    build = one(diagnose(jetson, bundle), "build")
+    assert build.status is Status.WARN and "will swap and take much longer" in build.message
+
+
+def test_help_and_docs_name_what_doctor_checks_cuda_python_not_pycuda(capsys: pytest.CaptureFixture[str]) -> None:
+    from rdvla.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["doctor", "--help"])
+    help_text = capsys.readouterr().out
+    assert "cuda-python" in help_text and "numpy" in help_text and "pycuda" not in help_text
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    assert [p.name for p in docs.glob("*.md") if "pycuda" in p.read_text()] == []

@@ -217,3 +217,63 @@ def test_damaged_engines_do_not_block_a_rebuild(bundle_dir: Path, kit: types.Sim
     (bundle_dir / "core_step.onnx").write_bytes(b"edited graph")
     with pytest.raises(BundleError, match="core_step.onnx does not match its SHA-256"):
         open_for_build(bundle_dir)
+
+
+GIB = 1 << 30
+VLM_FLOATS = 1_225_000_000  # the full VLM+Prelude graph: about 4.9 GB of FP32 weights
+ORIN_NANO_8GB = "MemTotal:        7620000 kB\nMemAvailable:    6291456 kB\nSwapTotal:     {swap} kB\nSwapFree:      {swap} kB\n"
+
+
+@pytest.fixture
+def vlm_sized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle's vlm_prelude graph weighs what the real one does; the other graphs stay as written."""
+    from rdvla.runtime.backends.tensorrt import build_memory
+    from rdvla.runtime.graph_check.onnx_reader import FLOAT
+
+    real = build_memory.stored_elements
+    monkeypatch.setattr(build_memory, "stored_elements",
+                        lambda path: {FLOAT: VLM_FLOATS} if Path(path).name == "vlm_prelude.onnx" else real(path))
+
+
+def on_a_board(monkeypatch: pytest.MonkeyPatch, swap_kb: int) -> None:
+    from rdvla.runtime.backends.tensorrt import builder
+    from rdvla.runtime.backends.tensorrt.build_memory import parse_meminfo
+
+    monkeypatch.setattr(builder, "read_memory", lambda: parse_meminfo(ORIN_NANO_8GB.format(swap=swap_kb)))
+
+
+def test_a_build_too_big_for_the_board_is_refused_with_the_ways_out(
+    bundle_dir: Path, vlm_sized: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_a_board(monkeypatch, swap_kb=0)
+    assert invoke(str(bundle_dir), "--precision", "fp16") == 2
+    err = one_error_line(capsys)
+    # W + 2E: 4.56 GiB of FP32 weights held by the parser, and an FP16 engine of 2.28 GiB twice.
+    assert ("not enough memory to build: the fp16 build of vlm_prelude needs about 9.1 GiB at its peak (4.6 GiB of weights "
+            "in vlm_prelude.onnx held by the ONNX parser + 2 x 2.3 GiB of engine); this machine has 6.0 GiB available and "
+            "0.0 GiB of free swap") in err
+    assert f"`rdvla calibrate {bundle_dir} --precision fp16` first" in err and "add a swap file" in err and "--workspace 1024" in err
+    assert not (bundle_dir / "engines").exists()
+
+
+def test_a_build_that_fits_only_with_swap_warns_and_goes_on(
+    bundle_dir: Path, vlm_sized: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    on_a_board(monkeypatch, swap_kb=8 * 1024 * 1024)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # the build goes on to TensorRT, absent here
+    assert invoke(str(bundle_dir), "--precision", "fp16", "--workspace", "512") == 2
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "the fp16 build of vlm_prelude needs about 9.6 GiB" in warning and "+ 0.5 GiB of --workspace" in warning
+    assert "8.0 GiB of free swap: the build will swap and take much longer" in warning
+    assert "close other programs, or a smaller --workspace" in warning and "swap file" not in warning
+    assert one_error_line(capsys).startswith("error: TensorRT is not installed")
+
+
+def test_an_fp32_build_too_big_is_told_to_build_fp16(
+    bundle_dir: Path, vlm_sized: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_a_board(monkeypatch, swap_kb=0)
+    assert invoke(str(bundle_dir), "--precision", "fp32") == 2
+    err = one_error_line(capsys)
+    assert "needs about 13.7 GiB" in err and "build fp16 instead" in err and "rdvla calibrate" not in err

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from rdvla.runtime.backends.tensorrt.builder import build_failure_message, format_parser_error, profile_shapes
+from rdvla.runtime.backends.tensorrt.build_memory import Memory, graph_footprint, parse_meminfo
+from rdvla.runtime.backends.tensorrt.builder import attach_timing_cache, build_failure_message, format_parser_error, profile_shapes
 from rdvla.runtime.backends.tensorrt.precision import (
     BuildError,
     GraphSource,
@@ -201,3 +203,77 @@ def test_failure_message_other_error() -> None:
         "TensorRT could not build decode: 4: [network.cpp::validate] unsupported shape (full log: log)"
     )
     assert "gave no reason" in build_failure_message("decode", [], None, "log")
+
+
+class FakeTimingConfig:
+    """IBuilderConfig's timing-cache calls as TensorRT 10.3 binds them: create_timing_cache returns None for bytes it
+    cannot read (a pointer in C++), set_timing_cache takes a reference (None is a TypeError) and says False for a
+    cache from another device."""
+
+    def __init__(self, foreign: bytes = b"") -> None:
+        self.foreign = foreign
+        self.attached: Optional[object] = None
+
+    def create_timing_cache(self, data: bytes) -> Optional[object]:
+        if data.startswith(b"corrupt"):
+            return None
+        return ("cache", data)
+
+    def set_timing_cache(self, cache: object, ignore_mismatch: bool) -> bool:
+        if cache is None:
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        assert ignore_mismatch is False
+        self.attached = cache
+        return cache != ("cache", self.foreign) if self.foreign else True
+
+
+@pytest.mark.parametrize("data, foreign, why", [
+    (b"corrupt bytes", b"", "is not a timing cache TensorRT can read"),
+    (b"from an AGX Orin", b"from an AGX Orin", "is from another device or TensorRT"),
+])
+def test_an_unusable_timing_cache_falls_back_to_a_new_one_with_a_note(tmp_path: Path, data: bytes, foreign: bytes, why: str) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(data)
+    config, notes = FakeTimingConfig(foreign), []
+    cache = attach_timing_cache(config, path, notes.append)
+    assert cache == ("cache", b"") and config.attached == cache
+    assert notes == [f"timing cache {path} {why}; starting a new one"]
+
+
+def test_a_readable_timing_cache_is_used_and_a_missing_one_started_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"tactics")
+    config, notes = FakeTimingConfig(), []
+    assert attach_timing_cache(config, path, notes.append) == ("cache", b"tactics") == config.attached
+    assert attach_timing_cache(config, tmp_path / "absent.cache", notes.append) == ("cache", b"") == config.attached
+    assert attach_timing_cache(config, None, notes.append) == ("cache", b"")
+    assert notes == []
+
+
+def test_build_footprint_counts_the_weights_stored_in_a_graph(tmp_path: Path) -> None:
+    """W + 2E from a small graph's initializers: 256 x 1024 FP32 weights (1 MiB) and an INT64 shape (32 B)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((256, 1024), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])], [weights, shape])
+    onnx.save(helper.make_model(graph), tmp_path / "g.onnx")
+    source = GraphSource("g", "g.onnx", False, False)
+    fp16 = graph_footprint(tmp_path, source, "fp16", None)
+    assert (fp16.weight_bytes, fp16.engine_bytes, fp16.workspace_bytes) == (2**20 + 32, 2**19 + 32, 0)
+    assert fp16.peak == 2**20 + 32 + 2 * (2**19 + 32)
+    fp32 = graph_footprint(tmp_path, source, "fp32", 64)
+    assert fp32.engine_bytes == fp32.weight_bytes and fp32.peak == 3 * (2**20 + 32) + 64 * 2**20
+    typed = graph_footprint(tmp_path, GraphSource("g", "g.onnx", False, True), "fp16", None)
+    assert typed.engine_bytes == typed.weight_bytes  # a strongly typed graph is built as typed
+
+
+def test_meminfo_is_read_with_its_swap() -> None:
+    text = "MemTotal:       7620000 kB\nMemFree:  100 kB\nMemAvailable:   6291456 kB\nSwapFree:        1024 kB\n"
+    assert parse_meminfo(text) == Memory(7620000 * 1024, 6291456 * 1024, 1024 * 1024)
+    assert parse_meminfo("MemTotal:       7620000 kB\n") is None
+    assert parse_meminfo("MemTotal: 1 kB\nMemAvailable: 1 kB\n").swap_free == 0  # a board without swap

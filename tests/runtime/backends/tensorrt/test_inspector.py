@@ -58,6 +58,14 @@ def test_counts_each_layer_by_the_precision_it_reads() -> None:
     assert counts == {"BF16": 1, "FP16": 1, "FP32": 3, "INT8": 1, "other": 1}
 
 
+def test_auxiliary_stream_signal_and_wait_pseudo_layers_are_not_counted() -> None:
+    """TensorRT 10 writes a "signal"/"wait" pair where a layer on an auxiliary stream hands over to another."""
+    sync = [{"Name": f"{kind} event 1", "LayerType": kind, "Inputs": [], "Outputs": [], "StreamId": stream, "Metadata": ""}
+            for kind, stream in (("signal", 1), ("wait", 0))]
+    counts = layer_precisions(json.dumps({**SAMPLE, "Layers": SAMPLE["Layers"] + sync}))
+    assert counts == layer_precisions(json.dumps(SAMPLE)) and counts["other"] == 1
+
+
 @pytest.mark.parametrize(
     "fmt, precision",
     [
