@@ -4,6 +4,9 @@ Everything else about the package is declared in pyproject.toml; this file only 
 extension and the ``build_ext`` command that builds it through the top-level
 CMakeLists.txt.  Both ``pip install .`` and ``pip install -e .`` run it; the module lands
 where setuptools expects it (the ``rdvla/`` folder for editable and in-place builds).
+setuptools' build folder (``build/lib.*``, a second copy of every module, and the CMake tree)
+and its ``rdvla.egg-info`` are kept out of the checkout, in one folder per checkout under the temporary directory
+(``$TMPDIR``), so that a rebuild reuses it; ``--build-base`` on the command line still wins.
 
 The extension is optional: without a C++17 compiler, CMake >= 3.18, the libjpeg-turbo
 headers (Debian ``libjpeg62-turbo-dev``, Ubuntu/JetPack ``libjpeg-turbo8-dev``), the
@@ -14,10 +17,12 @@ native build fail the install instead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -29,6 +34,14 @@ REQUIREMENTS = (
     "a C++17 compiler, CMake >= 3.18, libjpeg-turbo headers (libjpeg62-turbo-dev on Debian, "
     "libjpeg-turbo8-dev on Ubuntu/JetPack), the Python headers and nanobind"
 )
+
+
+def build_base() -> str:
+    """This checkout's build folder for this user, outside the checkout (made here: egg_info requires it)."""
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"rdvla-build-{os.getuid()}-{checkout}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
 
 
 class CMakeExtension(Extension):
@@ -97,4 +110,5 @@ setup(
     ext_modules=[CMakeExtension("rdvla._native")],
     cmdclass={"build_ext": CMakeBuild},
     package_data={"rdvla": ["_native.pyi"]},
+    options={"build": {"build_base": build_base()}, "egg_info": {"egg_base": build_base()}},
 )

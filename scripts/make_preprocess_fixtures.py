@@ -10,7 +10,7 @@ Run it in a separate virtualenv that has TensorFlow -- never in the project's
 
 (``scripts/make_preprocess_fixtures.sh`` does exactly this.)  The fixtures are
 written to tests/fixtures/preprocess/ and checked by
-tests/runtime/test_preprocess.py.
+tests/runtime/preprocess/test_preprocess.py.
 
 This script deliberately imports only TensorFlow, numpy and the standard
 library: it is the independent reference, and it calls the same TensorFlow

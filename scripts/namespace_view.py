@@ -2,15 +2,19 @@
 
 The design card's folders (export/, runtime/, ...) are imported as `rdvla.export`, `rdvla.runtime`,
 ... through setuptools' `package-dir` mapping, which installs and editable installs understand but
-tools that walk the file system (import-linter's grimp, mypy) do not. This writes DIR/rdvla (default
-build/namespace/rdvla) as a folder of links into the checkout laid out as the installed package is;
+tools that walk the file system (import-linter's grimp, mypy) do not. This writes DIR/rdvla (default: one
+folder per checkout under the temporary directory, so that no copy of the tree sits in the checkout for grep
+to find) as a folder of links into the checkout laid out as the installed package is;
 folders named in `copy` are copied instead, so a test can change them without touching the checkout.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Collection
 
@@ -20,7 +24,7 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = ROOT / "build" / "namespace"
+DEFAULT_DIR = Path(tempfile.gettempdir()) / f"rdvla-namespace-{os.getuid()}-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
 
 
 def _setuptools(root: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny checkpoint in the released layout, written once per session."""
+"""Shared fixtures: a tiny checkpoint in the released layout, written once per session, and a camera recording."""
 
 from __future__ import annotations
 
@@ -55,6 +55,27 @@ def tf_cases() -> dict[str, dict[str, np.ndarray]]:
 @pytest.fixture(params=[path.stem for path in TF_CASES])
 def tf_case(request: pytest.FixtureRequest, tf_cases: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return tf_cases[request.param]
+
+
+# A camera recording, shared by the camera tests (tests/devices/cameras) and `rdvla cameras` (tests/cli).
+EPISODE_FRAMES = 30
+
+
+@pytest.fixture(scope="session")
+def episode_frames() -> int:
+    return EPISODE_FRAMES
+
+
+@pytest.fixture(scope="session")
+def episode(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 colour+depth framesets whose pixels encode their frame number, recorded through RealSenseCamera."""
+    from rdvla.devices.cameras.realsense.sdk import recording_extension, sdk_version
+    from rdvla.devices.cameras.realsense.synthetic import pattern_frame, synthetic_timestamp_ms, write_synthetic_recording
+
+    path = tmp_path_factory.mktemp("recordings") / f"episode{recording_extension(sdk_version())}"
+    frames = ((*pattern_frame(64, 48, n), synthetic_timestamp_ms(n)) for n in range(EPISODE_FRAMES))
+    assert write_synthetic_recording(path, frames) == EPISODE_FRAMES
+    return path
 
 
 @pytest.fixture

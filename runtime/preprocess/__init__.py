@@ -21,7 +21,7 @@ Each step's module says how it reproduces TensorFlow: `jpeg` (the JPEG round tri
 the constants the bundle records.
 
 The measured agreement with TensorFlow is asserted by
-``tests/runtime/test_preprocess.py`` against fixtures written by
+``tests/runtime/preprocess/test_preprocess.py`` against fixtures written by
 ``scripts/make_preprocess_fixtures.py``.
 
 The pipeline here is numpy (the C++ port lives in native/); no TensorFlow, OpenCV or torch is

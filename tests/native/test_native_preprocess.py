@@ -3,7 +3,7 @@
 Every comparison is bit for bit: uint8 stages and the float32 pixel_values must be equal
 with ``np.array_equal`` (which fails on NaN), on 100% of the values.  The fixtures
 (tests/fixtures/preprocess/*.npz, written by scripts/make_preprocess_fixtures.py with
-TensorFlow) are the same ones tests/runtime/test_preprocess.py uses for the numpy module.
+TensorFlow) are the same ones tests/runtime/preprocess/test_preprocess.py uses for the numpy module.
 """
 
 from __future__ import annotations

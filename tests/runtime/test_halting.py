@@ -1,4 +1,5 @@
-"""The one stop rule (`run_iterations`), live and on recorded traces, for every halting rule."""
+"""The one stop rule (`run_iterations`), live and on recorded traces, for every halting rule, and the
+parser of the halting options."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rdvla.runtime.halting import (
     CosineSimilarity,
     FixedIterations,
     HaltingRule,
+    parse_halting,
     run_iterations,
     stop_on_trace,
 )
@@ -71,3 +73,37 @@ def test_a_trace_stops_where_the_rule_reads_it_mse_or_cosine() -> None:
     assert stop_on_trace(CosineSimilarity(0.999), mse, cosine).iterations == 4
     assert stop_on_trace(AdjacentMSE(1e-3), mse, cosine).iterations == 32
     assert stop_on_trace(FixedIterations(7), mse, cosine).iterations == 7
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ((None, None, None, None), FixedIterations(12)),
+        ((None, 4, None, None), FixedIterations(4)),
+        (("mse:1e-4", None, None, None), AdjacentMSE(1e-4)),
+        (("mse", None, 3, 16), AdjacentMSE(1e-3, 3, 16)),
+        (("cosine:0.99", None, None, None), CosineSimilarity(0.99)),
+    ],
+)
+def test_parse_halting(words, expected) -> None:
+    assert parse_halting(*words) == expected
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (("kl:1e-3", None, None, None), "unknown halting rule"),
+        (("mse:abc", None, None, None), "not a number"),
+        (("mse:", None, None, None), "no threshold after the colon"),
+        (("cosine: ", None, None, None), "no threshold after the colon"),
+        (("mse:-1", None, None, None), "positive"),
+        (("cosine:1.5", None, None, None), r"\(-1, 1\)"),
+        (("mse:1e-3", None, 10, 5), "exceeds"),
+        (("mse:1e-3", 4, None, None), "not both"),
+        ((None, 0, None, None), "iterations must be an integer"),
+        ((None, None, 2, None), "adaptive halting"),
+    ],
+)
+def test_parse_halting_refuses(words, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_halting(*words)

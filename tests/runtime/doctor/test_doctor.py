@@ -347,5 +347,5 @@ def test_help_and_docs_name_what_doctor_checks_cuda_python_not_pycuda(capsys: py
         main(["doctor", "--help"])
     help_text = capsys.readouterr().out
     assert "cuda-python" in help_text and "numpy" in help_text and "pycuda" not in help_text
-    docs = Path(__file__).resolve().parents[2] / "docs"
+    docs = Path(__file__).resolve().parents[3] / "docs"
     assert [p.name for p in docs.glob("*.md") if "pycuda" in p.read_text()] == []

@@ -34,7 +34,7 @@ from rdvla.runtime.preprocess import jpeg, lanczos
 # tests/native holds the C++ one to both.
 numpy_pixel_values = functools.partial(pp.to_pixel_values, implementation="numpy")
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess"
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "preprocess"
 EXPECTED_CASES = {
     "libero_256x256",
     "realsense_640x480",
@@ -281,7 +281,7 @@ def test_module_is_numpy_only_and_silent(capsys: pytest.CaptureFixture[str]) -> 
         "bad = [m for m in ('tensorflow', 'torch', 'cv2') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
     numpy_pixel_values([np.zeros((256, 256, 3), np.uint8)])
     assert capsys.readouterr() == ("", "")

@@ -11,7 +11,7 @@ import pytest
 
 
 def typecheck() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rdvla_trt_typecheck", Path(__file__).resolve().parents[2] / "scripts" / "typecheck_tensorrt.py")
+    spec = importlib.util.spec_from_file_location("rdvla_trt_typecheck", Path(__file__).resolve().parents[4] / "scripts" / "typecheck_tensorrt.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -244,7 +244,7 @@ def test_pyproject_installs_the_required_cuda_python() -> None:
     else:  # Python 3.10 (JetPack 6)
         import tomli as tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).resolve().parents[4] / "pyproject.toml").read_text())["project"]
     assert CUDA_PYTHON_REQUIREMENT in project["optional-dependencies"]["jetson"]
 
 

@@ -40,7 +40,7 @@ from rdvla.devices.testing import FakeClock, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "tcp://127.0.0.1:*"
 
 
