@@ -227,6 +227,7 @@ class HeadOutput:
     mse: list[float] = field(default_factory=list)  # adjacent-action mean squared difference per iteration (NaN at 1)
     cosine: list[float] = field(default_factory=list)  # adjacent-action cosine similarity per iteration (NaN at 1)
     per_iteration_actions: list[torch.Tensor] = field(default_factory=list)
+    stopped_by: str = ""  # why the iterations stopped (halting.FIXED, CONVERGED, MAX_ITERATIONS)
 
 
 class RecurrentDepthModel(nn.Module):
@@ -332,7 +333,8 @@ class RecurrentDepthModel(nn.Module):
             prev = actions
             return finite_delta(halting.delta(mse, cos))
 
-        out.iterations = run_iterations(halting, iterate).iterations
+        stop = run_iterations(halting, iterate)
+        out.iterations, out.stopped_by = stop.iterations, stop.stopped_by
         out.actions = out.per_iteration_actions[-1] if decode_each else self.decode(latent, ctx)
         return out
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from rdvla.export.checkpoint import load_checkpoint
-from rdvla.runtime.halting import MAX_ITERATIONS, FixedIterations, HaltingRule
+from rdvla.runtime.halting import FixedIterations, HaltingRule
 from rdvla.runtime.normalization import normalize_proprio, robot_ready, unnormalize_actions
 from rdvla.runtime.policy import PolicyResult
 from rdvla.runtime.preprocess import to_pixel_values
@@ -57,14 +57,12 @@ class ReferencePolicy:
         out = self.model.predict(torch.from_numpy(np.asarray(pixel_values)), torch.from_numpy(np.array(input_ids)),
                                  torch.from_numpy(normalized_proprio), halting, init_latent=latent, generator=generator)
         normalized = out.actions[0].float().numpy()
-        deltas = ([halting.delta(m, c) for m, c in zip(out.mse, out.cosine)] if halting.needs_decode
-                  else [float("nan")] * out.iterations)
-        last = next((d for d in reversed(deltas) if d == d), None)  # the last defined delta (NaN at iteration 1)
-        stopped_by = halting.stopped_by(out.iterations, last) or MAX_ITERATIONS
+        # As Policy's: the halting statistic per iteration where the rule decodes each one, none otherwise.
+        deltas = [halting.delta(m, c) for m, c in zip(out.mse, out.cosine)] if halting.needs_decode else []
         total_ms = 1e3 * (time.perf_counter() - start)
         actions = robot_ready(unnormalize_actions(normalized, self.stats), gripper)
         return PolicyResult(normalized, actions, out.iterations, list(out.mse),
-                            list(out.cosine), deltas, {"total": total_ms}, stopped_by=stopped_by)
+                            list(out.cosine), deltas, {"total": total_ms}, stopped_by=out.stopped_by)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -8,8 +8,7 @@ step and never before.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Optional
 
 from rdvla.devices.cameras.base import (
     Camera,
@@ -24,21 +23,10 @@ from rdvla.devices.libero.scene import LiberoScene
 from rdvla.devices.libero.suites import ROLES
 
 
-@dataclass(frozen=True)
-class LiberoCameraConfig:
-    """A setup file's `type: libero` camera: which of the scene's cameras (`role`)."""
-
-    role: str
-    SETUP_FIELDS: ClassVar[tuple[str, ...]] = ()
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"a LIBERO camera's role is one of {', '.join(ROLES)}, got {self.role!r}")
-
-
 class LiberoCamera(Camera):
     def __init__(self, scene: LiberoScene, role: str, clock: Clock = time.monotonic) -> None:
-        LiberoCameraConfig(role)
+        if role not in ROLES:
+            raise ValueError(f"a LIBERO camera's role is one of {', '.join(ROLES)}, got {role!r}")
         super().__init__(f"libero:{role}", role, clock)
         self.scene = scene
         self._index = ROLES.index(role)

@@ -55,6 +55,14 @@ class NoExpertError(ValueError):
     """No scripted expert exists for the task."""
 
 
+def check_task(suite: str, task: int) -> tuple[str, str]:
+    """The task's (object to pick, target), or NoExpertError naming the tasks that have an expert."""
+    if (suite, task) not in TASKS:
+        known = ", ".join(f"{s} task {t}" for s, t in TASKS)
+        raise NoExpertError(f"no scripted expert for {suite} task {task}; experts exist for {known}")
+    return TASKS[(suite, task)]
+
+
 def _grasp(name: str) -> Grasp:
     kind = name.rsplit("_", 1)[0]
     return GRASPS[kind]
@@ -66,10 +74,7 @@ class PickAndPlaceExpert:
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "open", "rise")
 
     def __init__(self, suite: str, task: int) -> None:
-        if (suite, task) not in TASKS:
-            known = ", ".join(f"{s} task {t}" for s, t in TASKS)
-            raise NoExpertError(f"no scripted expert for {suite} task {task}; experts exist for {known}")
-        self.object, self.target = TASKS[(suite, task)]
+        self.object, self.target = check_task(suite, task)
         self.grasp = _grasp(self.object)
         self.phase = 0
         self._count = 0

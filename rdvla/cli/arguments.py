@@ -46,6 +46,17 @@ def positive_float(text: str) -> float:
 ITERATIONS = int_in(1, MAX_SUPPORTED_ITERATIONS)
 
 
+def add_halting_options(p: argparse._ActionsContainer, default: str) -> None:
+    """How a query's iterations stop (read by `runtime.halting.parse_halting`); `default` says what happens
+    without --halting or --iterations."""
+    stopping = p.add_mutually_exclusive_group()
+    stopping.add_argument("--halting", help=f"adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. "
+                          f"cosine:0.999); without it or --iterations: {default}")
+    stopping.add_argument("--iterations", type=ITERATIONS, metavar="N", help="a fixed number of recurrent iterations")
+    p.add_argument("--min-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: fewest iterations (default 2)")
+    p.add_argument("--max-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: most iterations (default 32)")
+
+
 def iteration_counts(text: str) -> list[int]:
     """Comma-separated iteration counts, each in 1..MAX_SUPPORTED_ITERATIONS, sorted and deduplicated."""
     try:

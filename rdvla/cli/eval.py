@@ -10,9 +10,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from rdvla.cli.arguments import ITERATIONS, add_backend_options, positive_int
+from rdvla.cli.arguments import add_backend_options, add_halting_options, positive_int
 from rdvla.runtime.manifest import MANIFEST
 
 SUITE_NAMES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
@@ -66,11 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--render", choices=("default", "fast"), default="default",
                    help="default: robosuite's own images, as released checkpoints saw them; fast: cheap settings "
                    "(no multisampling, shadows, reflections), for CI and policies trained on fast renders")
-    depth = p.add_mutually_exclusive_group()
-    depth.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH")
-    depth.add_argument("--iterations", type=ITERATIONS, metavar="N", help="fixed number of iterations (default 12, the authors')")
-    p.add_argument("--min-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: fewest iterations")
-    p.add_argument("--max-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: most iterations")
+    add_halting_options(p, "12 iterations, the authors' evaluation default")
     p.add_argument("--horizon", help="actions executed per chunk: fixed[:N] (default fixed:5, the authors'; the expert "
                    "answers every step), binary[:TAU], dynamic, linear[:HMIN:HMAX:TAU], linear-code")
     add_backend_options(p)
@@ -131,7 +127,8 @@ def _check_source(kind: str, source: str, args: argparse.Namespace, dataset: str
     if kind == "bundle":
         from rdvla.runtime.bundle import Bundle
 
-        key = Bundle.open(Path(source)).norm_stats.key
+        # Its files are hashed once, when each worker's Policy opens it; the dataset key needs no hashing.
+        key = Bundle.open(Path(source), verify_hashes=False).norm_stats.key
         if args.unnorm_key is not None:
             raise ValueError("--unnorm-key applies to checkpoints; a bundle carries the statistics it was exported with")
         if key != dataset:
@@ -156,7 +153,7 @@ def _check_source(kind: str, source: str, args: argparse.Namespace, dataset: str
 
 
 def run(args: argparse.Namespace) -> int:
-    from rdvla.devices.libero.experts import PickAndPlaceExpert
+    from rdvla.devices.libero.experts import check_task
     from rdvla.devices.libero.scene import InitState
     from rdvla.devices.libero.suites import load_task, suite, task_count
     from rdvla.runtime.eval import report, results, runner
@@ -179,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--tasks: {args.suite} has tasks 0..{tasks_in_suite - 1}, not {tasks[-1]}")
     if kind == "expert":
         for task in tasks:
-            PickAndPlaceExpert(args.suite, task)  # a task without an expert is refused before any scene is built
+            check_task(args.suite, task)  # a task without an expert is refused before any scene is built
     if args.random_inits is not None:
         inits = [InitState("random", seed) for seed in args.random_inits]
     else:
@@ -235,7 +232,6 @@ class _Progress:
               f"last: task {result.task} {result.init} {'ok' if result.success else 'fail'} in {result.steps} steps  "
               f"eta {eta / 60:.0f} min", end="\n" if not sys.stderr.isatty() else "", file=sys.stderr, flush=True)
 
-    def finish(self) -> Optional[None]:
+    def finish(self) -> None:
         if self.done and sys.stderr.isatty():
             print(file=sys.stderr)
-        return None

@@ -10,7 +10,6 @@ first iteration, and everywhere under fixed iterations, which decode only once).
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import numpy as np
 
 from rdvla.runtime.manifest import MANIFEST
 from rdvla.runtime.halting import HaltingRule, parse_halting
-from rdvla.cli.arguments import ITERATIONS, add_backend_options, open_policy
+from rdvla.cli.arguments import add_backend_options, add_halting_options, open_policy
 from rdvla.cli.inputs import check_proprio_range, instruction, load_images, load_npy, parse_proprio, seed
 from rdvla.runtime.outputs import atomic_write, check_apart, check_new_file
-from rdvla.runtime.normalization import normalize_proprio, unnormalize_actions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     latent = p.add_mutually_exclusive_group()
     latent.add_argument("--init-latent", type=Path, help="(1,8,D) float32 .npy initial latent S0")
     latent.add_argument("--seed", type=seed, default=0, help="seed of the truncated-normal initial latent (default 0)")
-    stopping = p.add_mutually_exclusive_group()
-    stopping.add_argument("--iterations", type=ITERATIONS, help="fixed number of recurrent iterations (default 12)")
-    stopping.add_argument("--halting", help="adaptive halting: mse:THRESH (e.g. mse:1e-3) or cosine:THRESH (e.g. cosine:0.999)")
-    p.add_argument("--min-iterations", type=ITERATIONS, help="adaptive halting: fewest iterations (default 2)")
-    p.add_argument("--max-iterations", type=ITERATIONS, help="adaptive halting: most iterations (default 32)")
+    add_halting_options(p, "12 iterations")
     p.add_argument("--unnorm-key", help="dataset key of dataset_statistics.json (default: the only one)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="checkpoint only: reference precision, float32 (default; what bundles are compared against) or bfloat16 (the authors' run)")
@@ -77,40 +71,20 @@ class Prediction:
 
 
 def predict_checkpoint(args: argparse.Namespace, halting: HaltingRule, proprio: np.ndarray) -> Prediction:
-    import torch
+    from rdvla.export.reference_policy import ReferencePolicy
 
-    from rdvla.export.checkpoint import load_checkpoint
-    from rdvla.runtime.preprocess import to_pixel_values
-    from rdvla.runtime.prompt import PromptTokenizer
-
-    ckpt = load_checkpoint(args.source)
-    model = ckpt.model.to(getattr(torch, args.dtype or "float32"))
-    stats = ckpt.norm_stats(args.unnorm_key)
-    check_proprio_range(proprio, stats)
-    num_images = model.vlm.cfg.num_images
+    policy = ReferencePolicy(args.source, args.unnorm_key, args.dtype or "float32", args.preprocessing)
+    check_proprio_range(proprio, policy.stats)
+    pixels = images = None
     if args.pixel_values is not None:
-        pixels = load_npy(args.pixel_values, (1, 6 * num_images, 224, 224), "pixel values")
+        pixels = load_npy(args.pixel_values, (1, 6 * policy.num_images, 224, 224), "pixel values")
     else:
-        pixels = to_pixel_values(load_images(args.image, num_images), implementation=args.preprocessing)
-    input_ids = PromptTokenizer(ckpt.files.tokenizer)(args.instruction)
-    normalized_proprio = normalize_proprio(proprio, stats)[None]
-    head_cfg = model.action_head.cfg
-    init_latent = None
-    if args.init_latent is not None:
-        init_latent = torch.from_numpy(load_npy(args.init_latent, (1, head_cfg.action_chunk_len, head_cfg.hidden_dim), "initial latent"))
-    start = time.perf_counter()
-    out = model.predict(
-        torch.from_numpy(pixels),
-        torch.from_numpy(np.array(input_ids)),
-        torch.from_numpy(normalized_proprio),
-        halting,
-        init_latent=init_latent,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    seconds = time.perf_counter() - start
-    normalized = out.actions[0].float().numpy()
-    deltas = halting_deltas(halting, out.iterations, out.mse, out.cosine)
-    return Prediction(normalized, unnormalize_actions(normalized, stats), out.iterations, deltas, seconds)
+        images = load_images(args.image, policy.num_images)
+    init_latent = load_npy(args.init_latent, policy.latent_shape, "initial latent") if args.init_latent is not None else None
+    result = policy.act(args.instruction, proprio, images=images, pixel_values=pixels, halting=halting,
+                        init_latent=init_latent, seed=args.seed)
+    deltas = halting_deltas(halting, result.iterations, result.mse, result.cosine)
+    return Prediction(result.normalized_actions, result.actions, result.iterations, deltas, result.timings_ms["total"] / 1e3)
 
 
 def halting_deltas(halting: HaltingRule, iterations: int, mse: list[float], cosine: list[float]) -> np.ndarray:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rdvla.cli.arguments import (ITERATIONS, add_backend_options, add_bundle_argument, int_in, open_policy, positive_float,
+from rdvla.cli.arguments import (add_backend_options, add_bundle_argument, add_halting_options, int_in, open_policy, positive_float,
                                  positive_int)
 from rdvla.cli.inputs import instruction, seed
 
@@ -69,11 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--horizon", default="fixed:5",
                       help="actions executed per chunk: fixed[:N] (default fixed:5), binary[:TAU], dynamic, "
                       "linear[:HMIN:HMAX:TAU], linear-code")
-    stopping = loop.add_mutually_exclusive_group()
-    stopping.add_argument("--halting", help="adaptive halting mse:THRESH or cosine:THRESH (default: the bundle's)")
-    stopping.add_argument("--iterations", type=ITERATIONS, metavar="N", help="a fixed number of iterations instead of adaptive halting")
-    loop.add_argument("--min-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: fewest iterations")
-    loop.add_argument("--max-iterations", type=ITERATIONS, metavar="N", help="adaptive halting: most iterations")
+    add_halting_options(loop, "the bundle's adaptive rule")
     loop.add_argument("--deadline-ms", type=positive_float, metavar="MS",
                       help="query deadline (default: derived from the period: what is left of it in sync mode, the "
                       "time until the queue runs dry in async mode)")

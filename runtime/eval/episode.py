@@ -44,6 +44,7 @@ class EpisodeSettings:
     horizon: HorizonRule
 
 
+PolicyFactory = Callable[[LiberoScene], PolicyLike]  # a worker's policy for its scene (the expert needs the scene)
 Frames = list[tuple[tuple[np.ndarray, ...], Optional[int]]]  # per step: the policy's images, the iterations of the chunk
 
 
@@ -99,5 +100,3 @@ def run_episode(scene: LiberoScene, policy: PolicyLike, init: InitState, setting
                            scene.render_mode, watcher.queries)
     return result, watcher.frames
 
-
-PolicyFactory = Callable[[LiberoScene], PolicyLike]

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rdvla.devices.libero.experts import PickAndPlaceExpert
+from rdvla.devices.libero.experts import PickAndPlaceExpert, check_task
 from rdvla.devices.libero.scene import LiberoScene
 from rdvla.runtime.normalization import robot_ready
 from rdvla.runtime.policy import PolicyResult
@@ -17,7 +17,7 @@ CHUNK = 8
 
 class ExpertPolicy:
     def __init__(self, scene: LiberoScene) -> None:
-        PickAndPlaceExpert(scene.task.suite.name, scene.task.index)  # refuses a task without an expert, before any episode
+        check_task(scene.task.suite.name, scene.task.index)  # refused before any episode
         self.scene = scene
         self._expert: Optional[PickAndPlaceExpert] = None
         self._episode = -1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,16 @@ def write_video(out: Path, result: EpisodeResult, frames: Sequence[tuple[tuple[n
     return path
 
 
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary)
+    plt.close(fig)
+    return path
+
+
 def write_plots(out: Path, results: Sequence[EpisodeResult]) -> list[Path]:
     """success_per_task.png, and iterations.png: iterations per query against the end effector's distance
     to the object of interest, gripper open and closed apart (does the policy think longer near contact?)."""
@@ -56,12 +66,7 @@ def write_plots(out: Path, results: Sequence[EpisodeResult]) -> list[Path]:
     ax.set_ylim(0, 1.2)
     ax.set_xlabel("task")
     ax.set_ylabel("success rate")
-    fig.tight_layout()
-    path = out / "success_per_task.png"
-    with atomic_write(path) as temporary:
-        fig.savefig(temporary)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "success_per_task.png"))
 
     queries = [q for r in results for q in r.queries if q.object_distance_m is not None]
     if queries:
@@ -73,10 +78,5 @@ def write_plots(out: Path, results: Sequence[EpisodeResult]) -> list[Path]:
         ax.set_xlabel("end effector to object of interest (m)")
         ax.set_ylabel("iterations")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "iterations.png"
-        with atomic_write(path) as temporary:
-            fig.savefig(temporary)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / "iterations.png"))
     return written
