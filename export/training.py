@@ -6,7 +6,8 @@ What is the authors' (shared/rdvla_spec.md):
   max(0, n - k) iterations without gradient, then min(k, n) with, the loss on the final decode only (2.6);
 - head initialisation (2.6), the VLM's 64 action queries zero-initialised (1.6);
 - AdamW (weight decay 0.01, torch's default), gradient clipping at 1.0, linear warm-up from 0.1 lr, then a
-  constant rate (their MultiStepLR decays only after 200k steps) (1.10); batch 16 (5);
+  constant rate (their MultiStepLR decays only after 200k steps) (1.10); batch 16 (5); `decay_steps` adds a
+  linear fall to 0.1 lr over a run's last steps (a run of thousands of steps ends where theirs is still constant);
 - inputs exactly as deployed: two cameras through the project's preprocessing, proprio and actions with
   BOUNDS_Q99 (see `rdvla.export.demonstrations`); token embeddings are not trained (1.10).
 
@@ -20,8 +21,11 @@ Where this deviates, and why (a 2-core CPU, tens of minutes, no pretrained weigh
   to learn within a few thousand steps;
 - the mean depth r and the TBPTT depth k are arguments (released: r = 32, k = 8): every iteration costs time
   on the CPU, and a policy evaluated at 12 iterations can be trained at r = 12 (the code's default);
-- no image augmentation (the authors use random crops and colour jitter): the deployed preprocessing is
-  deterministic, so each frame's images are computed once and cached;
+- image augmentation is a random shift of each camera's image by up to `shift_px` pixels (edges replicated)
+  instead of the authors' random crops of 90 % area and colour jitter: the deployed preprocessing (centre crop
+  of 90 % area) is computed once per frame and cached, and a shift of the cached crop moves the view as far as
+  their crops do (a 212 px crop inside 224 px lies up to 6 px off centre); colour jitter is left out, the
+  simulator's colours do not vary;
 - the model computes in FP32 (the authors' bf16 is slow on a CPU); the checkpoint is written in bf16 as theirs.
 
 A run is deterministic for its seed: the data order, each step's depth and initial latent come from
@@ -86,18 +90,27 @@ class TrainSettings:
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 100
+    decay_steps: int = 0
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     mean_recurrence: int = 12
     backprop_depth: int = 4
     seed: int = 0
+    shift_px: int = 8
     dataset_key: str = ""  # empty: "<suite>_no_noops" of the episodes' LIBERO suite, as the authors' datasets are named
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from 0.1 lr over `warmup_steps`, then constant."""
-        if step >= self.warmup_steps:
-            return self.lr
-        return self.lr * (0.1 + 0.9 * step / self.warmup_steps)
+        """Linear warm-up from 0.1 lr over `warmup_steps`, constant, then over the last `decay_steps` a linear
+        fall to 0.1 lr."""
+        if step < self.warmup_steps:
+            return self.lr * (0.1 + 0.9 * step / self.warmup_steps)
+        if step >= self.decay_start:
+            return self.lr * (1.0 - 0.9 * (step - self.decay_start) / self.decay_steps)
+        return self.lr
+
+    @property
+    def decay_start(self) -> int:
+        return self.steps - self.decay_steps
 
 
 class TrainingError(ValueError):
@@ -115,6 +128,22 @@ def pixel_values(images: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.array(images, np.uint8)).permute(0, 1, 4, 2, 3).float() / 255.0
     x = (torch.cat([x, x], dim=2) - mean) / std
     return x.flatten(1, 2)
+
+
+def shifted(images: np.ndarray, shift_px: int, generator: torch.Generator) -> np.ndarray:
+    """Each (sample, camera) image of (B, cameras, H, W, 3) moved by a random offset in [-shift_px, shift_px] on
+    both axes, the border pixels repeated into the space it leaves."""
+    if shift_px == 0:
+        return images
+    b, c, h, w, _ = images.shape
+    offsets = torch.randint(0, 2 * shift_px + 1, (b, c, 2), generator=generator).numpy()
+    padded = np.pad(images, ((0, 0), (0, 0), (shift_px, shift_px), (shift_px, shift_px), (0, 0)), mode="edge")
+    out = np.empty_like(images)
+    for i in range(b):
+        for j in range(c):
+            y, x = offsets[i, j]
+            out[i, j] = padded[i, j, y:y + h, x:x + w]
+    return out
 
 
 @lru_cache(maxsize=2)
@@ -198,6 +227,7 @@ class Run:
         frames = self.frames[rows_sorted][np.searchsorted(rows_sorted, rows)]
         generator = step_generator(s.seed, self.step)
         iterations = sample_iterations(s.mean_recurrence, generator)
+        frames = shifted(frames, s.shift_px, generator)
         lr = s.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -302,10 +332,15 @@ def open_run(out: Path, data: Sequence[Path], settings: TrainSettings, resume: b
 def _restore(run: Run) -> None:
     state = torch.load(run.out / STATE_FILE, map_location="cpu", weights_only=True)
     saved = TrainSettings(**state["settings"])
-    if replace(saved, steps=run.settings.steps) != run.settings:
-        changed = [k for k, v in asdict(saved).items() if k != "steps" and getattr(run.settings, k) != v]
+    new = run.settings
+    if replace(saved, steps=new.steps, decay_steps=new.decay_steps) != new:
+        changed = [k for k, v in asdict(saved).items() if k not in ("steps", "decay_steps") and getattr(new, k) != v]
         raise TrainingError(f"{run.out} was trained with other settings ({', '.join(changed)}); resume with the same "
                             "ones, or train into a new --out")
+    # Longer or with a decay: the steps already taken must have had the learning rates the new settings give them.
+    if int(state["step"]) > min(saved.decay_start, new.decay_start):
+        raise TrainingError(f"{run.out} is at step {state['step']}, past where its learning rate started to fall "
+                            f"(step {min(saved.decay_start, new.decay_start)}); it cannot be extended")
     if state["data"] != run.data_digest:
         raise TrainingError(f"{run.out} was trained on other demonstrations; resume with the same --data, "
                             "or train into a new --out")

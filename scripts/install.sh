@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project into it (idempotent).
-#   scripts/install.sh            runtime + export side (what the demo needs)
-#   scripts/install.sh --dev      ... plus test and type-check tools and the LIBERO simulator (rdvla eval)
+#   scripts/install.sh            runtime + export side and the LIBERO simulator (what the demo needs)
+#   scripts/install.sh --dev      ... plus test and type-check tools
 # System packages, via apt-get when missing: libusb (pyrealsense2 loads it at import); a C++ compiler,
 # CMake, the Python headers and libjpeg-turbo's headers (the native extension, built by pip from
 # CMakeLists.txt: Debian names the package libjpeg62-turbo-dev, Ubuntu and JetPack libjpeg-turbo8-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="export,robot,realsense"
+extras="export,robot,realsense,libero"
 [[ "${1:-}" == "--dev" ]] && extras="export,robot,realsense,libero,dev"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="directories of recorded episodes (searched recursively for episode.json)")
     p.add_argument("--out", type=Path, required=True, help="run directory (new or empty, unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out (same settings and data; "
-                   "--steps may be raised)")
+                   "--steps and --decay-steps may change while the run has not reached the decay)")
     p.add_argument("--preset", choices=PRESETS, default=DEFAULTS.preset,
                    help=f"model size (default {DEFAULTS.preset}; see rdvla.export.presets)")
     p.add_argument("--steps", type=positive, default=DEFAULTS.steps, help=f"optimiser steps (default {DEFAULTS.steps})")
@@ -72,10 +72,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr, help=f"peak learning rate (default {DEFAULTS.lr})")
     p.add_argument("--warmup-steps", type=positive, default=DEFAULTS.warmup_steps,
                    help=f"linear warm-up from 0.1 lr (default {DEFAULTS.warmup_steps})")
+    p.add_argument("--decay-steps", type=int, default=DEFAULTS.decay_steps, metavar="N",
+                   help="the last N steps lower the learning rate linearly to 0.1 lr (default 0: constant to the end); "
+                   "--resume may change it and --steps while the run has not reached the decay")
     p.add_argument("--mean-recurrence", type=positive, default=DEFAULTS.mean_recurrence,
                    help=f"mean of the sampled iteration count r (default {DEFAULTS.mean_recurrence}; released 32)")
     p.add_argument("--backprop-depth", type=positive, default=DEFAULTS.backprop_depth,
                    help=f"iterations with gradient, k (default {DEFAULTS.backprop_depth}; released 8)")
+    p.add_argument("--shift", type=int, default=DEFAULTS.shift_px, metavar="PX",
+                   help=f"augmentation: each image shifted by up to PX pixels (default {DEFAULTS.shift_px}; 0: none)")
     p.add_argument("--dataset-key", default=DEFAULTS.dataset_key,
                    help="key of dataset_statistics.json, the bundle's --unnorm-key (default: <suite>_no_noops of the "
                    "episodes' LIBERO suite, e.g. libero_spatial_no_noops)")
@@ -97,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {out} exists and is not empty; add --resume to continue it, or choose a new directory",
               file=sys.stderr)
         return 2
+    if not 0 <= args.decay_steps <= args.steps - args.warmup_steps:
+        print(f"error: --decay-steps {args.decay_steps}: give 0..{args.steps - args.warmup_steps} (--steps minus "
+              "--warmup-steps)", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     settings = TrainSettings(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                             warmup_steps=args.warmup_steps, mean_recurrence=args.mean_recurrence,
-                             backprop_depth=args.backprop_depth, seed=args.seed, dataset_key=args.dataset_key)
+                             warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, mean_recurrence=args.mean_recurrence,
+                             backprop_depth=args.backprop_depth, seed=args.seed, shift_px=args.shift, dataset_key=args.dataset_key)
     try:
         run = open_run(out, args.data, settings, resume=args.resume)
     except (DemonstrationError, TrainingError) as exc:

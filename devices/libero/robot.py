@@ -5,11 +5,17 @@ Actions arrive in metres and radians (the safety filter converted the policy's u
 maps an input of 1.0 to 0.05 m and 0.5 rad and clips each axis to [-1, 1]; gripper -1 open / +1 close. A hold
 steps the scene with no motion (a simulator's world does not pause for a late policy). The episode is
 done when the task succeeds or the suite's step limit is reached.
+
+An optional `ActionNoise` disturbs the translation the controller receives, not what the loop logs: the
+step log keeps the action the policy proposed, the arm does something slightly different. Recorded with a
+scripted expert, such episodes are demonstrations that leave the expert's path and come back to it (the
+idea of DART, Laskey et al. 2017), the states a cloned policy's own small errors lead to.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -41,10 +47,34 @@ LIBERO_LIMITS = RobotLimits(
 )
 
 
+class ActionNoise:
+    """Gaussian noise on the three translation inputs (controller units), correlated over steps: AR(1) with
+    coefficient `CORRELATION`, stationary standard deviation `sigma`. White noise of the same size is
+    averaged away by the controller in a few steps; correlated noise carries the arm centimetres off the
+    path for the expert to correct, as a policy's drift would. The robot scales it by the commanded speed
+    (norm of the translation input, at most 1): a tracking error grows with speed, and an arm sent to a
+    grasp point still settles there."""
+
+    CORRELATION = 0.9
+
+    def __init__(self, sigma: float, seed: int) -> None:
+        if not sigma > 0:
+            raise ValueError(f"action noise: sigma must be positive, got {sigma}")
+        self.sigma = sigma
+        self._rng = np.random.default_rng(seed)
+        self._value = self._rng.normal(0.0, sigma, 3)
+
+    def next(self) -> np.ndarray:
+        rho = self.CORRELATION
+        self._value = rho * self._value + math.sqrt(1.0 - rho * rho) * self._rng.normal(0.0, self.sigma, 3)
+        return self._value
+
+
 class LiberoRobot(Robot):
-    def __init__(self, scene: LiberoScene) -> None:
+    def __init__(self, scene: LiberoScene, noise: Optional[ActionNoise] = None) -> None:
         super().__init__(LIBERO_LIMITS, ACTION_SCALE)
         self.scene = scene
+        self.noise = noise
         self._connected = False
         self._status = RobotStatus.READY
         self._applied = 0
@@ -70,6 +100,8 @@ class LiberoRobot(Robot):
         values = check_action(action).copy()
         values[:3] /= ACTION_SCALE[0]
         values[3:6] /= ACTION_SCALE[1]
+        if self.noise is not None:
+            values[:3] += self.noise.next() * min(1.0, float(np.linalg.norm(values[:3])))
         values = np.clip(values, -1.0, 1.0)
         self._state()
         self.scene.step(values)

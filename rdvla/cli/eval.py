@@ -78,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write each episode in the project's episode format under DEMOS/<suite>_task<k>_<init>/ "
                    "(images as the policy sees them, proprio, executed actions): demonstrations to train on, data for "
                    "`rdvla calibrate`")
+    p.add_argument("--action-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="disturb the arm: correlated Gaussian noise of this standard deviation (controller units, "
+                   "1.0 = 5 cm) added to the translation the simulator executes, not to the logged action. With "
+                   "`expert --record`: demonstrations that recover from drift (DART); with a policy: a robustness "
+                   "check. Default 0")
     p.add_argument("--max-steps", type=positive_int, metavar="N",
                    help="end episodes after N control steps instead of the suite's limit (a quick check; recorded in "
                    "the settings)")
@@ -165,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("rdvla.runtime.control").setLevel(logging.WARNING)
     if args.video < 0:
         raise ValueError(f"--video {args.video}: give a number of episodes >= 0")
+    if not 0.0 <= args.action_noise <= 1.0:
+        raise ValueError(f"--action-noise {args.action_noise}: give a standard deviation in controller units, 0..1")
     chosen = suite(args.suite)
     kind = source_kind(args.source)
     halting = parse_halting(args.halting, args.iterations, args.min_iterations, args.max_iterations)
@@ -188,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         inits = [InitState("fixed", i) for i in indices]
     settings = {"source": str(Path(args.source).resolve()) if kind != "expert" else "expert", "kind": kind,
                 "suite": args.suite, "render": args.render, "halting": str(halting) if kind != "expert" else None,
-                "horizon": repr(horizon), "max_steps": args.max_steps or chosen.max_steps, **options}
+                "horizon": repr(horizon), "max_steps": args.max_steps or chosen.max_steps, "action_noise": args.action_noise, **options}
     results.check_settings(args.out, settings, overwrite=args.overwrite)
     done = {r.key for r in results.read_episodes(args.out)}
     planned = [runner.EpisodeSpec(args.suite, task, init) for task in tasks for init in inits]
@@ -199,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(planned) - len(missing)} of {len(planned)} episodes already in {args.out}, {len(missing)} to run")
     progress = _Progress(len(missing))
     factory = functools.partial(make_policy, kind, args.source, options)
-    runner.run(missing, args.render, EpisodeSettings(halting if kind != "expert" else None, horizon), factory, args.out,
+    runner.run(missing, args.render, EpisodeSettings(halting if kind != "expert" else None, horizon, args.action_noise), factory, args.out,
                args.workers, lambda result: (results.append_episode(args.out, result), progress.update(result)), args.record,
                args.max_steps)
     progress.finish()

@@ -50,7 +50,7 @@ def recording_name(role: str) -> str:
 
 
 class DemonstrationRecorder(Subscriber):
-    def __init__(self, directory: Path, scene: LiberoScene) -> None:
+    def __init__(self, directory: Path, scene: LiberoScene, action_noise: float = 0.0) -> None:
         self.directory = directory
         self.scene = scene
         self._log = open_episode(directory, [recording_name(role) for role in ROLES], ())
@@ -58,7 +58,7 @@ class DemonstrationRecorder(Subscriber):
         assert scene.init is not None
         self._libero: dict[str, Any] = {"suite": scene.task.suite.name, "task": scene.task.index,
                                         "init": {"kind": scene.init.kind, "seed" if scene.init.kind == "random" else "index": scene.init.index},
-                                        "render": scene.render_mode}
+                                        "render": scene.render_mode, "action_noise": action_noise}
 
     def on_start(self, record: StartRecord) -> None:
         write_episode_header(self.directory, {

@@ -9,6 +9,7 @@ the robot kind reports it done (task success, or the suite's step limit).
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,7 +18,7 @@ import numpy as np
 
 from rdvla.devices.cameras.multi import MultiCamera
 from rdvla.devices.libero.camera import LiberoCamera
-from rdvla.devices.libero.robot import CONTROL_RATE_HZ, LiberoRobot
+from rdvla.devices.libero.robot import CONTROL_RATE_HZ, ActionNoise, LiberoRobot
 from rdvla.devices.libero.scene import InitState, LiberoScene
 from rdvla.devices.libero.suites import ROLES
 from rdvla.runtime.control.broker import PolicyLike
@@ -42,6 +43,7 @@ EPISODE_SEED = 7  # the authors' set_seed_everywhere(7): query n of an episode s
 class EpisodeSettings:
     halting: Optional[HaltingRule]
     horizon: HorizonRule
+    action_noise: float = 0.0  # sigma of the robot's ActionNoise (controller units); 0: none
 
 
 PolicyFactory = Callable[[LiberoScene], PolicyLike]  # a worker's policy for its scene (the expert needs the scene)
@@ -90,8 +92,11 @@ def run_episode(scene: LiberoScene, policy: PolicyLike, init: InitState, setting
     watcher = _Watcher(scene, keep_frames)
     subscribers: list[Subscriber] = [watcher]
     if record is not None:
-        subscribers.append(DemonstrationRecorder(record / episode_name(scene.task.suite.name, scene.task.index, str(init)), scene))
-    loop = ControlLoop(cameras, policy, LiberoRobot(scene), config, clock=stepped.now, sleep=stepped.sleep,
+        subscribers.append(DemonstrationRecorder(record / episode_name(scene.task.suite.name, scene.task.index, str(init)), scene,
+                                                 settings.action_noise))
+    # Seeded by the episode's initial state: the same episode meets the same disturbance on every run.
+    noise = ActionNoise(settings.action_noise, zlib.crc32(str(init).encode())) if settings.action_noise > 0 else None
+    loop = ControlLoop(cameras, policy, LiberoRobot(scene, noise), config, clock=stepped.now, sleep=stepped.sleep,
                        subscribers=subscribers)
     summary = loop.run()
     if summary.stop_reason not in ("episode_done", "steps"):

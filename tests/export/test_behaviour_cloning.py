@@ -14,7 +14,7 @@ import torch
 
 from rdvla.export.checkpoint import load_checkpoint
 from rdvla.export.head import ActionHead, HeadConfig, sample_iterations, truncated_bptt_forward
-from rdvla.export.training import STATE_FILE, TrainSettings, batch_rows, open_run, step_generator, train
+from rdvla.export.training import STATE_FILE, TrainSettings, batch_rows, open_run, shifted, step_generator, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,27 @@ def test_data_order_visits_every_sample_once_per_epoch_and_repeats_for_a_seed() 
     assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:20]) == list(range(10))
     assert not np.array_equal(rows[:10], rows[10:20])
     assert np.array_equal(rows, np.concatenate([batch_rows(3, step, 4, 10) for step in range(5)]))
+
+
+def test_shift_moves_each_image_by_at_most_its_bound_and_repeats_the_border() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 2, 40, 40, 3), dtype=np.uint8)
+    assert shifted(images, 0, torch.Generator().manual_seed(0)) is images
+    out = shifted(images, 4, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    moves = set()
+    for i in range(3):
+        for j in range(2):
+            # The interior of the shifted image is the original moved by (dy, dx) with |dy|, |dx| <= 4.
+            found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                     if np.array_equal(out[i, j, 4:36, 4:36], images[i, j, 4 + dy:36 + dy, 4 + dx:36 + dx])]
+            assert len(found) == 1
+            dy, dx = found[0]
+            moves.add((dy, dx))
+            # Rows moved in from above the image repeat its top row (the first row of the moved content).
+            assert all(np.array_equal(out[i, j, 0], out[i, j, r]) for r in range(max(0, -dy) + 1))
+    assert len(moves) > 1  # not one offset for the whole batch
+    assert np.array_equal(out, shifted(images, 4, torch.Generator().manual_seed(0)))
 
 
 def test_truncated_backprop_gives_the_gradient_of_the_last_k_iterations_only() -> None:
@@ -124,6 +145,28 @@ def test_a_resumed_run_equals_an_uninterrupted_one(demos: Path, tmp_path: Path, 
     assert loaded.norm_stats("libero_spatial_no_noops").action_mask.tolist() == [True] * 6 + [False]
     with pytest.raises(ValueError, match="other settings \\(lr\\)"):
         open_run(tmp_path / "resumed", [demos], _settings(lr=1e-3), resume=True)
+
+
+def test_learning_rate_warms_up_holds_then_falls_to_a_tenth() -> None:
+    s = TrainSettings(lr=1.0, steps=100, warmup_steps=10, decay_steps=20)
+    assert [s.lr_at(k) for k in (0, 5, 10, 79, 80, 90)] == pytest.approx([0.1, 0.55, 1.0, 1.0, 1.0, 0.55])
+    assert s.lr_at(99) == pytest.approx(0.145)
+    assert TrainSettings(lr=1.0, steps=100, warmup_steps=10).lr_at(99) == 1.0  # no decay by default
+
+
+def test_a_run_is_extended_with_a_decay_as_if_it_had_been_asked_for_from_the_start(demos: Path, tmp_path: Path,
+                                                                                   one_thread: object) -> None:
+    straight = open_run(tmp_path / "straight", [demos], _settings(steps=5, decay_steps=2), resume=False)
+    train(straight, save_every=5)
+    first = open_run(tmp_path / "extended", [demos], _settings(steps=3), resume=False)
+    train(first, save_every=3)
+    extended = open_run(tmp_path / "extended", [demos], _settings(steps=5, decay_steps=2), resume=True)
+    train(extended, save_every=5)
+    assert [r["lr"] for r in extended.curve or []] == [r["lr"] for r in straight.curve or []]
+    assert [r["loss"] for r in extended.curve or []] == [r["loss"] for r in straight.curve or []]
+    # Past the start of its decay a run cannot be extended: its last steps already had the falling rates.
+    with pytest.raises(ValueError, match="cannot be extended"):
+        open_run(tmp_path / "straight", [demos], _settings(steps=8, decay_steps=2), resume=True)
 
 
 @pytest.mark.slow

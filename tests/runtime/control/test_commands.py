@@ -19,6 +19,7 @@ from rdvla.devices.cameras.realsense.synthetic import record_scene
 from rdvla.runtime.control.episode import read_episode
 from rdvla.runtime.control.records import RunSummary, StartRecord, StepRecord
 from rdvla.runtime.control.step_log import read_log
+from rdvla.runtime.eval.results import read_episodes
 
 from .conftest import Rig
 
@@ -125,6 +126,10 @@ def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_
                 return 0
             if argv[0] == "run":  # real time on a shared machine: faults held through, as in the test above
                 return dispatch([*argv, "--max-faults", "1000"])
+            if argv[0] == "eval":  # the trained policy's own test runs whole episodes (tests/runtime/eval)
+                return dispatch([*argv, "--max-steps", "5"])
+            if argv[0] == "calibrate":
+                return dispatch([*argv, "--queries", "2"])
             return dispatch(argv)
 
         return stage
@@ -133,11 +138,16 @@ def test_demo_runs_its_stages_as_the_documented_commands(tiny_bundle: Path, tmp_
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--steps", "20"]) == 0
     printed = capsys.readouterr().out
-    assert seen == ["init-checkpoint", "export", "run", "profile"]
-    assert all(f"stage {n} of 5" in printed for n in range(1, 6)) and "--instruction 'put the black bowl" in printed
+    assert seen == ["init-checkpoint", "export", "run", "profile", "export", "eval", "calibrate", "eval"]
+    assert all(f"stage {n} of 8" in printed for n in range(1, 9)) and "--instruction 'put the black bowl" in printed
+    assert "examples/trained/libero_spatial_task0_small/checkpoint" in printed
+    assert "--random-inits 0-1 --record" in printed and "--init-states 0 --precision int8" in printed
     assert "stopped: steps" in printed and "demo finished" in printed
     steps = [r for r in read_log(out / "run" / "steps.jsonl") if isinstance(r, StepRecord)]
     assert len(steps) == 20
     for png in (out / "run" / "control_loop.png", out / "profile" / "latency_vs_iterations.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "profile" / "profile.json").read_text())["repeats"] == 2
+    (episode,) = read_episodes(out / "eval")  # the INT8 graphs the calibration stage wrote ran the held-out state
+    assert episode.init == "fixed:0" and episode.steps == 5 and episode.queries
+    assert json.loads((out / "eval" / "eval.json").read_text())["precision"] == "int8"

@@ -101,6 +101,24 @@ def test_other_settings_into_an_existing_directory_are_refused(tmp_path, capsys)
     assert len(read_episodes(out)) == 1
 
 
+def test_action_noise_moves_the_arm_off_the_logged_actions_and_is_part_of_the_settings(tmp_path):
+    runs = {}
+    for sigma in ("0", "0.3"):
+        demos = tmp_path / f"demos{sigma}"
+        assert main(["eval", "expert", *FAST, "--init-states", "0", "--max-steps", "30", "--action-noise", sigma,
+                     "--record", str(demos), "--out", str(tmp_path / f"eval{sigma}")]) == 0
+        demo = demos / "libero_spatial_task0_fixed0"
+        assert json.loads((demo / "episode.json").read_text())["libero"]["action_noise"] == float(sigma)
+        assert json.loads((tmp_path / f"eval{sigma}" / "eval.json").read_text())["action_noise"] == float(sigma)
+        runs[sigma] = [r for r in read_log(demo / "steps.jsonl") if isinstance(r, StepRecord)]
+    clean, noisy = runs["0"], runs["0.3"]
+    assert clean[0].proposed == noisy[0].proposed  # the same state, the same expert action logged
+    # The arm did not go where the logged actions sent it: its path differs, and the expert answered the difference.
+    drift = [np.linalg.norm(np.subtract(a.proprio[:3], b.proprio[:3])) for a, b in zip(clean, noisy)]
+    assert max(drift) > 0.01
+    assert any(a.proposed != b.proposed for a, b in zip(clean[1:], noisy[1:]))
+
+
 def test_a_bundle_runs_through_the_loop_with_the_protocols_conventions(tiny_bundle, tmp_path):
     out = tmp_path / "eval"
     assert main(["eval", str(tiny_bundle), *FAST, "--init-states", "0", "--max-steps", "12", "--halting", "mse:1e-3",
@@ -121,6 +139,7 @@ def test_a_bundle_runs_through_the_loop_with_the_protocols_conventions(tiny_bund
     (["expert", "--suite", "libero_spatial", "--workers", "0"], "--workers"),
     (["expert", "--suite", "libero_spatial", "--backend", "onnxruntime"], "apply to bundles"),
     (["no/such/bundle", "--suite", "libero_spatial"], "not found"),
+    (["expert", "--suite", "libero_spatial", "--tasks", "0", "--action-noise", "2"], "--action-noise 2.0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(arguments, message, tmp_path, capsys):
     try:
