@@ -8,8 +8,9 @@ Each row is one `rdvla eval` into its own directory under OUT, so an interrupted
 stopped (rerun the same command). Rows run in the order given (default: the order of ROWS, most telling
 first). Before the bundle rows, the checkpoint is exported to OUT/bundle and calibrated to INT8 and FP16 on
 expert episodes of the task recorded from random placements (never the fixed states evaluated). The table
-printed at the end covers the rows with results, with their episode counts, and how the adaptive rows'
-iterations depend on the scene (gripper open or closed, distance from the gripper to the object).
+printed at the end covers the rows with results: episode counts, on how many states each row's outcome
+equals the reference's at 12 iterations, and how the adaptive rows' iterations depend on the scene (gripper
+open or closed, distance from the gripper to the object).
 """
 
 from __future__ import annotations
@@ -96,14 +97,19 @@ def run_row(row: Row, checkpoint: Path, bundle: Path | None, task: dict, out: Pa
           "--workers", str(workers), "--video", "1", "--out", str(out / row.name))
 
 
-def describe(row: Row, episodes: list[EpisodeResult]) -> str:
+def describe(row: Row, episodes: list[EpisodeResult], baseline: list[EpisodeResult]) -> str:
+    """One table line; the last column: on how many of the same initial states the outcome (success or not)
+    equals the reference's at 12 iterations, the paired comparison a precision or a depth is judged by."""
     n = len(episodes)
     wins = sum(e.success for e in episodes)
     low, high = wilson95(wins, n)
     iterations = [q.iterations for e in episodes for q in e.queries]
     steps = statistics.mean(e.steps for e in episodes)
+    reference = {e.init: e.success for e in baseline}
+    shared = [e for e in episodes if e.init in reference]
+    same = sum(e.success == reference[e.init] for e in shared)
     return (f"| {row.name} | {n} | {wins} | {wins / n:.0%} | {low:.0%}-{high:.0%} | {statistics.mean(iterations):.2f} "
-            f"| {steps:.0f} |")
+            f"| {steps:.0f} | {same}/{len(shared)} |")
 
 
 def by_scene(name: str, episodes: list[EpisodeResult]) -> list[str]:
@@ -139,13 +145,14 @@ def main() -> int:
         if row.source == "bundle" and bundle is None:
             bundle = prepare_bundle(checkpoint, task, args.out, args.workers)
         run_row(row, checkpoint, bundle, task, args.out, args.workers)
-    print("| row | episodes | successes | success | Wilson 95 % | mean iterations | mean steps |")
-    print("|---|---|---|---|---|---|---|")
+    print("| row | episodes | successes | success | Wilson 95 % | mean iterations | mean steps | same outcome as ref-fixed12 |")
+    print("|---|---|---|---|---|---|---|---|")
     scene_lines = []
+    baseline = read_episodes(args.out / ROWS[0].name)
     for row in ROWS:
         episodes = read_episodes(args.out / row.name)
         if episodes:
-            print(describe(row, episodes))
+            print(describe(row, episodes, baseline))
             if row.halting == ADAPTIVE:
                 scene_lines += by_scene(row.name, episodes)
     if scene_lines:
