@@ -1,4 +1,5 @@
-"""One YAML file describes a robot setup: cameras, robot, control rate, limits. See examples/setup.yaml.
+"""One YAML file describes a robot setup: cameras, robot, control rate, limits (examples/setup.yaml), or a
+simulated one: a LIBERO scene whose two cameras and arm stand in for them (examples/libero.yaml).
 
 Everything is checked on load, and every error names the field, e.g.
 ``setup.yaml: cameras[1].serial: expected a string, got integer 123 (quote serial numbers)``.
@@ -50,7 +51,18 @@ class SetupConfig:
     source: Optional[Path]
 
 
-def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
+@dataclass(frozen=True)
+class SimulatorSetup:
+    """A LIBERO scene as the setup: its cameras and arm, stepped once per action at the suite's 20 Hz."""
+
+    suite: str
+    task: int
+    init: tuple[str, int]  # ("fixed", state index) or ("random", placement seed), as `rdvla eval` names them
+    render: str  # "default" or "fast"
+    source: Optional[Path]
+
+
+def load_setup(path: str | os.PathLike[str]) -> SetupConfig | SimulatorSetup:
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
@@ -72,7 +84,9 @@ def load_setup(path: str | os.PathLike[str]) -> SetupConfig:
         raise ConfigError(f"{source.name}: {exc}") from None
 
 
-def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path] = None) -> SetupConfig:
+def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path] = None) -> SetupConfig | SimulatorSetup:
+    if isinstance(data, Mapping) and "simulator" in data:
+        return _simulator(data, source)
     top = Fields(data, "", ("version", "control_rate_hz", "observation", "cameras", "robot", "limits"))
     version = top.number("version", integer=True)
     if version != SCHEMA_VERSION:
@@ -91,6 +105,28 @@ def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path]
         max_skew_s=observation.number("max_skew_ms", DEFAULT_MAX_SKEW_MS) / 1000.0,
         source=source,
     )
+
+
+def _simulator(data: Mapping[str, Any], source: Optional[Path]) -> SimulatorSetup:
+    from rdvla.devices.libero.render import RENDER_MODES
+    from rdvla.devices.libero.suites import SUITES
+
+    top = Fields(data, "", ("version", "simulator"))  # the scene is the cameras, the robot and the rate
+    version = top.number("version", integer=True)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
+    fields = Fields(top.raw("simulator", True), "simulator", ("suite", "task", "init", "render"))
+    suite = fields.string("suite", required=True)
+    if suite not in SUITES:
+        raise ConfigError(f"simulator.suite: expected one of {', '.join(SUITES)}, got {suite!r}")
+    render = fields.string("render") or "default"
+    if render not in RENDER_MODES:
+        raise ConfigError(f"simulator.render: expected one of {', '.join(RENDER_MODES)}, got {render!r}")
+    init = fields.string("init") or "fixed:0"
+    init_kind, _, index = init.partition(":")
+    if init_kind not in ("fixed", "random") or not index.isdigit():
+        raise ConfigError(f"simulator.init: expected fixed:INDEX (the suite's initial state) or random:SEED, got {init!r}")
+    return SimulatorSetup(suite, fields.number("task", minimum=-1, integer=True), (init_kind, int(index)), render, source)
 
 
 def _cameras(items: Any, base_dir: Path) -> tuple[Any, ...]:

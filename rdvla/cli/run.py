@@ -1,9 +1,14 @@
-"""`rdvla run`: the onboard control loop, cameras -> policy -> action queue -> safety filter -> robot."""
+"""`rdvla run`: the onboard control loop, cameras -> policy -> action queue -> safety filter -> robot.
+
+A simulator setup (examples/libero.yaml) puts a LIBERO scene in place of the cameras and the robot: the
+same loop, stepped once per action on a simulated clock, waiting for each query as `rdvla eval` does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import textwrap
 import time
@@ -27,17 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=textwrap.fill("Run a bundle as a robot's policy: camera observations go through the policy, its action chunks "
         "through an action queue (execution horizon, asynchronous refill, blending) and a safety filter to the robot, at "
         "the control rate. A dry run by default: actions are computed, filtered and logged, not sent; --execute sends "
-        "them. With --recording and --robot sim it needs no setup file (desk runs). One JSON line per step goes to the "
+        "them. With --recording and --robot sim it needs no setup file (desk runs); a simulator setup file runs a LIBERO "
+        "scene instead of a robot, one control step per action. One JSON line per step goes to the "
         "log, and a summary at the end. Ctrl+C stops after the current cycle with the arm holding its pose; a second "
         "Ctrl+C halts the robot at once.", 100),
         epilog="examples: rdvla run bundle/ --config setup.yaml --instruction 'open the drawer' --execute\n"
-        "          rdvla run bundle/ --recording episode.db3 --robot sim --instruction 'open the drawer' --steps 300",
+        "          rdvla run bundle/ --recording episode.db3 --robot sim --instruction 'open the drawer' --steps 300\n"
+        "          rdvla run bundle/ --config examples/libero.yaml --execute",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_bundle_argument(p)
     add_backend_options(p)
-    p.add_argument("--config", type=Path, metavar="SETUP.yaml", help="robot setup: cameras, robot, control rate, limits")
-    p.add_argument("--instruction", type=instruction, required=True, help="the task, in words")
+    p.add_argument("--config", type=Path, metavar="SETUP.yaml",
+                   help="robot setup: cameras, robot, control rate, limits; or a simulator (examples/libero.yaml)")
+    p.add_argument("--instruction", type=instruction, help="the task, in words (required, except with a simulator setup, "
+                   "where the task's own words are the default)")
     p.add_argument("--execute", action="store_true", help="send actions to the robot (default: dry run)")
 
     desk = p.add_argument_group("desk overrides")
@@ -59,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     loop = p.add_argument_group("loop")
     loop.add_argument("--rate", type=positive_float, metavar="HZ", help="control rate (default: the setup's control_rate_hz, else 10)")
-    loop.add_argument("--mode", choices=("async", "sync"), default="async",
-                      help="async (default): the next chunk is inferred on a worker thread while the current one "
-                      "executes; sync: the loop waits for each query")
+    loop.add_argument("--mode", choices=("async", "sync"),
+                      help="async (default with a robot): the next chunk is inferred on a worker thread while the "
+                      "current one executes; sync (always with a simulator): the loop waits for each query")
     loop.add_argument("--refill-at", type=int_in(0), default=2, metavar="N",
                       help="async: start the next query once at most N actions remain queued (default 2)")
     loop.add_argument("--blend", choices=("replace", "average", "crossfade"), default="replace",
@@ -94,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
+def loop_config(args: argparse.Namespace, rate_hz: float, instruction: str, simulated: bool = False) -> Any:
     from rdvla.runtime.control.config import LoopConfig
     from rdvla.runtime.control.safety import SafetyConfig
     from rdvla.runtime.halting import parse_halting
@@ -104,8 +113,9 @@ def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
     # None: the bundle's halting; parse_halting refuses --min/--max-iterations without --halting.
     halting = parse_halting(*given) if any(option is not None for option in given) else None
     return LoopConfig(
-        instruction=args.instruction, rate_hz=rate_hz, mode=args.mode, refill_at=args.refill_at, blend=args.blend,
-        horizon=parse_horizon(args.horizon), halting=halting,
+        instruction=instruction, rate_hz=rate_hz, mode=args.mode or ("sync" if simulated else "async"),
+        refill_at=args.refill_at, blend=args.blend, horizon=parse_horizon(args.horizon), halting=halting,
+        deadlines=not simulated,
         deadline_s=None if args.deadline_ms is None else args.deadline_ms / 1e3, execute=args.execute, max_steps=args.steps,
         gripper=args.gripper, seed=args.seed,
         safety=SafetyConfig(max_linear_accel_mps2=args.max_linear_accel, max_angular_accel_radps2=args.max_angular_accel,
@@ -113,11 +123,27 @@ def loop_config(args: argparse.Namespace, rate_hz: float) -> Any:
     )
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    if args.config is None and (not args.recording or args.robot != "sim"):
-        raise ValueError("give --config SETUP.yaml, or --recording FILE and --robot sim for a run on a desk")
+def _check_arguments(args: argparse.Namespace, simulated: bool) -> None:
+    if simulated:
+        _check_simulator_arguments(args)
+    elif args.instruction is None:
+        raise ValueError("--instruction: required with a robot; give the task in words, e.g. --instruction 'open the drawer'")
     if args.record is not None and args.log is not None:
         raise ValueError("--record DIR keeps its step log in DIR/steps.jsonl; leave out --log")
+
+
+def _check_simulator_arguments(args: argparse.Namespace) -> None:
+    """A simulator setup decides these itself: its scene is the cameras and the robot, stepped at the suite's
+    rate, and it waits for every query."""
+    if args.record is not None:
+        raise ValueError(f"--record: {args.config} is a simulator setup; record simulated episodes with "
+                         "`rdvla eval BUNDLE --suite SUITE --record DIR`")
+    given = [("--recording", args.recording), ("--robot", args.robot), ("--rate", args.rate),
+             ("--deadline-ms", args.deadline_ms), ("--mode async", args.mode == "async")]
+    for option, value in given:
+        if value:
+            raise ValueError(f"{option}: {args.config} is a simulator setup, stepped once per action at 20 Hz and "
+                             "waiting for each query; leave out the option")
 
 
 def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
@@ -179,17 +205,38 @@ def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
     return build_robot(setup, clock=clock)
 
 
+def _simulated_devices(setup: Any, task: Any, clock: Any, cleanup: contextlib.ExitStack) -> tuple[Any, Any]:
+    """The scene's two cameras and its arm, the scene reset to the setup's initial state."""
+    from rdvla.devices.cameras.multi import MultiCamera
+    from rdvla.devices.libero.camera import LiberoCamera
+    from rdvla.devices.libero.robot import LiberoRobot
+    from rdvla.devices.libero.scene import InitState, LiberoScene
+    from rdvla.devices.libero.suites import ROLES
+
+    scene = LiberoScene(task, setup.render)
+    cleanup.callback(scene.close)
+    scene.reset(InitState(*setup.init))
+    # Every frame is the scene's render at this step: never old, never apart in time.
+    cameras = MultiCamera([LiberoCamera(scene, role, clock) for role in ROLES], max_age_s=math.inf, max_skew_s=math.inf)
+    return cameras, LiberoRobot(scene)
+
+
 def run(args: argparse.Namespace) -> int:
-    from rdvla.devices.config import build_cameras, load_setup
+    from rdvla.devices.config import SimulatorSetup, build_cameras, load_setup
     from rdvla.runtime.control import episode
     from rdvla.cli.run_display import StatusLine, format_summary
     from rdvla.runtime.control.broker import load_on, single_worker
     from rdvla.runtime.control.loop import ControlLoop, stop_on_signals
+    from rdvla.runtime.control.pacing import SteppedClock
     from rdvla.runtime.control.step_log import StepLog
     from rdvla.runtime.control.subscriber import Subscriber
     from rdvla.runtime.outputs import check_apart, check_new_file
 
-    _check_arguments(args)
+    if args.config is None and (not args.recording or args.robot != "sim"):
+        raise ValueError("give --config SETUP.yaml, or --recording FILE and --robot sim for a run on a desk")
+    setup = load_setup(args.config) if args.config is not None else None
+    simulated = isinstance(setup, SimulatorSetup)
+    _check_arguments(args, simulated)
     # Outputs are checked before the policy loads (minutes for TensorRT engines), then claimed.
     log_path = args.log or Path("runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     for option, path in (("--log", args.log), ("--record", args.record)):
@@ -199,36 +246,51 @@ def run(args: argparse.Namespace) -> int:
         episode.check_episode_directory(args.record, overwrite=args.overwrite)
     else:
         check_new_file(log_path, overwrite=args.overwrite, option="--log")
-    setup = load_setup(args.config) if args.config is not None else None
-    rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)
-    config = loop_config(args, rate)
-    clock = time.monotonic
-    with contextlib.ExitStack() as cleanup:  # undone in reverse: step log, policy, worker
+    task = None
+    if isinstance(setup, SimulatorSetup):
+        from rdvla.devices.libero.robot import CONTROL_RATE_HZ
+        from rdvla.devices.libero.suites import load_task
+
+        task = load_task(setup.suite, setup.task)  # a missing simulator or task is said before the policy loads
+        rate = CONTROL_RATE_HZ
+    else:
+        rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)
+    config = loop_config(args, rate, args.instruction if task is None else (args.instruction or task.language), simulated)
+    stepped = SteppedClock() if simulated else None
+    clock, sleep = (stepped.now, stepped.sleep) if stepped is not None else (time.monotonic, time.sleep)
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: scene, step log, policy, worker
         executor = single_worker() if config.mode == "async" else None
         if executor is not None:
             cleanup.callback(executor.shutdown, wait=True)
         policy, precision = load_on(executor, lambda: open_policy(args.bundle, args))
         cleanup.callback(load_on, executor, policy.close)
-        configs = _camera_configs(args, setup, policy.bundle.dims.num_images)
         info: dict[str, Any] = {"bundle": str(args.bundle), "backend": policy.backend.name, "precision": precision,
                                  "preprocessing": policy.preprocessing}
-        if args.record is not None:
+        num_images = policy.bundle.dims.num_images
+        if simulated and num_images != 2:
+            raise ValueError(f"the policy takes {num_images} camera images; a LIBERO scene has 2")
+        configs = [] if simulated else _camera_configs(args, setup, num_images)
+        if args.record is not None:  # never with a simulator (refused above)
             configs, info["cameras"], step_log = _record_cameras(args.record, configs, args.overwrite)
             log_path = step_log.path
             info["robot"] = "sim" if setup is None or args.robot == "sim" else setup.robot.type
         else:
             step_log = StepLog(log_path, overwrite=args.overwrite)
         cleanup.callback(step_log.close)  # a run that never starts still releases its log
-        cameras = build_cameras(setup, configs, clock=clock)
-        robot = _robot(args, setup, clock)
+        if isinstance(setup, SimulatorSetup):
+            info["simulator"] = f"{setup.suite} task {setup.task} {':'.join(map(str, setup.init))} ({setup.render} render)"
+            cameras, robot = _simulated_devices(setup, task, clock, cleanup)
+        else:
+            cameras = build_cameras(setup, configs, clock=clock)
+            robot = _robot(args, setup, clock)
         if args.record is not None:
             episode.write_episode_header(args.record, {**info, "instruction": config.instruction, "control_rate_hz": rate})
         show = sys.stderr.isatty() if args.status is None else args.status
         subscribers: list[Subscriber] = [step_log]
         if show:
             subscribers.append(StatusLine(sys.stderr, args.steps, config.execute))
-        loop = ControlLoop(cameras, policy, robot, config, clock=clock, executor=executor, subscribers=subscribers,
-                           run_info=info)
+        loop = ControlLoop(cameras, policy, robot, config, clock=clock, sleep=sleep, executor=executor,
+                           subscribers=subscribers, run_info=info)
         print(f"{'EXECUTING' if config.execute else 'dry run (nothing sent to the robot; --execute to act)'}: "
               f"{policy.backend.name} {precision}, {policy.preprocessing} preprocessing, {config.mode} at {rate:g} Hz; log {log_path}",
               file=sys.stderr)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rdvla.devices.cameras.multi import MultiCamera
-from rdvla.devices.config import ConfigError, build_cameras, build_robot, load_setup, parse_setup
+from rdvla.devices.config import ConfigError, SimulatorSetup, build_cameras, build_robot, load_setup, parse_setup
 from rdvla.devices.robots.bridge import BridgeRobot
 from rdvla.devices.robots.sim import SimRobot
 
@@ -132,3 +132,38 @@ def test_file_errors(tmp_path: Path) -> None:
     wrong.write_text(yaml.safe_dump(mutate("cameras[1].serial", 42)))
     with pytest.raises(ConfigError, match=r"^wrong.yaml: cameras\[1\].serial: expected a string"):
         load_setup(wrong)
+
+
+SIMULATOR_EXAMPLE = EXAMPLE.with_name("libero.yaml")
+
+
+def test_simulator_example_loads() -> None:
+    setup = load_setup(SIMULATOR_EXAMPLE)
+    assert setup == SimulatorSetup("libero_spatial", 0, ("fixed", 0), "fast", SIMULATOR_EXAMPLE)
+
+
+@pytest.mark.parametrize(
+    "simulator, message",
+    [
+        ({"suite": "libero_100", "task": 0}, "simulator.suite: expected one of libero_spatial,"),
+        ({"task": 0}, "simulator.suite: required"),
+        ({"suite": "libero_goal"}, "simulator.task: required"),
+        ({"suite": "libero_goal", "task": -1}, "simulator.task: must be greater than -1"),
+        ({"suite": "libero_goal", "task": 1.5}, "simulator.task: expected an integer"),
+        ({"suite": "libero_goal", "task": 0, "init": "fixed:-1"}, "simulator.init: expected fixed:INDEX"),
+        ({"suite": "libero_goal", "task": 0, "init": "3"}, "simulator.init: expected fixed:INDEX"),
+        ({"suite": "libero_goal", "task": 0, "render": "pretty"}, "simulator.render: expected one of default, fast"),
+        ({"suite": "libero_goal", "task": 0, "seed": 3}, "simulator.seed: unknown field"),
+    ],
+)
+def test_simulator_errors_name_the_field(simulator: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_setup({"version": 1, "simulator": simulator})
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_simulator_is_the_cameras_and_the_robot() -> None:
+    with pytest.raises(ConfigError, match=r"^control_rate_hz: unknown field \(known: version, simulator\)"):
+        parse_setup({**minimal(), "simulator": {"suite": "libero_goal", "task": 0}})
+    setup = parse_setup({"version": 1, "simulator": {"suite": "libero_goal", "task": 3, "init": "random:17"}})
+    assert setup == SimulatorSetup("libero_goal", 3, ("random", 17), "default", None)

@@ -1014,6 +1014,10 @@ def setup_yaml(text: str | bytes) -> Callable[[World], Path]:
     return lambda w: w.write("setup.yaml", text)
 
 
+def run_simulator(*extra: Any, setup: str = "version: 1\nsimulator: {suite: libero_spatial, task: 0}\n") -> ArgvMaker:
+    return lambda w: ["run", w.bundle, "--config", w.write("libero.yaml", setup), *(a(w) if callable(a) else a for a in extra)]
+
+
 RUN = [
     Case("run/ok", run_desk("--log", lambda w: w.path("steps.jsonl")), code=0, outputs=("steps.jsonl",)),
     Case("run/no-cameras", lambda w: ["run", w.bundle, "--instruction", "x"], says=("--config", "--recording")),
@@ -1100,6 +1104,14 @@ RUN = [
     Case("run/bundle-statistics-nan", run_desk(bundle=raw_bundle(set_in("normalization.action.q99", [math.nan] * 7))),
          says=("manifest.json", "NaN")),
     Case("run/playback-unknown", run_desk("--playback", "fast"), says=("--playback",)),
+    Case("run/instruction-missing", lambda w: ["run", w.bundle, "--recording", w.recordings[0], "--robot", "sim"],
+         says=("--instruction", "required")),
+    Case("run/simulator-record", run_simulator("--record", lambda w: w.path("episode")), says=("--record", "rdvla eval")),
+    Case("run/simulator-mode-async", run_simulator("--mode", "async"), says=("--mode async", "simulator")),
+    Case("run/simulator-rate", run_simulator("--rate", "10"), says=("--rate", "simulator")),
+    Case("run/simulator-recording", run_simulator("--recording", lambda w: w.recordings[0]), says=("--recording", "simulator")),
+    Case("run/simulator-task-missing", run_simulator(setup="version: 1\nsimulator: {suite: libero_spatial, task: 10}\n"),
+         says=("task 10", "0..9")),
 ]
 
 
