@@ -88,9 +88,7 @@ def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path]
     if isinstance(data, Mapping) and "simulator" in data:
         return _simulator(data, source)
     top = Fields(data, "", ("version", "control_rate_hz", "observation", "cameras", "robot", "limits"))
-    version = top.number("version", integer=True)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
+    _check_version(top)
     rate = top.number("control_rate_hz")
     if rate > 1000:
         raise ConfigError(f"control_rate_hz: at most 1000, got {rate}")
@@ -107,14 +105,18 @@ def parse_setup(data: Any, *, base_dir: Path = Path("."), source: Optional[Path]
     )
 
 
+def _check_version(top: Fields) -> None:
+    version = top.number("version", integer=True)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
+
+
 def _simulator(data: Mapping[str, Any], source: Optional[Path]) -> SimulatorSetup:
     from rdvla.devices.libero.render import RENDER_MODES
     from rdvla.devices.libero.suites import SUITES
 
     top = Fields(data, "", ("version", "simulator"))  # the scene is the cameras, the robot and the rate
-    version = top.number("version", integer=True)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"version: this rdvla reads setup version {SCHEMA_VERSION}, the file says {version}")
+    _check_version(top)
     fields = Fields(top.raw("simulator", True), "simulator", ("suite", "task", "init", "render"))
     suite = fields.string("suite", required=True)
     if suite not in SUITES:

@@ -251,7 +251,10 @@ def run(args: argparse.Namespace) -> int:
         from rdvla.devices.libero.robot import CONTROL_RATE_HZ
         from rdvla.devices.libero.suites import load_task
 
-        task = load_task(setup.suite, setup.task)  # a missing simulator or task is said before the policy loads
+        task = load_task(setup.suite, setup.task)  # a missing simulator, task or state is said before the policy loads
+        if setup.init[0] == "fixed" and setup.init[1] >= len(task.init_states):
+            raise ValueError(f"{args.config}: simulator.init: {setup.suite} task {setup.task} has initial states "
+                             f"0..{len(task.init_states) - 1}, not {setup.init[1]}")
         rate = CONTROL_RATE_HZ
     else:
         rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)

@@ -1112,6 +1112,8 @@ RUN = [
     Case("run/simulator-recording", run_simulator("--recording", lambda w: w.recordings[0]), says=("--recording", "simulator")),
     Case("run/simulator-task-missing", run_simulator(setup="version: 1\nsimulator: {suite: libero_spatial, task: 10}\n"),
          says=("task 10", "0..9")),
+    Case("run/simulator-state-missing", run_simulator(setup="version: 1\nsimulator: {suite: libero_spatial, task: 0, init: fixed:50}\n"),
+         says=("simulator.init", "0..49")),
 ]
 
 
