@@ -7,6 +7,7 @@ step and never before.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Optional
 
@@ -19,6 +20,7 @@ from rdvla.devices.cameras.base import (
     Clock,
     Frame,
 )
+from rdvla.devices.cameras.multi import MultiCamera
 from rdvla.devices.libero.scene import LiberoScene
 from rdvla.devices.libero.suites import ROLES
 
@@ -62,3 +64,9 @@ class LiberoCamera(Camera):
 
     def read_latest(self, max_age_s: float) -> Frame:
         return self._frame()
+
+
+def scene_cameras(scene: LiberoScene, clock: Clock) -> MultiCamera:
+    """Both cameras of the scene as the loop's observation source, in the policy's order. Every frame is the
+    scene's render at the current step, so no frame is old and none is apart from the other in time."""
+    return MultiCamera([LiberoCamera(scene, role, clock) for role in ROLES], max_age_s=math.inf, max_skew_s=math.inf)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import textwrap
 import time
@@ -207,18 +206,14 @@ def _robot(args: argparse.Namespace, setup: Any, clock: Any) -> Any:
 
 def _simulated_devices(setup: Any, task: Any, clock: Any, cleanup: contextlib.ExitStack) -> tuple[Any, Any]:
     """The scene's two cameras and its arm, the scene reset to the setup's initial state."""
-    from rdvla.devices.cameras.multi import MultiCamera
-    from rdvla.devices.libero.camera import LiberoCamera
+    from rdvla.devices.libero.camera import scene_cameras
     from rdvla.devices.libero.robot import LiberoRobot
     from rdvla.devices.libero.scene import InitState, LiberoScene
-    from rdvla.devices.libero.suites import ROLES
 
     scene = LiberoScene(task, setup.render)
     cleanup.callback(scene.close)
     scene.reset(InitState(*setup.init))
-    # Every frame is the scene's render at this step: never old, never apart in time.
-    cameras = MultiCamera([LiberoCamera(scene, role, clock) for role in ROLES], max_age_s=math.inf, max_skew_s=math.inf)
-    return cameras, LiberoRobot(scene)
+    return scene_cameras(scene, clock), LiberoRobot(scene)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ the robot kind reports it done (task success, or the suite's step limit).
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from rdvla.devices.cameras.multi import MultiCamera
-from rdvla.devices.libero.camera import LiberoCamera
+from rdvla.devices.libero.camera import scene_cameras
 from rdvla.devices.libero.robot import CONTROL_RATE_HZ, ActionNoise, LiberoRobot
 from rdvla.devices.libero.scene import InitState, LiberoScene
-from rdvla.devices.libero.suites import ROLES
 from rdvla.runtime.control.broker import PolicyLike
 from rdvla.runtime.control.config import LoopConfig
 from rdvla.runtime.control.loop import ControlLoop
@@ -83,7 +80,7 @@ def run_episode(scene: LiberoScene, policy: PolicyLike, init: InitState, setting
     """One episode from `init`; with `record`, also written there as a demonstration (episode format)."""
     scene.reset(init)
     stepped = SteppedClock()
-    cameras = MultiCamera([LiberoCamera(scene, role, stepped.now) for role in ROLES], max_age_s=math.inf, max_skew_s=math.inf)
+    cameras = scene_cameras(scene, stepped.now)
     config = LoopConfig(
         instruction=scene.task.language, rate_hz=CONTROL_RATE_HZ, mode="sync", horizon=settings.horizon,
         halting=settings.halting, deadlines=False, execute=True, max_steps=scene.max_steps + 1, gripper="libero",
