@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import yaml
 
@@ -21,6 +21,9 @@ from rdvla.devices.cameras.multi import MultiCamera
 from rdvla.devices.cameras.registry import camera_type, make_camera
 from rdvla.devices.robots.base import SCALAR_LIMIT_FIELDS, Robot, RobotLimits
 from rdvla.devices.setup_fields import ConfigError, Fields, kind
+
+if TYPE_CHECKING:  # the LIBERO package is imported only for a simulator setup
+    from rdvla.devices.libero.scene import InitState
 
 SCHEMA_VERSION = 1
 ROBOT_TYPES = ("sim", "bridge")
@@ -57,7 +60,7 @@ class SimulatorSetup:
 
     suite: str
     task: int
-    init: tuple[str, int]  # ("fixed", state index) or ("random", placement seed), as `rdvla eval` names them
+    init: InitState  # the suite's fixed initial state or a seeded random placement, as `rdvla eval` names them
     render: str  # "default" or "fast"
     source: Optional[Path]
 
@@ -113,6 +116,7 @@ def _check_version(top: Fields) -> None:
 
 def _simulator(data: Mapping[str, Any], source: Optional[Path]) -> SimulatorSetup:
     from rdvla.devices.libero.render import RENDER_MODES
+    from rdvla.devices.libero.scene import InitState
     from rdvla.devices.libero.suites import SUITES
 
     top = Fields(data, "", ("version", "simulator"))  # the scene is the cameras, the robot and the rate
@@ -128,7 +132,8 @@ def _simulator(data: Mapping[str, Any], source: Optional[Path]) -> SimulatorSetu
     init_kind, _, index = init.partition(":")
     if init_kind not in ("fixed", "random") or not index.isdigit():
         raise ConfigError(f"simulator.init: expected fixed:INDEX (the suite's initial state) or random:SEED, got {init!r}")
-    return SimulatorSetup(suite, fields.number("task", minimum=-1, integer=True), (init_kind, int(index)), render, source)
+    return SimulatorSetup(suite, fields.number("task", minimum=-1, integer=True), InitState(init_kind, int(index)), render,
+                          source)
 
 
 def _cameras(items: Any, base_dir: Path) -> tuple[Any, ...]:

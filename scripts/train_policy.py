@@ -50,6 +50,13 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -72,14 +79,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr, help=f"peak learning rate (default {DEFAULTS.lr})")
     p.add_argument("--warmup-steps", type=positive, default=DEFAULTS.warmup_steps,
                    help=f"linear warm-up from 0.1 lr (default {DEFAULTS.warmup_steps})")
-    p.add_argument("--decay-steps", type=int, default=DEFAULTS.decay_steps, metavar="N",
+    p.add_argument("--decay-steps", type=non_negative, default=DEFAULTS.decay_steps, metavar="N",
                    help="the last N steps lower the learning rate linearly to 0.1 lr (default 0: constant to the end); "
                    "--resume may change it and --steps while the run has not reached the decay")
     p.add_argument("--mean-recurrence", type=positive, default=DEFAULTS.mean_recurrence,
                    help=f"mean of the sampled iteration count r (default {DEFAULTS.mean_recurrence}; released 32)")
     p.add_argument("--backprop-depth", type=positive, default=DEFAULTS.backprop_depth,
                    help=f"iterations with gradient, k (default {DEFAULTS.backprop_depth}; released 8)")
-    p.add_argument("--shift", type=int, default=DEFAULTS.shift_px, metavar="PX",
+    p.add_argument("--shift", type=non_negative, default=DEFAULTS.shift_px, metavar="PX",
                    help=f"augmentation: each image shifted by up to PX pixels (default {DEFAULTS.shift_px}; 0: none)")
     p.add_argument("--dataset-key", default=DEFAULTS.dataset_key,
                    help="key of dataset_statistics.json, the bundle's --unnorm-key (default: <suite>_no_noops of the "
@@ -102,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {out} exists and is not empty; add --resume to continue it, or choose a new directory",
               file=sys.stderr)
         return 2
-    if not 0 <= args.decay_steps <= args.steps - args.warmup_steps:
-        print(f"error: --decay-steps {args.decay_steps}: give 0..{args.steps - args.warmup_steps} (--steps minus "
-              "--warmup-steps)", file=sys.stderr)
+    if args.decay_steps > max(0, args.steps - args.warmup_steps):
+        print(f"error: --decay-steps {args.decay_steps}: give 0 (no decay) or at most --steps minus --warmup-steps "
+              f"({max(0, args.steps - args.warmup_steps)})", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     settings = TrainSettings(preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

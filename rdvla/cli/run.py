@@ -141,8 +141,8 @@ def _check_simulator_arguments(args: argparse.Namespace) -> None:
              ("--deadline-ms", args.deadline_ms), ("--mode async", args.mode == "async")]
     for option, value in given:
         if value:
-            raise ValueError(f"{option}: {args.config} is a simulator setup, stepped once per action at 20 Hz and "
-                             "waiting for each query; leave out the option")
+            raise ValueError(f"{option}: {args.config} is a simulator setup, stepped once per action and waiting for "
+                             "each query; leave out the option")
 
 
 def _camera_configs(args: argparse.Namespace, setup: Any, count: int) -> list[Any]:
@@ -208,11 +208,11 @@ def _simulated_devices(setup: Any, task: Any, clock: Any, cleanup: contextlib.Ex
     """The scene's two cameras and its arm, the scene reset to the setup's initial state."""
     from rdvla.devices.libero.camera import scene_cameras
     from rdvla.devices.libero.robot import LiberoRobot
-    from rdvla.devices.libero.scene import InitState, LiberoScene
+    from rdvla.devices.libero.scene import LiberoScene
 
     scene = LiberoScene(task, setup.render)
     cleanup.callback(scene.close)
-    scene.reset(InitState(*setup.init))
+    scene.reset(setup.init)
     return scene_cameras(scene, clock), LiberoRobot(scene)
 
 
@@ -247,9 +247,9 @@ def run(args: argparse.Namespace) -> int:
         from rdvla.devices.libero.suites import load_task
 
         task = load_task(setup.suite, setup.task)  # a missing simulator, task or state is said before the policy loads
-        if setup.init[0] == "fixed" and setup.init[1] >= len(task.init_states):
+        if setup.init.kind == "fixed" and setup.init.index >= len(task.init_states):
             raise ValueError(f"{args.config}: simulator.init: {setup.suite} task {setup.task} has initial states "
-                             f"0..{len(task.init_states) - 1}, not {setup.init[1]}")
+                             f"0..{len(task.init_states) - 1}, not {setup.init.index}")
         rate = CONTROL_RATE_HZ
     else:
         rate = args.rate if args.rate is not None else (setup.control_rate_hz if setup is not None else DEFAULT_RATE_HZ)
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
             step_log = StepLog(log_path, overwrite=args.overwrite)
         cleanup.callback(step_log.close)  # a run that never starts still releases its log
         if isinstance(setup, SimulatorSetup):
-            info["simulator"] = f"{setup.suite} task {setup.task} {':'.join(map(str, setup.init))} ({setup.render} render)"
+            info["simulator"] = f"{setup.suite} task {setup.task} {setup.init} ({setup.render} render)"
             cameras, robot = _simulated_devices(setup, task, clock, cleanup)
         else:
             cameras = build_cameras(setup, configs, clock=clock)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from rdvla.devices.cameras.multi import MultiCamera
+from rdvla.devices.libero.scene import InitState
 from rdvla.devices.config import ConfigError, SimulatorSetup, build_cameras, build_robot, load_setup, parse_setup
 from rdvla.devices.robots.bridge import BridgeRobot
 from rdvla.devices.robots.sim import SimRobot
@@ -139,7 +140,7 @@ SIMULATOR_EXAMPLE = EXAMPLE.with_name("libero.yaml")
 
 def test_simulator_example_loads() -> None:
     setup = load_setup(SIMULATOR_EXAMPLE)
-    assert setup == SimulatorSetup("libero_spatial", 0, ("fixed", 0), "fast", SIMULATOR_EXAMPLE)
+    assert setup == SimulatorSetup("libero_spatial", 0, InitState("fixed", 0), "fast", SIMULATOR_EXAMPLE)
 
 
 @pytest.mark.parametrize(
@@ -166,4 +167,4 @@ def test_a_simulator_is_the_cameras_and_the_robot() -> None:
     with pytest.raises(ConfigError, match=r"^control_rate_hz: unknown field \(known: version, simulator\)"):
         parse_setup({**minimal(), "simulator": {"suite": "libero_goal", "task": 0}})
     setup = parse_setup({"version": 1, "simulator": {"suite": "libero_goal", "task": 3, "init": "random:17"}})
-    assert setup == SimulatorSetup("libero_goal", 3, ("random", 17), "default", None)
+    assert setup == SimulatorSetup("libero_goal", 3, InitState("random", 17), "default", None)

@@ -198,3 +198,17 @@ def test_script_refuses_bad_runs_in_one_line(demos: Path, tmp_path: Path, capsys
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
     assert "--resume" in errors[0] and "no train_state.pt" in errors[1] and "missing" in errors[2]
+
+
+def test_script_refuses_a_bad_shift_or_decay_in_one_line(demos: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    main = _script()
+    for extra in (["--shift", "-3"], ["--decay-steps", "-1"]):
+        with pytest.raises(SystemExit) as exited:  # argparse: usage and one error line
+            main(["--data", str(demos), "--out", str(tmp_path / "new"), *extra])
+        assert exited.value.code == 2
+    assert main(["--data", str(demos), "--out", str(tmp_path / "new"), "--steps", "50", "--decay-steps", "1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 3, errors
+    assert "--shift" in errors[0] and "--decay-steps" in errors[1] and "at most --steps minus --warmup-steps (0)" in errors[2]
+    assert not (tmp_path / "new").exists()  # refused before anything is written
